@@ -1,0 +1,25 @@
+# The README's two commands are `make demo` and `make test`; everything else is a convenience.
+SHELL := /bin/bash
+export STEPCODE_HOME ?= $(CURDIR)/.stepcode
+export DAGSTER_HOME ?= $(CURDIR)
+EXTRAS := dev
+
+.PHONY: demo test venv ui bench clean
+
+venv:
+	@scripts/bootstrap.sh $(EXTRAS)
+
+demo: venv
+	@.venv/bin/stepcode demo
+
+test:
+	@scripts/test.sh
+
+ui: venv
+	.venv/bin/dagster dev -m pipelines.definitions
+
+bench: venv
+	.venv/bin/python benchmarks/bench_trace.py
+
+clean:
+	rm -rf .stepcode

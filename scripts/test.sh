@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The README's test command: install everything the tests need (system packages included), start
+# the services they use, run pytest, stop what was started. Extra arguments go to pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh dev || exit 1
+
+dockerd_pid="$(scripts/ensure_docker.sh)" || { echo "Docker set-up failed" >&2; exit 1; }
+stop_dockerd() {
+  if [ -n "$dockerd_pid" ]; then
+    kill "$dockerd_pid" 2>/dev/null
+    for _ in $(seq 1 40); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.25; done
+  fi
+}
+trap stop_dockerd EXIT
+
+.venv/bin/python -m pytest "$@"
+rc=$?
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no tests: treating that as a failure" >&2
+  exit 1
+fi
+exit "$rc"
