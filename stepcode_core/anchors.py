@@ -10,7 +10,8 @@ The paper asked GPT-4o to insert ``print`` anchors; we insert them deterministic
   never raises, so P' keeps P's behaviour even when a ``repr`` fails.
 
 Rules (policy ``paper``): an anchor after each significant assignment (plain names, tuple unpacking,
-augmented and annotated assignment, item assignment ``d[k] = v`` reports ``d``); ``return expr`` is
+augmented and annotated assignment; item assignment ``d[k] = v``, ``del d[k]`` and in-place method
+calls such as ``xs.append(v)`` report the container); ``return expr`` is
 unrolled so that ``expr`` is evaluated once and reported as ``return``; no anchors inside loop bodies,
 but after a loop an anchor for each name the loop assigned that is certainly bound there; returns
 inside loops keep their anchor (it fires once per call). Policy ``dense`` also anchors inside loops,
@@ -32,6 +33,14 @@ RETURN_ANCHOR = "return"
 # Calls whose results print as "<map object at 0x7f...>": the address changes per run, so a model could
 # never predict it. The trace parser flags other such values at run time.
 _ITERATOR_BUILTINS = frozenset({"map", "filter", "zip", "iter", "reversed", "enumerate"})
+
+
+# In-place methods of list, dict and set: ``xs.append(v)`` as a statement changes the state of ``xs``.
+_MUTATING_METHODS = frozenset({
+    "append", "extend", "insert", "pop", "remove", "sort", "reverse", "clear",
+    "update", "setdefault", "popitem", "add", "discard", "difference_update",
+    "intersection_update", "symmetric_difference_update",
+})
 
 
 class InstrumentationError(ValueError):
@@ -159,6 +168,15 @@ def _stored_names(target: ast.expr) -> set[str]:
     return set()
 
 
+def _mutated_name(stmt: ast.stmt) -> str | None:
+    """``xs`` for a statement ``xs.append(v)`` (an in-place method called on a plain name)."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        func = stmt.value.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.attr in _MUTATING_METHODS:
+            return func.value.id
+    return None
+
+
 def _reports_address(value: ast.expr | None) -> bool:
     """The value's repr would hold a memory address (lambdas, generators, lazy iterators)."""
     if isinstance(value, (ast.Lambda, ast.GeneratorExp)):
@@ -190,6 +208,12 @@ def _assigned_in(stmts: Iterable[ast.stmt]) -> list[str]:
             found.extend(_target_names(node.target))
         elif isinstance(node, (ast.For, ast.AsyncFor)):
             found.extend(_target_names(node.target))
+        elif isinstance(node, ast.Delete):
+            for target in node.targets:
+                if isinstance(target, ast.Subscript):
+                    found.extend(_target_names(target))
+        elif isinstance(node, ast.stmt) and _mutated_name(node):
+            found.append(_mutated_name(node))
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -313,7 +337,11 @@ class _AnchorInserter:
         if isinstance(stmt, ast.Delete):
             for target in stmt.targets:
                 bound -= _stored_names(target)
-            return [stmt]
+            changed = [name for target in stmt.targets if isinstance(target, ast.Subscript) for name in _target_names(target)]
+            return [stmt, *self.name_anchors(changed, stmt, in_loop)] if anchors_here else [stmt]
+        mutated = _mutated_name(stmt)
+        if mutated is not None:
+            return [stmt, *self.name_anchors([mutated], stmt, in_loop)] if anchors_here else [stmt]
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             bound |= {(alias.asname or alias.name).split(".")[0] for alias in stmt.names}
             return [stmt]

@@ -1,0 +1,240 @@
+"""Ground-truth traces: the script that runs P' in the sandbox, and the parser of what it prints.
+
+The script executes P''s ``harness`` rendering. Each anchor writes one line
+``\\x1e<nonce>:a:<site>:<json repr>`` to the program's original stdout; the nonce is fresh per run,
+so nothing the program prints on its own can pass for an anchor line, and whatever the program
+prints stays recoverable as ``Trace.program_stdout``. Anchor lines above the cap are counted, not
+written, so a recursive program cannot flood the output, and the trace says it was over the cap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+
+from stepcode_core.anchors import ANCHOR_FUNCTION, InstrumentedProgram
+
+_MARK = "\x1e"
+# A default object repr holds a memory address: it changes from run to run.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+_RUNNER = r'''
+import builtins as _builtins, json as _json, sys as _sys, traceback as _traceback
+_out = _sys.stdout
+_PREFIX = "\x1e" + {nonce!r} + ":"
+_RECORD_LIMIT = {record_limit!r}
+_HIT_CAP = {hit_cap!r}
+_hits = {{}}
+_state = {{"total": 0, "suppressed": 0}}
+
+def _emit(kind, payload):
+    _out.write(_PREFIX + kind + ":" + _json.dumps(payload) + "\n")
+
+def {anchor}(site, value):
+    _state["total"] += 1
+    hits = _hits[site] = _hits.get(site, 0) + 1
+    if _state["total"] > _RECORD_LIMIT or (_HIT_CAP is not None and hits > _HIT_CAP):
+        _state["suppressed"] += 1
+        return
+    try:
+        text = repr(value)
+    except Exception as exc:  # P must behave as P would: a failing repr is reported, never raised
+        text = "<repr failed: " + type(exc).__name__ + ">"
+    _out.write(_PREFIX + "a:" + str(site) + ":" + _json.dumps(text) + "\n")
+
+_builtins.{anchor} = {anchor}
+_namespace = {{"__name__": "__main__", "__builtins__": _builtins}}
+try:
+    exec(compile({source!r}, "<program>", "exec"), _namespace)
+    if {call!r} is not None:
+        _result = eval(compile({call!r}, "<call>", "eval"), _namespace)
+        try:
+            _emit("result", repr(_result))
+        except Exception as exc:
+            _emit("result", "<repr failed: " + type(exc).__name__ + ">")
+        if {expected!r} is not None:
+            _emit("match", bool(_result == eval({expected!r}, _namespace)))
+except BaseException as exc:
+    _emit("error", (type(exc).__name__ + ": " + str(exc))[:2000])
+    _traceback.print_exc()
+    _exit_code = 1
+else:
+    _exit_code = 0
+_emit("count", [_state["total"], _state["suppressed"]])
+_out.flush()
+_sys.exit(_exit_code)
+'''
+
+
+@dataclass(frozen=True)
+class Step:
+    """One executed anchor: the state ``name: value`` at ``line`` of the original program."""
+
+    name: str
+    value: str  # repr of the value
+    line: int
+    site_id: int
+
+    def text(self) -> str:
+        return f"{self.name}: {self.value}"
+
+
+@dataclass
+class Trace:
+    steps: list[Step]
+    anchor_lines: int  # anchors executed (counted even past the cap)
+    max_anchor_lines: int
+    suppressed: int  # hits not written (over the cap, or over a dense policy's per-site hit cap)
+    result: str | None  # repr of the call's value
+    matches_expected: bool | None
+    error: str | None  # "Type: message" of an exception that escaped the program or the call
+    program_stdout: str  # what the program printed itself
+    complete: bool  # the runner reached its end (False: killed, timed out, or the output was cut)
+    has_addresses: bool = field(default=False)  # a value prints a memory address: not reproducible
+
+    @property
+    def over_cap(self) -> bool:
+        return self.anchor_lines > self.max_anchor_lines
+
+    def anchor_text(self) -> str:
+        """The anchor lines as P' prints them (``NAME: value`` per line)."""
+        return "\n".join(step.text() for step in self.steps)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "over_cap": self.over_cap}
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(8)
+
+
+def build_trace_script(
+    program: InstrumentedProgram,
+    call: str | None = None,
+    expected: str | None = None,
+    nonce: str | None = None,
+) -> tuple[str, str]:
+    """Return ``(script, nonce)``: a script that runs P', then ``call`` (e.g. ``"f(1, 2)"``), and
+    compares its value with the expression ``expected`` when given."""
+    nonce = nonce or new_nonce()
+    script = _RUNNER.format(
+        nonce=nonce,
+        record_limit=program.max_anchor_lines,
+        hit_cap=program.hit_cap,
+        anchor=ANCHOR_FUNCTION,
+        source=program.harness,
+        call=call,
+        expected=expected,
+    )
+    return script, nonce
+
+
+def build_plain_script(code: str, call: str | None = None, expected: str | None = None, nonce: str | None = None) -> tuple[str, str]:
+    """The same runner for the uninstrumented program P, so that P and P' are compared like for like."""
+    return build_trace_script(uninstrumented(code), call, expected, nonce)
+
+
+def uninstrumented(code: str) -> InstrumentedProgram:
+    """P itself, wrapped as a program without anchors."""
+    return InstrumentedProgram(
+        original=code, code=code, harness=code, policy="none", sites=(), max_anchor_lines=0, hit_cap=None, line_map={}
+    )
+
+
+def parse_trace(stdout: str, program: InstrumentedProgram, nonce: str) -> Trace:
+    """Split the runner's stdout into anchor steps, the call's outcome and the program's own output.
+    Never raises: a line that does not parse counts as program output."""
+    prefix = f"{_MARK}{nonce}:"
+    pattern = re.compile(re.escape(prefix) + r"(a:\d+|result|match|error|count):([^\n]*)\n?")
+    steps: list[Step] = []
+    own_output: list[str] = []
+    result = error = None
+    matches = None
+    total, suppressed, complete = 0, 0, False
+    position = 0
+    for found in pattern.finditer(stdout):
+        own_output.append(stdout[position : found.start()])
+        position = found.end()
+        kind, raw = found.group(1), found.group(2)
+        try:
+            payload = json.loads(raw)
+        except json.JSONDecodeError:
+            own_output.append(found.group(0))
+            continue
+        if kind.startswith("a:"):
+            site_id = int(kind[2:])
+            if 0 <= site_id < len(program.sites) and isinstance(payload, str):
+                site = program.sites[site_id]
+                steps.append(Step(site.name, payload, site.line, site_id))
+        elif kind == "result":
+            result = payload
+        elif kind == "match":
+            matches = bool(payload)
+        elif kind == "error":
+            error = payload
+        elif kind == "count" and isinstance(payload, list) and len(payload) == 2:
+            total, suppressed, complete = int(payload[0]), int(payload[1]), True
+    own_output.append(stdout[position:])
+    if not complete:  # the run was cut short: count what we saw
+        total = len(steps)
+    values = [step.value for step in steps] + ([result] if result else [])
+    return Trace(
+        steps=steps,
+        anchor_lines=total,
+        max_anchor_lines=program.max_anchor_lines,
+        suppressed=suppressed,
+        result=result,
+        matches_expected=matches,
+        error=error,
+        program_stdout="".join(own_output),
+        complete=complete,
+        has_addresses=any(_ADDRESS.search(value) for value in values),
+    )
+
+
+_ANCHOR_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*|return)\s*:\s?(.*?)\s*$")
+
+
+def parse_anchor_lines(text: str) -> list[tuple[str, str]]:
+    """Parse ``NAME: value`` lines (as P' prints them, or as a model writes them) into pairs.
+    Lines of another shape are skipped; never raises."""
+    if not isinstance(text, str):
+        return []
+    pairs = []
+    for line in text.splitlines():
+        found = _ANCHOR_LINE.match(line)
+        if found:
+            pairs.append((found.group(1), found.group(2)))
+    return pairs
+
+
+@dataclass(frozen=True)
+class TraceJob:
+    """Run ``program`` (then ``call``, compared with ``expected``) for its trace."""
+
+    program: InstrumentedProgram
+    call: str | None = None
+    expected: str | None = None
+
+
+@dataclass
+class TracedRun:
+    trace: Trace
+    status: str  # the sandbox's verdict: ok | error | timeout | memory | output_limit | killed
+    stderr: str
+    duration_s: float
+
+
+def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_mb: int = 512) -> list[TracedRun]:
+    """Execute every job in ``sandbox`` (anything with ``run_batch``, see :mod:`sandbox`), in order."""
+    from sandbox import ExecutionRequest
+
+    scripts = [build_trace_script(job.program, job.call, job.expected) for job in jobs]
+    requests = [ExecutionRequest(code=script, timeout_s=timeout_s, memory_mb=memory_mb) for script, _ in scripts]
+    results = sandbox.run_batch(requests)
+    return [
+        TracedRun(parse_trace(result.stdout, job.program, nonce), result.status, result.stderr, result.duration_s)
+        for job, (_, nonce), result in zip(jobs, scripts, results)
+    ]
