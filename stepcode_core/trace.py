@@ -1,10 +1,11 @@
 """Ground-truth traces: the script that runs P' in the sandbox, and the parser of what it prints.
 
-The script executes P''s ``harness`` rendering. Each anchor writes one line
-``\\x1e<nonce>:a:<site>:<json repr>`` to the program's original stdout; the nonce is fresh per run,
-so nothing the program prints on its own can pass for an anchor line, and whatever the program
-prints stays recoverable as ``Trace.program_stdout``. Anchor lines above the cap are counted, not
-written, so a recursive program cannot flood the output, and the trace says it was over the cap.
+The script executes P''s ``harness`` rendering. Each anchor records the ``repr`` of its value;
+when the program ends, the records go to stdout as lines ``\\x1e<nonce>:a:<site>:<json repr>``. The
+nonce is fresh per run, so nothing the program prints on its own can pass for an anchor line, and
+whatever the program prints stays recoverable as ``Trace.program_stdout``. Anchors above the cap
+are counted, not recorded, so a recursive program cannot flood the output, and the trace says it
+was over the cap. A run killed before its end (timeout, memory) yields an incomplete trace.
 """
 
 from __future__ import annotations
@@ -20,32 +21,42 @@ _MARK = "\x1e"
 # A default object repr holds a memory address: it changes from run to run.
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
+ANCHOR_RUNTIME = r'''
+_records = []
+_record = _records.append
+_hits = {}
+_total = 0
+
+def __stepcode_anchor__(site, value):
+    global _total
+    _total += 1
+    if _total > _RECORD_LIMIT:
+        return
+    if _HIT_CAP is not None:
+        hits = _hits[site] = _hits.get(site, 0) + 1
+        if hits > _HIT_CAP:
+            return
+    try:
+        _record((site, repr(value)))
+    except Exception as exc:  # P' must behave as P: a failing repr is reported, never raised
+        _record((site, "<repr failed: " + type(exc).__name__ + ">"))
+'''
+"""Defines ``__stepcode_anchor__``: records the state ``(site, repr(value))`` of up to ``_RECORD_LIMIT``
+anchors, at most ``_HIT_CAP`` hits a site, in ``_records``, and counts them all in ``_total``. Shared by the trace runner and benchmarks/bench_trace.py."""
+
 _RUNNER = r'''
 import builtins as _builtins, json as _json, sys as _sys, traceback as _traceback
 _out = _sys.stdout
 _PREFIX = "\x1e" + {nonce!r} + ":"
 _RECORD_LIMIT = {record_limit!r}
 _HIT_CAP = {hit_cap!r}
-_hits = {{}}
-_state = {{"total": 0, "suppressed": 0}}
-
+{anchor_runtime}
 def _emit(kind, payload):
     _out.write(_PREFIX + kind + ":" + _json.dumps(payload) + "\n")
 
-def {anchor}(site, value):
-    _state["total"] += 1
-    hits = _hits[site] = _hits.get(site, 0) + 1
-    if _state["total"] > _RECORD_LIMIT or (_HIT_CAP is not None and hits > _HIT_CAP):
-        _state["suppressed"] += 1
-        return
-    try:
-        text = repr(value)
-    except Exception as exc:  # P must behave as P would: a failing repr is reported, never raised
-        text = "<repr failed: " + type(exc).__name__ + ">"
-    _out.write(_PREFIX + "a:" + str(site) + ":" + _json.dumps(text) + "\n")
-
 _builtins.{anchor} = {anchor}
 _namespace = {{"__name__": "__main__", "__builtins__": _builtins}}
+_exit_code = 0
 try:
     exec(compile({source!r}, "<program>", "exec"), _namespace)
     if {call!r} is not None:
@@ -60,9 +71,10 @@ except BaseException as exc:
     _emit("error", (type(exc).__name__ + ": " + str(exc))[:2000])
     _traceback.print_exc()
     _exit_code = 1
-else:
-    _exit_code = 0
-_emit("count", [_state["total"], _state["suppressed"]])
+# Anchors are buffered (a list append per anchor keeps the overhead small) and written here.
+for _site, _text in _records:
+    _out.write(_PREFIX + "a:" + str(_site) + ":" + _json.dumps(_text) + "\n")
+_emit("count", [_total, _total - len(_records)])
 _out.flush()
 _sys.exit(_exit_code)
 '''
@@ -124,6 +136,7 @@ def build_trace_script(
         record_limit=program.max_anchor_lines,
         hit_cap=program.hit_cap,
         anchor=ANCHOR_FUNCTION,
+        anchor_runtime=ANCHOR_RUNTIME,
         source=program.harness,
         call=call,
         expected=expected,
