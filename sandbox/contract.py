@@ -1,0 +1,76 @@
+"""The one request/result contract every backend honours (DESIGN §5)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+STATUSES = ("ok", "error", "timeout", "memory", "output_limit", "killed")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    """One Python program to run as ``python3 program.py`` in a private temp dir.
+
+    Limits are per run: wall time (``timeout_s``), address space (``memory_mb``) and bytes kept of
+    each of stdout and stderr (``output_limit_bytes``; going over ends the run as ``output_limit``).
+    Invalid values raise at construction, so a bad request fails before anything runs.
+    """
+
+    code: str
+    stdin: str = ""
+    timeout_s: float = 5.0
+    memory_mb: int = 512
+    output_limit_bytes: int = MIB
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, str):
+            raise TypeError(f"code must be str, not {type(self.code).__name__}")
+        if not isinstance(self.stdin, str):
+            raise TypeError(f"stdin must be str, not {type(self.stdin).__name__}")
+        t = self.timeout_s
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 3600:
+            raise ValueError(f"timeout_s must be a number in (0, 3600], got {t!r}")
+        m = self.memory_mb
+        if isinstance(m, bool) or not isinstance(m, int) or not 64 <= m <= 64 * 1024:
+            raise ValueError(f"memory_mb must be an int in [64, 65536], got {m!r}")
+        o = self.output_limit_bytes
+        if isinstance(o, bool) or not isinstance(o, int) or not 0 <= o <= 256 * MIB:
+            raise ValueError(f"output_limit_bytes must be an int in [0, 256 MiB], got {o!r}")
+        if len(self.code) + len(self.stdin) > 64 * MIB:
+            raise ValueError("code plus stdin must be under 64 MiB")
+
+    def to_wire(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What happened: ``status`` is one of :data:`STATUSES`; ``exit_code`` is the process exit
+    status (negative signal number when killed by a signal, None when the sandbox ended the run)."""
+
+    status: str
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def from_wire(cls, raw: dict) -> "ExecutionResult":
+        status = raw.get("status")
+        if status not in STATUSES:
+            raise ValueError(f"bad status from worker: {status!r}")
+        return cls(status, raw.get("exit_code"), raw.get("stdout", ""), raw.get("stderr", ""),
+                   float(raw.get("duration_s", 0.0)))
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (a backend cannot start), as opposed to the program failing."""

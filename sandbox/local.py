@@ -1,0 +1,184 @@
+"""Local backend: warm worker processes on this machine, for hosts without Docker.
+
+Started as root on Linux, each worker enters its own pid/mount/net/ipc/uts namespaces once (see
+``worker.py``), mounts private tmpfs over every world-writable dir, optionally joins a memory/pids
+cgroup, and runs each program as its own unprivileged uid (``uid_base + index``) so that RLIMIT_NPROC
+and signals are per worker. Without root it falls back to session + subreaper + rlimits, and says so:
+that mode cannot stop a program from signalling or reading what the invoking user can.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sandbox.pool import WorkerHandle
+
+log = logging.getLogger("sandbox")
+WORKER = Path(__file__).with_name("worker.py")
+CGROUP_PARENT = "stepcode-sandbox"
+
+
+def _world_readable(path: str) -> bool:
+    """True when an unprivileged uid could read ``path`` (every parent searchable by others)."""
+    p = Path(path).resolve()
+    try:
+        if not os.stat(p).st_mode & 0o004:
+            return False
+        return all(os.stat(parent).st_mode & 0o001 for parent in p.parents)
+    except OSError:
+        return False
+
+
+def pick_python(isolate: bool) -> str:
+    """The interpreter for workers: ours, unless runs (as another uid) could not read its stdlib."""
+    if not isolate or _world_readable(sysconfig.get_paths()["stdlib"] + "/os.py"):
+        return sys.executable
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(candidate):
+            out = subprocess.run([candidate, "-I", "-c", "import sysconfig;print(sysconfig.get_paths()['stdlib'])"],
+                                 capture_output=True, text=True, env={}, timeout=30)
+            if out.returncode == 0 and _world_readable(out.stdout.strip() + "/os.py"):
+                return candidate
+    log.warning("no interpreter whose stdlib the sandbox uid can read; imports in runs may fail")
+    return sys.executable
+
+
+class LocalBackend:
+    """Factory for local workers plus the host-side state they share (scratch dir, cgroups)."""
+
+    name = "local"
+
+    def __init__(self, *, isolate: bool | None = None, python: str | None = None, tmpfs_mb: int = 64,
+                 nproc: int = 64, uid_base: int = 61000, cgroups: bool = True):
+        can_isolate = sys.platform.startswith("linux") and os.geteuid() == 0
+        self.isolate = can_isolate if isolate is None else bool(isolate)
+        if self.isolate and not can_isolate:
+            raise ValueError("isolation needs root on Linux")
+        if not self.isolate:
+            log.warning("local sandbox without root: no namespaces or uid drop, only rlimits and process groups")
+        self.python = python or pick_python(self.isolate)
+        self.tmpfs_mb, self.nproc, self.uid_base = tmpfs_mb, nproc, uid_base
+        self.use_cgroups = cgroups and self.isolate
+        self.tag = uuid.uuid4().hex[:8]
+        self.scratch = None if self.isolate else tempfile.mkdtemp(prefix="stepcode-sbx-")
+
+    def make_worker(self, index: int) -> "LocalWorker":
+        return LocalWorker(self, index)
+
+    def cgroup_dirs(self, index: int) -> list[str]:
+        """Create this worker's memory and pids cgroups where the kernel lets us (best effort)."""
+        if not self.use_cgroups:
+            return []
+        made = []
+        name = f"{self.tag}-{index}"
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # v2
+            parent = f"/sys/fs/cgroup/{CGROUP_PARENT}"
+            try:
+                os.makedirs(parent, exist_ok=True)
+                with open(f"{parent}/cgroup.subtree_control", "w") as fh:
+                    fh.write("+memory +pids")
+                os.makedirs(f"{parent}/{name}", exist_ok=True)
+                made.append(f"{parent}/{name}")
+            except OSError:
+                pass
+        else:
+            for ctrl in ("memory", "pids"):
+                parent = f"/sys/fs/cgroup/{ctrl}/{CGROUP_PARENT}"
+                try:
+                    os.makedirs(f"{parent}/{name}", exist_ok=True)
+                    made.append(f"{parent}/{name}")
+                except OSError:
+                    pass
+        for d in made:
+            for fname in ("pids.max",):
+                try:
+                    with open(f"{d}/{fname}", "w") as fh:
+                        fh.write(str(self.nproc + 16))
+                except OSError:
+                    pass
+        return made
+
+    def close(self) -> None:
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class LocalWorker(WorkerHandle):
+    def __init__(self, backend: LocalBackend, index: int):
+        super().__init__()
+        self.backend, self.index = backend, index
+        self.label = f"local worker {index}"
+        self.proc: subprocess.Popen | None = None
+        self.cgroups: list[str] = []
+        self._log = None
+
+    def _spawn(self) -> None:
+        b = self.backend
+        self.cgroups = b.cgroup_dirs(self.index)
+        cfg = {"isolate": b.isolate, "tmpfs_mb": b.tmpfs_mb, "nproc": b.nproc, "cgroups": self.cgroups,
+               "uid": b.uid_base + self.index if b.isolate else None,
+               "scratch": "/tmp" if b.isolate else b.scratch,
+               "wipe": ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"] if b.isolate else []}
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([b.python, "-I", str(WORKER), json.dumps(cfg)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, env={}, cwd="/", close_fds=True,
+                                     start_new_session=True)
+
+    def _send(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def _read_some(self, timeout: float) -> bytes:
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            raise TimeoutError
+        return os.read(fd, 1 << 20)
+
+    def diagnostics(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return "worker stderr: " + self._log.read()[-2000:].decode("utf-8", "replace")
+
+    def _destroy(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            try:
+                proc.stdin.close()  # EOF: the worker exits on its own
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the namespace dies with its init
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+            proc.stdout.close()
+        for d in self.cgroups:
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        self.cgroups = []
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,45 @@
+"""Backend selection: ``open_sandbox(backend="auto" | "local" | "docker", workers=None)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from sandbox.contract import SandboxError
+from sandbox.pool import Sandbox
+
+log = logging.getLogger("sandbox")
+BACKENDS = ("auto", "local", "docker")
+
+
+def open_sandbox(backend: str = "auto", workers: int | None = None, **options) -> Sandbox:
+    """Start a pool of warm workers; use as a context manager (or call ``close()``).
+
+    ``auto`` picks Docker when a daemon answers and the sandbox image exists or can be built, else
+    the local backend, and logs which. ``workers`` defaults to the number of CPUs. ``options`` go to
+    the backend (see ``LocalBackend`` and ``DockerBackend``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    n = os.cpu_count() or 1 if workers is None else int(workers)
+    if n < 1:
+        raise ValueError(f"workers must be >= 1, got {workers!r}")
+    if backend in ("docker", "auto"):
+        from sandbox.docker_backend import DockerBackend, docker_unavailable_reason
+
+        reason = docker_unavailable_reason()
+        if reason is None:
+            try:
+                chosen = DockerBackend(**options)
+                log.info("sandbox: using the docker backend (image %s)", chosen.image)
+                return Sandbox(chosen, n)
+            except SandboxError as exc:
+                reason = str(exc)
+        if backend == "docker":
+            raise SandboxError(f"docker backend unavailable: {reason}")
+        log.warning("sandbox: docker unavailable (%s); using the local backend", reason)
+    from sandbox.local import LocalBackend
+
+    chosen = LocalBackend(**options)
+    log.info("sandbox: using the local backend (%s)", "namespaces + uid drop" if chosen.isolate else "rlimits only")
+    return Sandbox(chosen, n)

@@ -1,0 +1,602 @@
+"""The in-sandbox worker: a warm Python interpreter that forks one child per program.
+
+Both backends run this file: the local backend as a root-started process that first moves itself
+into fresh pid/mount/net/ipc/uts namespaces, the Docker backend as PID 1 of a locked-down container.
+Forking from an interpreter that is already started and has common modules imported is what makes
+a run cost about a millisecond instead of a Python start-up.
+
+Protocol (stdin -> stdout): frames of a 4-byte big-endian length plus a JSON object. The worker
+first sends ``{"ready": true, ...}``; then for each request ``{code, stdin, timeout_s, memory_mb,
+output_limit_bytes}`` it answers ``{status, exit_code, stdout, stderr, duration_s}``. EOF ends it.
+
+Why the worker is PID 1 of its pid namespace: ``kill(-1, SIGKILL)`` from namespace init kills every
+other process in the namespace, so a daemonized grandchild cannot outlive its run, and init cannot
+be killed by its own (non-root or same-uid) children. Stdlib only: it is copied into the image.
+"""
+
+from __future__ import annotations
+
+import atexit
+import builtins
+import gc
+import io
+import json
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+import types
+
+# Imported once here so that runs that use them do not pay for the import (the fork shares them).
+# Not threading: its at-fork hooks would add half a millisecond to every run.
+import bisect  # noqa: F401,E402
+import collections  # noqa: F401,E402
+import copy  # noqa: F401,E402
+import functools  # noqa: F401,E402
+import heapq  # noqa: F401,E402
+import itertools  # noqa: F401,E402
+import math  # noqa: F401,E402
+import operator  # noqa: F401,E402
+import re  # noqa: F401,E402
+import string  # noqa: F401,E402
+import traceback  # noqa: F401,E402
+
+_HEADER = struct.Struct(">I")
+MAX_FRAME = 256 * 1024 * 1024
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
+
+
+# ---------------------------------------------------------------- framing (also used by the host)
+
+def encode_frame(obj: dict) -> bytes:
+    data = json.dumps(obj, ensure_ascii=True).encode("ascii")
+    return _HEADER.pack(len(data)) + data
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, n - got)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> dict | None:
+    header = _read_exact(fd, 4)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise ValueError("frame too large")
+    body = _read_exact(fd, size)
+    return None if body is None else json.loads(body)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# ---------------------------------------------------------------- kernel helpers
+
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        _libc().prctl(option, value, 0, 0, 0)
+    except OSError:
+        pass
+
+
+class Config:
+    """What the host asked for on the command line (JSON in argv[1])."""
+
+    def __init__(self, raw: dict):
+        self.isolate = bool(raw.get("isolate"))  # local backend, root: namespaces + uid drop
+        self.uid = raw.get("uid")  # unprivileged uid for runs (isolate mode)
+        self.tmpfs_mb = int(raw.get("tmpfs_mb", 64))
+        self.nproc = int(raw.get("nproc", 64))
+        self.cgroups = list(raw.get("cgroups", []))  # dirs this worker may set limits in
+        self.fsize_mb = int(raw.get("fsize_mb", 16))  # largest file a run may write
+        self.undumpable = False  # set when runs share our uid (Docker): see Worker
+        self.scratch = raw.get("scratch", "/tmp")
+        self.wipe = [d for d in raw.get("wipe", []) if os.path.isdir(d)]  # emptied after every run
+
+
+def _enter_namespaces(cfg: Config) -> None:
+    """Move into new namespaces; the caller stays outside, forwarding nothing, and reaps us.
+
+    Called once per worker. After ``unshare(CLONE_NEWPID)`` only the next child lives in the new pid
+    namespace, so we fork and the child (PID 1 there) becomes the worker proper.
+    """
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS))
+    pid = os.fork()
+    if pid:  # outside: wait for the namespace init, then exit with its status
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for fd in (0, 1):
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+    _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
+    opts = f"size={cfg.tmpfs_mb}m,mode=1777".encode()
+    for path in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock"):
+        if os.path.isdir(path) and not os.path.islink(path):
+            _check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts))
+    try:
+        libc.sethostname(b"sandbox", 7)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- cgroup limits (local, optional)
+
+def _cg_write(directory: str, name: str, value: str) -> None:
+    try:
+        with open(os.path.join(directory, name), "w") as fh:
+            fh.write(value)
+    except OSError:
+        pass
+
+
+def _set_cgroup_limits(cfg: Config, memory_mb: int) -> None:
+    limit = str((memory_mb + 64) * 1024 * 1024)  # the worker itself lives in the group too
+    for d in cfg.cgroups:
+        if os.path.exists(os.path.join(d, "memory.max")):
+            _cg_write(d, "memory.max", limit)
+            _cg_write(d, "memory.swap.max", "0")
+        elif os.path.exists(os.path.join(d, "memory.limit_in_bytes")):
+            _cg_write(d, "memory.memsw.limit_in_bytes", "-1")  # order: memsw must stay >= limit
+            _cg_write(d, "memory.limit_in_bytes", limit)
+            _cg_write(d, "memory.memsw.limit_in_bytes", limit)
+
+
+def _oom_kills(cfg: Config) -> int:
+    """OOM kills seen by our memory cgroup (the container's own in Docker)."""
+    candidates = [os.path.join(d, n) for d in cfg.cgroups for n in ("memory.events", "memory.oom_control")]
+    candidates += ["/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
+    for path in candidates:
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+# ---------------------------------------------------------------- one run
+
+class Worker:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.is_init = os.getpid() == 1
+        self.runs = 0
+        self.wipe = cfg.wipe
+        self.memory_mb = None  # the cgroup limit now set
+        self.oom_seen = _oom_kills(cfg)
+        os.makedirs(cfg.scratch, exist_ok=True)
+        if not self.is_init:
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        if cfg.uid is None:
+            # Runs share our uid: non-dumpable, they cannot ptrace us or open /proc/1/fd to forge replies.
+            _prctl(PR_SET_DUMPABLE, 0)
+            cfg.undumpable = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        gc.freeze()  # our objects leave the collector's sight, so neither side touches their pages
+
+    def run(self, req: dict) -> dict:
+        cfg = self.cfg
+        self.runs += 1
+        workdir = os.path.join(cfg.scratch, f"run-{os.getpid()}-{self.runs}")
+        os.mkdir(workdir, 0o700)
+        try:
+            return self._run_in(req, workdir)
+        finally:
+            _remove_tree(workdir)
+            for d in self.wipe:  # shared scratch space must not carry anything to the next run
+                _empty_dir(d)
+
+    def _run_in(self, req: dict, workdir: str) -> dict:
+        cfg = self.cfg
+        code = req["code"]
+        try:  # dont_inherit: this file's __future__ imports must not change the program
+            compiled = compile(code, os.path.join(workdir, "program.py"), "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            compiled = exc
+        timeout_s = float(req["timeout_s"])
+        memory_mb = int(req["memory_mb"])
+        cap = int(req["output_limit_bytes"])
+        program = os.path.join(workdir, "program.py")
+        with open(program, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(code)
+        if cfg.uid is not None:
+            for path in (workdir, program):
+                os.chown(path, cfg.uid, cfg.uid)
+        if cfg.cgroups and memory_mb != self.memory_mb:
+            _set_cgroup_limits(cfg, memory_mb)
+            self.memory_mb = memory_mb
+        stdin = req.get("stdin", "")
+        if stdin:  # a file, not a pipe: no writer to babysit, and the program may seek it
+            stdin_path = os.path.join(workdir, ".stdin")
+            with open(stdin_path, "w", encoding="utf-8", errors="surrogateescape") as fh:
+                fh.write(stdin)
+            stdin_fd = os.open(stdin_path, os.O_RDONLY)
+            os.unlink(stdin_path)
+        else:
+            stdin_fd = os.open(os.devnull, os.O_RDONLY)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(cfg, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, memory_mb)
+            except BaseException as exc:  # noqa: BLE001 - set-up failed: say so on the run's stderr
+                try:
+                    os.write(2, f"sandbox: run set-up failed: {exc!r}\n".encode())
+                except OSError:
+                    pass
+            finally:
+                os._exit(125)
+        for fd in (stdin_fd, out_w, err_w):
+            os.close(fd)
+        try:
+            outcome = self._supervise(pid, out_r, err_r, start + timeout_s, cap)
+        finally:
+            os.close(out_r)
+            os.close(err_r)
+        duration = time.monotonic() - start
+        status, exit_code, out, err, wait_status = outcome
+        if status is None:
+            status, exit_code = _classify(wait_status, err, self._new_oom_kill(wait_status))
+        return {
+            "status": status,
+            "exit_code": exit_code,
+            "stdout": out.decode("utf-8", errors="replace"),
+            "stderr": err.decode("utf-8", errors="replace"),
+            "duration_s": round(duration, 6),
+        }
+
+    def _new_oom_kill(self, wait_status) -> bool:
+        """Did the kernel OOM-kill something in this run? Read only when the run died oddly."""
+        if wait_status is not None and os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) in (0, 1):
+            return False
+        count = _oom_kills(self.cfg)
+        new, self.oom_seen = count > self.oom_seen, count
+        return new
+
+    def _supervise(self, pid, out_r, err_r, deadline, cap):
+        """Collect output until the child exits, the deadline passes or the cap is hit; then kill
+        everything the run left behind and drain what it wrote."""
+        bufs = {out_r: bytearray(), err_r: bytearray()}
+        poller = select.poll()
+        for fd in bufs:
+            poller.register(fd, select.POLLIN)
+        try:
+            pidfd = os.pidfd_open(pid)
+            poller.register(pidfd, select.POLLIN)
+        except (AttributeError, OSError):
+            pidfd = None
+        open_fds, status, wait_status = set(bufs), None, None
+        try:
+            while True:
+                if wait_status is None:
+                    done, st = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        wait_status = st
+                if wait_status is not None and not open_fds:
+                    break
+                if wait_status is not None:
+                    break  # child gone but something still holds the pipes: kill it, then drain
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    status = "timeout"
+                    break
+                wait_ms = remaining * 1000 if pidfd is not None else min(remaining * 1000, 10)
+                for fd, _ in poller.poll(max(1, int(wait_ms))):
+                    if fd == pidfd:
+                        poller.unregister(pidfd)
+                        continue
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                    else:
+                        bufs[fd] += chunk
+                        if len(bufs[fd]) > cap:
+                            status = "output_limit"
+                if status:
+                    break
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+            reaped = self._kill_all(pid)
+            if wait_status is None:
+                wait_status = reaped
+        for fd in list(open_fds):  # every writer is dead now: read to EOF, still capped
+            while len(bufs[fd]) <= cap:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                bufs[fd] += chunk
+        if status is None and any(len(b) > cap for b in bufs.values()):
+            status = "output_limit"
+        out, err = bytes(bufs[out_r][:cap]), bytes(bufs[err_r][:cap])
+        return status, None, out, err, wait_status
+
+    def _kill_all(self, pid: int):
+        """Kill and reap every process of the run; return the run child's wait status if reaped."""
+        child_status = None
+        while True:
+            if self.is_init:
+                try:
+                    os.kill(-1, signal.SIGKILL)  # init: everyone else in our pid namespace
+                except ProcessLookupError:
+                    pass
+            else:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                for kid in _children():
+                    try:
+                        os.kill(kid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            try:
+                got, st = os.waitpid(-1, 0)
+            except ChildProcessError:
+                return child_status
+            if got == pid:
+                child_status = st
+
+
+def _remove_tree(path: str) -> None:
+    """rmtree that never follows links and copes with modes a run set (no shutil: see imports)."""
+    try:
+        os.chmod(path, 0o700, follow_symlinks=False)
+    except OSError:
+        pass
+    _empty_dir(path)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _empty_dir(path: str) -> None:
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _children() -> list[int]:
+    """Our direct children (as subreaper, orphaned grandchildren land here)."""
+    me, kids = os.getpid(), []
+    try:
+        for tid in os.listdir(f"/proc/{me}/task"):
+            with open(f"/proc/{me}/task/{tid}/children") as fh:
+                kids += [int(x) for x in fh.read().split()]
+        return kids
+    except OSError:
+        pass
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == me:
+                        kids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return kids
+
+
+def _classify(wait_status, stderr: bytes, oom: bool):
+    if wait_status is None:
+        return "killed", None
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        if sig == signal.SIGXCPU:
+            return "timeout", -sig
+        if oom:
+            return "memory", -sig
+        return "killed", -sig
+    code = os.WEXITSTATUS(wait_status)
+    if code == 0:
+        return "ok", 0
+    last = stderr.rstrip().rsplit(b"\n", 1)[-1]
+    if oom or last.startswith(b"MemoryError"):
+        return "memory", code
+    return "error", code
+
+
+# ---------------------------------------------------------------- inside the forked child
+
+def _child(cfg, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, memory_mb):
+    os.setsid()
+    os.dup2(stdin_fd, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.closerange(3, 65536)  # the protocol pipes above all
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the only handler the worker changed
+    cpu = int(timeout_s) + 2
+    limits = [
+        (resource.RLIMIT_AS, memory_mb * 1024 * 1024),
+        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_FSIZE, cfg.fsize_mb * 1024 * 1024),
+        (resource.RLIMIT_NOFILE, 256),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    if cfg.uid is not None:  # per-worker uid, so the count is this run's alone
+        limits.append((resource.RLIMIT_NPROC, cfg.nproc))
+    for which, value in limits:
+        try:
+            resource.setrlimit(which, (value, value + 1 if which == resource.RLIMIT_CPU else value))
+        except (ValueError, OSError):
+            pass
+    if cfg.uid is not None:
+        os.setgroups([])
+        os.setresgid(cfg.uid, cfg.uid, cfg.uid)
+        os.setresuid(cfg.uid, cfg.uid, cfg.uid)
+    elif cfg.undumpable:
+        _prctl(PR_SET_DUMPABLE, 1)
+    os.chdir(workdir)
+    os.environ.clear()
+    _exec_program(compiled, program, workdir)
+
+
+_STDIN = _STDOUT = _STDERR = None  # made once by main(), reused (fresh copies) by every child
+
+
+def _make_std_streams() -> None:
+    """The program's sys.std* over fds 0-2; in the worker those are /dev/null and never written."""
+    global _STDIN, _STDOUT, _STDERR
+    _STDIN = io.open(0, "r", encoding="utf-8", closefd=False)
+    _STDOUT = io.open(1, "w", encoding="utf-8", closefd=False)
+    _STDERR = io.TextIOWrapper(io.open(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace",
+                               line_buffering=True)
+
+
+def _exec_program(compiled, program: str, workdir: str) -> None:
+    """Run the compiled program as ``python3 program.py`` would, then exit with its status.
+
+    ``compiled`` is a code object, or the SyntaxError that compiling raised (compiling in the worker
+    before the fork halves the cost of a run: the child would pay copy-on-write faults for it).
+    """
+    sys.stdin = sys.__stdin__ = _STDIN
+    sys.stdout = sys.__stdout__ = _STDOUT
+    sys.stderr = sys.__stderr__ = _STDERR
+    sys.argv = [program]
+    sys.path.insert(0, workdir)
+    main = types.ModuleType("__main__")
+    main.__file__ = program
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    exit_code = 0
+    try:
+        if isinstance(compiled, BaseException):
+            sys.excepthook(type(compiled), compiled.with_traceback(None), None)
+            exit_code = 1
+        else:
+            exec(compiled, main.__dict__)
+    except SystemExit as exc:
+        exit_code = _exit_code(exc)
+    except BaseException as exc:  # noqa: BLE001 - what the interpreter would print
+        tb = exc.__traceback__
+        tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb  # hide this frame
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        exit_code = 1
+    try:
+        if "threading" in sys.modules:  # join non-daemon threads, as interpreter shutdown does
+            sys.modules["threading"]._shutdown()
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        exit_code = _exit_code(exc)
+    except BaseException:  # noqa: BLE001
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - a closed or broken stdout, like python's 120
+            exit_code = exit_code or 120
+    os._exit(exit_code & 0xFF)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    try:
+        print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001
+        pass
+    return 1
+
+
+# ---------------------------------------------------------------- main loop
+
+def main() -> int:
+    cfg = Config(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
+    info = {"ready": True, "isolated": False, "python": sys.version.split()[0]}
+    joined = []
+    for d in cfg.cgroups:  # before unshare, so that every process of every run is inside
+        try:
+            with open(os.path.join(d, "cgroup.procs"), "w") as fh:
+                fh.write(str(os.getpid()))
+            joined.append(d)
+        except OSError:
+            pass
+    cfg.cgroups = joined
+    info["cgroups"] = joined
+    if cfg.isolate:
+        _enter_namespaces(cfg)
+        info["isolated"] = True
+    # Keep the protocol on private fds; 0/1 become /dev/null so nothing stray corrupts it.
+    rfd, wfd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    _make_std_streams()
+    worker = Worker(cfg)
+    info["pid1"] = worker.is_init
+    _write_all(wfd, encode_frame(info))
+    while True:
+        req = read_frame(rfd)
+        if req is None:
+            return 0
+        try:
+            reply = worker.run(req)
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            reply = {"status": "killed", "exit_code": None, "stdout": "", "stderr": f"sandbox worker error: {exc!r}",
+                     "duration_s": 0.0}
+        _write_all(wfd, encode_frame(reply))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
