@@ -12,16 +12,17 @@ log = logging.getLogger("sandbox")
 BACKENDS = ("auto", "local", "docker")
 
 
-def open_sandbox(backend: str = "auto", workers: int | None = None, **options) -> Sandbox:
+def open_sandbox(backend: str = "auto", workers: int | None = None, *, docker_options: dict | None = None,
+                 local_options: dict | None = None) -> Sandbox:
     """Start a pool of warm workers; use as a context manager (or call ``close()``).
 
     ``auto`` picks Docker when a daemon answers and the sandbox image exists or can be built, else
-    the local backend, and logs which. ``workers`` defaults to the number of CPUs. ``options`` go to
-    the backend (see ``LocalBackend`` and ``DockerBackend``).
+    the local backend, and logs which. ``workers`` defaults to the number of CPUs. The option dicts go
+    to ``DockerBackend`` and ``LocalBackend``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    n = os.cpu_count() or 1 if workers is None else int(workers)
+    n = (os.cpu_count() or 1) if workers is None else int(workers)
     if n < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
     if backend in ("docker", "auto"):
@@ -30,7 +31,7 @@ def open_sandbox(backend: str = "auto", workers: int | None = None, **options) -
         reason = docker_unavailable_reason()
         if reason is None:
             try:
-                chosen = DockerBackend(**options)
+                chosen = DockerBackend(**(docker_options or {}))
                 log.info("sandbox: using the docker backend (image %s)", chosen.image)
                 return Sandbox(chosen, n)
             except SandboxError as exc:
@@ -40,6 +41,6 @@ def open_sandbox(backend: str = "auto", workers: int | None = None, **options) -
         log.warning("sandbox: docker unavailable (%s); using the local backend", reason)
     from sandbox.local import LocalBackend
 
-    chosen = LocalBackend(**options)
+    chosen = LocalBackend(**(local_options or {}))
     log.info("sandbox: using the local backend (%s)", "namespaces + uid drop" if chosen.isolate else "rlimits only")
     return Sandbox(chosen, n)

@@ -171,9 +171,12 @@ class Sandbox:
     def run_batch(self, requests: Iterable[ExecutionRequest]) -> list[ExecutionResult]:
         """Run every request, results in request order. Bad requests raise before anything runs."""
         reqs: Sequence[ExecutionRequest] = list(requests)
+        validate = getattr(self.backend, "validate", None)
         for i, r in enumerate(reqs):
             if not isinstance(r, ExecutionRequest):
                 raise TypeError(f"request {i} is a {type(r).__name__}, not an ExecutionRequest")
+            if validate is not None:
+                validate(r)
         if self._closed:
             raise SandboxError("sandbox is closed")
         results: list[ExecutionResult | None] = [None] * len(reqs)

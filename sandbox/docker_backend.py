@@ -1,0 +1,265 @@
+"""Docker backend: a pool of warm, locked-down containers, each running the in-sandbox worker.
+
+Every container: no network, read-only root, a small noexec tmpfs on /tmp, all capabilities dropped,
+no-new-privileges, uid 65000, memory/pid/CPU limits, no log driver (results never touch disk). The
+worker is the container's PID 1, so after each run it kills every other process in the container.
+The host talks to it over the attach stream (stdin in, multiplexed stdout/stderr out), so a run
+costs no ``docker exec``. Containers carry labels, are removed on close and at interpreter exit, and
+ones left by a dead process on this host are removed at the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from sandbox.contract import ExecutionRequest, SandboxError
+from sandbox.pool import WorkerHandle
+
+log = logging.getLogger("sandbox")
+HERE = Path(__file__).resolve().parent
+LABEL = "org.stepcode.sandbox"
+DEFAULT_BASES = ("stepcode-sandbox-base:bookworm", "python:3.11-slim")
+_MUX = struct.Struct(">BxxxI")
+
+
+def image_tag() -> str:
+    """``stepcode-sandbox:<hash>``: changes whenever the Dockerfile or the worker changes."""
+    digest = hashlib.sha256((HERE / "Dockerfile").read_bytes() + (HERE / "worker.py").read_bytes()).hexdigest()
+    return f"stepcode-sandbox:{digest[:12]}"
+
+
+def docker_client(timeout: int = 60):
+    import docker
+
+    return docker.from_env(timeout=timeout)
+
+
+def docker_unavailable_reason() -> str | None:
+    """None when a Docker daemon answers, else why not (for the log)."""
+    try:
+        client = docker_client(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return None
+    except ImportError:
+        return "the docker package is not installed"
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the local backend
+        return f"no Docker daemon answers ({type(exc).__name__})"
+
+
+def ensure_image(client, tag: str | None = None, base: str | None = None) -> str:
+    """Return the sandbox image tag, building it first when missing.
+
+    The base is the first of ``base``, $SANDBOX_BASE_IMAGE, the locally built Debian base and
+    ``python:3.11-slim`` that exists locally (or, for the last, can be pulled). With none of them and
+    a source checkout, ``scripts/sandbox_image.sh`` makes the base with debootstrap (about a minute).
+    """
+    import docker.errors
+
+    tag = tag or image_tag()
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    candidates = [b for b in (base, os.environ.get("SANDBOX_BASE_IMAGE"), *DEFAULT_BASES) if b]
+    chosen = None
+    for candidate in candidates:
+        try:
+            client.images.get(candidate)
+            chosen = candidate
+            break
+        except docker.errors.ImageNotFound:
+            continue
+    script = HERE.parent / "scripts" / "sandbox_image.sh"
+    if chosen is None and script.exists():
+        log.info("sandbox: building the image with %s (first time only)", script)
+        env = {**os.environ, "SANDBOX_IMAGE": tag}
+        out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            raise SandboxError(f"{script} failed: {out.stderr[-2000:]}")
+        return tag
+    if chosen is None:
+        try:
+            client.images.pull("python", tag="3.11-slim")
+            chosen = "python:3.11-slim"
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"no base image for the sandbox and none can be pulled: {exc}") from exc
+    log.info("sandbox: building %s from %s", tag, chosen)
+    try:
+        client.images.build(path=str(HERE), dockerfile="Dockerfile", tag=tag, buildargs={"BASE_IMAGE": chosen},
+                            rm=True, forcerm=True)
+    except docker.errors.DockerException as exc:
+        raise SandboxError(f"building {tag} failed: {exc}") from exc
+    return tag
+
+
+def remove_stale_containers(client) -> int:
+    """Remove sandbox containers whose owning process on this host is gone; returns how many."""
+    removed = 0
+    host = socket.gethostname()
+    for c in client.containers.list(all=True, filters={"label": LABEL}):
+        labels = c.labels or {}
+        if labels.get(f"{LABEL}.host") != host:
+            continue
+        try:
+            os.kill(int(labels.get(f"{LABEL}.pid", "0")), 0)
+            continue  # owner alive
+        except (ProcessLookupError, ValueError):
+            pass
+        except PermissionError:
+            continue
+        try:
+            c.remove(force=True)
+            removed += 1
+        except Exception:  # noqa: BLE001 - racing another cleaner is fine
+            pass
+    return removed
+
+
+class DockerBackend:
+    """Factory for warm containers; ``memory_mb`` is the largest per-run memory limit it accepts."""
+
+    name = "docker"
+
+    def __init__(self, *, image: str | None = None, memory_mb: int = 1024, pids_limit: int = 128,
+                 tmpfs_mb: int = 64, cpus: float = 1.0, client=None):
+        try:
+            self.client = client or docker_client()
+            self.client.ping()
+        except Exception as exc:  # noqa: BLE001
+            raise SandboxError(f"no Docker daemon answers: {exc}") from exc
+        self.image = image or ensure_image(self.client)
+        self.memory_mb, self.pids_limit, self.tmpfs_mb, self.cpus = memory_mb, pids_limit, tmpfs_mb, cpus
+        self.session = uuid.uuid4().hex[:12]
+        stale = remove_stale_containers(self.client)
+        if stale:
+            log.info("sandbox: removed %d container(s) left by dead processes", stale)
+
+    def validate(self, request: ExecutionRequest) -> None:
+        if request.memory_mb > self.memory_mb:
+            raise ValueError(f"memory_mb={request.memory_mb} exceeds this Docker pool's limit of {self.memory_mb}")
+
+    def labels(self) -> dict:
+        return {LABEL: "1", f"{LABEL}.session": self.session, f"{LABEL}.pid": str(os.getpid()),
+                f"{LABEL}.host": socket.gethostname()}
+
+    def make_worker(self, index: int) -> "DockerWorker":
+        return DockerWorker(self, index)
+
+    def close(self) -> None:
+        """Belt and braces: remove anything of this session's that a handle did not."""
+        try:
+            for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.session={self.session}"}):
+                c.remove(force=True)
+        finally:
+            self.client.close()
+
+
+class DockerWorker(WorkerHandle):
+    def __init__(self, backend: DockerBackend, index: int):
+        super().__init__()
+        self.backend, self.index = backend, index
+        self.label = f"docker worker {index}"
+        self.container = None
+        self.sock = None
+        self.raw = bytearray()
+        self.err = bytearray()
+        self.eof = False
+
+    def _spawn(self) -> None:
+        from docker.types import LogConfig
+
+        b = self.backend
+        cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/dev/shm"], "fsize_mb": 16}
+        self.raw, self.err, self.eof = bytearray(), bytearray(), False
+        self.container = b.client.containers.create(
+            b.image, command=[json.dumps(cfg)], stdin_open=True, tty=False, network_disabled=True,
+            network_mode="none", read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={b.tmpfs_mb}m,mode=1777"}, shm_size="16m",
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], user="65000:65000",
+            mem_limit=f"{b.memory_mb + 64}m", memswap_limit=f"{b.memory_mb + 64}m", pids_limit=b.pids_limit,
+            nano_cpus=int(b.cpus * 1e9), labels=b.labels(), log_config=LogConfig(type="none"),
+            name=f"stepcode-sandbox-{b.session}-{self.index}-{self.replacements}")
+        attached = b.client.api.attach_socket(self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1,
+                                                                          "stream": 1})
+        self.sock = getattr(attached, "_sock", attached)
+        self.container.start()
+
+    def _send(self, data: bytes) -> None:
+        self.sock.settimeout(60)
+        self.sock.sendall(data)
+
+    def _demux(self) -> bytes:
+        out = bytearray()
+        while len(self.raw) >= 8:
+            stream, size = _MUX.unpack_from(self.raw)
+            if len(self.raw) < 8 + size:
+                break
+            payload = self.raw[8 : 8 + size]
+            del self.raw[: 8 + size]
+            if stream == 1:
+                out += payload
+            elif len(self.err) < 65536:
+                self.err += payload
+        return bytes(out)
+
+    def _read_some(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self._demux()
+            if out:
+                return out
+            if self.eof:
+                return b""
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                raise TimeoutError from None
+            if not data:
+                self.eof = True
+            self.raw += data
+
+    def diagnostics(self) -> str:
+        return "container stderr: " + self.err[-2000:].decode("utf-8", "replace")
+
+    def _death_status(self) -> str:
+        try:
+            self.container.reload()
+            if self.container.attrs["State"].get("OOMKilled"):
+                return "memory"
+        except Exception:  # noqa: BLE001
+            pass
+        return "killed"
+
+    def _destroy(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        container, self.container = self.container, None
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except Exception as exc:  # noqa: BLE001
+                import docker.errors
+
+                if not isinstance(exc, docker.errors.NotFound):
+                    raise
