@@ -1,0 +1,101 @@
+"""Decontamination by 10-gram overlap with the evaluation sets, as the paper did.
+
+Programs are compared as sequences of Python tokens (comments, layout and docstrings ignored), so
+reformatting does not hide a copied program. A training program is contaminated when at least
+``threshold`` of its 10-grams occur in some evaluation program (a program shorter than ten tokens is
+compared whole). Short stock phrases (``for i in range(len(nums)):``) are shared by unrelated code,
+so ``threshold`` is a fraction, configurable, rather than "any shared 10-gram".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tokenize
+from collections.abc import Iterable
+from pathlib import Path
+
+_SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENCODING, tokenize.ENDMARKER}
+
+
+def code_tokens(code: str) -> list[str]:
+    """Python tokens of ``code`` without layout, comments or string-statement docstrings; a
+    fallback split on whitespace for text that does not tokenize."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return code.split()
+    kept, previous = [], tokenize.NEWLINE
+    for token in tokens:
+        if token.type in _SKIPPED:
+            if token.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+                previous = tokenize.NEWLINE
+            continue
+        # A string that starts a logical line is a docstring or a no-op: not part of the logic.
+        if token.type == tokenize.STRING and previous == tokenize.NEWLINE:
+            previous = tokenize.STRING
+            continue
+        previous = token.type
+        kept.append(token.string)
+    return kept
+
+
+def ngrams(code: str, n: int = 10) -> set[bytes]:
+    tokens = code_tokens(code)
+    if len(tokens) < n:
+        return {_digest(tokens)} if tokens else set()
+    return {_digest(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def _digest(tokens: list[str]) -> bytes:
+    return hashlib.blake2b("\x00".join(tokens).encode(), digest_size=8).digest()
+
+
+class NgramIndex:
+    """The 10-grams of every evaluation program, with the benchmark each came from."""
+
+    def __init__(self, n: int = 10):
+        self.n = n
+        self.owner: dict[bytes, str] = {}
+        self.programs: dict[str, int] = {}
+
+    def add(self, benchmark: str, codes: Iterable[str]) -> None:
+        count = 0
+        for code in codes:
+            count += 1
+            for gram in ngrams(code, self.n):
+                self.owner.setdefault(gram, benchmark)
+        self.programs[benchmark] = self.programs.get(benchmark, 0) + count
+
+    def overlap(self, code: str) -> tuple[float, str | None]:
+        """(fraction of the program's n-grams found in the index, the benchmark most of them came from)."""
+        grams = ngrams(code, self.n)
+        if not grams:
+            return 0.0, None
+        hits = [self.owner[gram] for gram in grams if gram in self.owner]
+        if not hits:
+            return 0.0, None
+        return len(hits) / len(grams), max(set(hits), key=hits.count)
+
+
+def load_evaluation_index(shared_data: Path, livecodebench: Path | None = None, n: int = 10) -> NgramIndex:
+    """An index of every evaluation set present: CRUXEval and REval from ``shared_data``, and
+    LiveCodeBench's execution rows (JSONL or Parquet with a ``code`` column) when given."""
+    index = NgramIndex(n)
+    for benchmark, path in (
+        ("cruxeval", shared_data / "cruxeval" / "cruxeval.jsonl"),
+        ("reval", shared_data / "reval" / "DREval_data.jsonl"),
+    ):
+        if path.is_file():
+            index.add(benchmark, (json.loads(line)["code"] for line in path.open(encoding="utf-8") if line.strip()))
+    if livecodebench is not None and livecodebench.is_file():
+        if livecodebench.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            codes = pq.read_table(livecodebench, columns=["code"]).column("code").to_pylist()
+        else:
+            codes = [json.loads(line)["code"] for line in livecodebench.open(encoding="utf-8") if line.strip()]
+        index.add("livecodebench", codes)
+    return index
