@@ -49,7 +49,10 @@ MAX_FRAME = 256 * 1024 * 1024
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+_KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
+               "relatime": 1 << 21}
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 
 
@@ -149,6 +152,7 @@ def _enter_namespaces(cfg: Config) -> None:
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+    _remount_read_only(libc)
     _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
     opts = f"size={cfg.tmpfs_mb}m,mode=1777".encode()
     for path in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock"):
@@ -158,6 +162,22 @@ def _enter_namespaces(cfg: Config) -> None:
         libc.sethostname(b"sandbox", 7)
     except OSError:
         pass
+
+
+def _remount_read_only(libc) -> None:
+    """Make every mount read-only in our mount namespace (the host's stay as they are), except
+    procfs and the cgroup tree the worker writes limits to; the tmpfs mounts come on top."""
+    with open("/proc/self/mountinfo") as fh:
+        mounts = [line.split() for line in fh]
+    for fields in mounts:
+        point = fields[4].encode().decode("unicode_escape")
+        opts = fields[5].split(",")
+        if "ro" in opts or point.startswith(("/proc", "/sys/fs/cgroup")):
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for opt in opts:
+            flags |= _KEEP_FLAGS.get(opt, 0)
+        libc.mount(None, point.encode(), None, flags, None)  # best effort: failures leave it as is
 
 
 # ---------------------------------------------------------------- cgroup limits (local, optional)
@@ -222,7 +242,7 @@ class Worker:
     def run(self, req: dict) -> dict:
         cfg = self.cfg
         self.runs += 1
-        workdir = os.path.join(cfg.scratch, f"run-{os.getpid()}-{self.runs}")
+        workdir = os.path.join(cfg.scratch, f"run-{self.runs}-{os.urandom(4).hex()}")
         os.mkdir(workdir, 0o700)
         try:
             return self._run_in(req, workdir)
