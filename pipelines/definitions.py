@@ -6,6 +6,7 @@ import dagster as dg
 
 from pipelines.assets import data
 from pipelines.instance import configure_environment
+from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactStore
 
 configure_environment()
@@ -17,6 +18,6 @@ all_assets_job = dg.define_asset_job("stepcode_all", selection=dg.AssetSelection
 
 defs = dg.Definitions(
     assets=[*data_assets],
-    resources={"store": ArtifactStore()},
+    resources={"store": ArtifactStore(), "sandbox": SandboxResource()},
     jobs=[all_assets_job],
 )

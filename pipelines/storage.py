@@ -44,8 +44,12 @@ class ArtifactRef:
     def file(self, name: str) -> Path:
         return Path(self.path) / name
 
-    def read_table(self, name: str = "data.parquet") -> pa.Table:
-        return pq.read_table(self.file(name))
+    def read_table(self, name: str | None = None) -> pa.Table:
+        """The named Parquet file, else ``data.parquet``, else every ``*.parquet`` shard in order."""
+        if name is not None or self.file("data.parquet").is_file():
+            return pq.read_table(self.file(name or "data.parquet"))
+        shards = sorted(Path(self.path).glob("*.parquet"))
+        return pa.concat_tables(pq.read_table(shard) for shard in shards)
 
 
 def cache_key(asset: str, code_version: str, config: dict, inputs: list[ArtifactRef]) -> str:

@@ -105,8 +105,12 @@ def instrument(
         tree = ast.parse(code)
     except SyntaxError as exc:
         raise InstrumentationError(f"program does not parse: {exc.msg} (line {exc.lineno})") from exc
-    names_in_program = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-    names_in_program |= {arg.arg for arg in ast.walk(tree) if isinstance(arg, ast.arg)}
+    names_in_program = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names_in_program.add(node.id)
+        elif isinstance(node, ast.arg):
+            names_in_program.add(node.arg)
     if ANCHOR_FUNCTION in names_in_program:
         raise InstrumentationError(f"program uses the reserved name {ANCHOR_FUNCTION}")
 
@@ -115,7 +119,9 @@ def instrument(
     ast.fix_missing_locations(tree)
     harness = ast.unparse(tree)
     line_map, anchor_lines = _line_map(tree, harness)
-    display = ast.unparse(_DisplayAnchors(rewriter.site_names).visit(tree))
+    for statement, (name, _, _) in zip(rewriter.anchor_statements, rewriter.sites):
+        statement.value = _display_call(name, statement.value.args[1])
+    display = ast.unparse(tree)
     sites = tuple(
         AnchorSite(site_id, name, line, anchor_lines[site_id], in_loop)
         for site_id, (name, line, in_loop) in enumerate(rewriter.sites)
@@ -248,16 +254,15 @@ class _AnchorInserter:
         self.dense = policy == "dense"
         self.return_name = return_name
         self.sites: list[tuple[str, int, bool]] = []  # (name, original line, in_loop)
-
-    @property
-    def site_names(self) -> list[str]:
-        return [name for name, _, _ in self.sites]
+        self.anchor_statements: list[ast.Expr] = []  # by site id
 
     def anchor(self, name: str, value: ast.expr, after: ast.stmt, in_loop: bool) -> ast.stmt:
         site_id = len(self.sites)
         self.sites.append((name, after.lineno, in_loop))
         call = ast.Call(ast.Name(ANCHOR_FUNCTION, ast.Load()), [ast.Constant(site_id), value], [])
-        return ast.copy_location(ast.Expr(call), after)
+        statement = ast.copy_location(ast.Expr(call), after)
+        self.anchor_statements.append(statement)
+        return statement
 
     def name_anchors(self, names: Iterable[str], after: ast.stmt, in_loop: bool) -> list[ast.stmt]:
         return [
@@ -376,28 +381,13 @@ class _AnchorInserter:
         return [stmt, *self.name_anchors(changed, stmt, False)]
 
 
-class _DisplayAnchors(ast.NodeTransformer):
-    """Turns harness anchors into the readable ``print(f"NAME: {VALUE!r}")`` form."""
-
-    def __init__(self, site_names: list[str]):
-        self.site_names = site_names
-
-    def visit_Expr(self, node: ast.Expr) -> ast.AST:
-        call = node.value
-        if not (
-            isinstance(call, ast.Call)
-            and isinstance(call.func, ast.Name)
-            and call.func.id == ANCHOR_FUNCTION
-        ):
-            return node
-        site_id, value = call.args
-        name = self.site_names[site_id.value]
-        if isinstance(value, ast.Constant):
-            text: ast.expr = ast.Constant(f"{name}: {value.value!r}")
-        else:
-            text = ast.JoinedStr([ast.Constant(f"{name}: "), ast.FormattedValue(value, ord("r"), None)])
-        printed = ast.Call(ast.Name("print", ast.Load()), [text], [])
-        return ast.copy_location(ast.Expr(printed), node)
+def _display_call(name: str, value: ast.expr) -> ast.Call:
+    """``print(f"NAME: {VALUE!r}")``: the anchor as a model reads it."""
+    if isinstance(value, ast.Constant):
+        text: ast.expr = ast.Constant(f"{name}: {value.value!r}")
+    else:
+        text = ast.JoinedStr([ast.Constant(f"{name}: "), ast.FormattedValue(value, ord("r"), None)])
+    return ast.Call(ast.Name("print", ast.Load()), [text], [])
 
 
 def _line_map(transformed: ast.Module, harness: str) -> tuple[dict[int, int], dict[int, int]]:
@@ -419,3 +409,25 @@ def _line_map(transformed: ast.Module, harness: str) -> tuple[dict[int, int], di
         ):
             anchor_lines[new.value.args[0].value] = new.lineno
     return line_map, anchor_lines
+
+
+def instrument_fields(code: str, policy: str) -> dict:
+    """P' as dataset fields (``instrumented_code``, ``harness_code``, ``anchor_sites``,
+    ``instrument_error``); a program that cannot be instrumented gets its error, not an exception."""
+    try:
+        program = instrument(code, policy=policy)  # type: ignore[arg-type]
+    except InstrumentationError as exc:
+        return {"instrumented_code": None, "harness_code": None, "anchor_sites": [], "instrument_error": str(exc)}
+    return {
+        "instrumented_code": program.code,
+        "harness_code": program.harness,
+        "anchor_sites": [
+            {"name": s.name, "line": s.line, "instrumented_line": s.instrumented_line, "in_loop": s.in_loop}
+            for s in program.sites
+        ],
+        "instrument_error": None,
+    }
+
+
+def instrument_fields_star(item: tuple[str, str]) -> dict:
+    return instrument_fields(*item)

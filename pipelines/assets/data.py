@@ -1,61 +1,103 @@
-"""Data assets: programs in, instrumented programs out (DESIGN §3). Thin bodies over stepcode_core."""
+"""Data assets (group ``data``): raw programs → instrumented programs → execution traces → the trace
+dataset (DESIGN §3). Thin bodies over stepcode_core; caching and atomic writes in pipelines.storage."""
 
-
+import base64
+import io
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, write_parquet
-from stepcode_core import schemas
-from stepcode_core.anchors import POLICIES, InstrumentationError, instrument
-from stepcode_core.generator import generate_programs
+from pipelines.resources import SandboxResource
+from pipelines.storage import ArtifactRef, ArtifactStore, cache_key, cached_output, write_parquet
+from stepcode_core import schemas, sources
+from stepcode_core.anchors import DEFAULT_SETTINGS, POLICIES, AnchorSite, InstrumentedProgram, instrument_fields_star
+from stepcode_core.parallel import parallel_map
+from stepcode_core.dataset import FilterConfig, build_trace_dataset, shard_of, trace_job, trace_record
+from stepcode_core.decontaminate import load_evaluation_index
+from stepcode_core.paths import shared_data_dir
+from stepcode_core.trace import run_traces
+
+RAW_VERSION = "raw_programs-v2"
+INSTRUMENT_VERSION = "instrumented_programs-v2"
+TRACES_VERSION = "execution_traces-v1"
+DATASET_VERSION = "trace_dataset-v1"
 
 
 class RawProgramsConfig(dg.Config):
     generator_count: int = 200
     generator_seed: int = 0
+    humaneval: bool = False
+    files: list[str] = []  # JSONL / Parquet in CRUXEval's schema, or folders of .py files
+    huggingface: list[str] = []  # hub dataset names, "name" or "name:split"
 
 
 class InstrumentConfig(dg.Config):
     policy: str = "paper"
 
 
+class TraceConfig(dg.Config):
+    num_shards: int = 8
+    timeout_s: float = 3.0
+    memory_mb: int = 512
+
+
+class DatasetConfig(dg.Config):
+    max_anchor_lines: int = 10
+    min_anchor_lines: int = 1
+    max_prompt_tokens: int = 1024
+    contamination_threshold: float = 0.5
+    val_fraction: float = 0.1
+    livecodebench_path: str = ""  # LiveCodeBench execution rows, to decontaminate against
+
+
 def _preview(table: pa.Table, columns: list[str], rows: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.md(table.select(columns).slice(0, rows).to_pandas().to_markdown(index=False))
 
 
-@dg.asset(group_name="data", code_version="raw_programs-v1")
+def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+@dg.asset(group_name="data", code_version=RAW_VERSION)
 def raw_programs(context: dg.AssetExecutionContext, config: RawProgramsConfig, store: ArtifactStore) -> dg.Output:
-    """Programs with an input each, from the built-in generator (the embedded default)."""
+    """Programs with an input each, from every configured source; provenance on every row. The
+    embedded default is the built-in generator (no download)."""
 
     def write(folder: Path) -> dict:
-        generated = generate_programs(config.generator_count, config.generator_seed)
-        provenance = json.dumps({"generator_seed": config.generator_seed})
-        table = pa.Table.from_pylist(
-            [
-                {"program_id": p.program_id, "source": "generator", "code": p.code, "input": p.input,
-                 "output": None, "provenance": provenance}
-                for p in generated
-            ],
-            schema=schemas.RAW_PROGRAMS,
-        )
+        programs = sources.from_generator(config.generator_count, config.generator_seed)
+        if config.humaneval:
+            programs += sources.from_humaneval()
+        for path in config.files:
+            programs += sources.from_path(path)
+        for name in config.huggingface:
+            dataset, _, split = name.partition(":")
+            programs += sources.from_huggingface(dataset, split or "test")
+        duplicated = [pid for pid, n in Counter(p.program_id for p in programs).items() if n > 1]
+        if duplicated:
+            raise dg.Failure(f"duplicate program ids across sources: {duplicated[:5]}")
+        table = _table([p.to_row() for p in programs], schemas.RAW_PROGRAMS)
         write_parquet(table, folder / "data.parquet")
         return {"rows": table.num_rows, "sources": dict(Counter(table.column("source").to_pylist()))}
 
-    return cached_output(
-        context, store, "raw_programs-v1", config.model_dump(), [], write,
-        lambda ref, meta: {
-            "rows": meta["rows"],
-            "sources": dg.MetadataValue.json(meta["sources"]),
-            "preview": _preview(ref.read_table(), ["program_id", "source", "input"]),
-        },
-    )
+    try:
+        return cached_output(
+            context, store, RAW_VERSION, config.model_dump(), [], write,
+            lambda ref, meta: {
+                "rows": meta["rows"],
+                "sources": dg.MetadataValue.json(meta["sources"]),
+                "preview": _preview(ref.read_table(), ["program_id", "source", "input"]),
+            },
+        )
+    except sources.SourceError as exc:
+        raise dg.Failure(str(exc)) from exc
 
 
-@dg.asset(group_name="data", code_version="instrumented_programs-v1")
+@dg.asset(group_name="data", code_version=INSTRUMENT_VERSION)
 def instrumented_programs(
     context: dg.AssetExecutionContext, config: InstrumentConfig, store: ArtifactStore, raw_programs: ArtifactRef
 ) -> dg.Output:
@@ -65,36 +107,238 @@ def instrumented_programs(
 
     def write(folder: Path) -> dict:
         rows = raw_programs.read_table().to_pylist()
-        for row in rows:
-            row["policy"] = config.policy
-            try:
-                program = instrument(row["code"], policy=config.policy)
-            except InstrumentationError as exc:
-                row.update(instrumented_code=None, harness_code=None, anchor_sites=[], instrument_error=str(exc))
-                continue
-            row.update(
-                instrumented_code=program.code,
-                harness_code=program.harness,
-                anchor_sites=[{"name": s.name, "line": s.line, "instrumented_line": s.instrumented_line} for s in program.sites],
-                instrument_error=None,
-            )
-        table = pa.Table.from_pylist(rows, schema=schemas.INSTRUMENTED_PROGRAMS)
+        fields = parallel_map(instrument_fields_star, [(row["code"], config.policy) for row in rows])
+        for row, instrumented in zip(rows, fields):
+            row.update(policy=config.policy, **instrumented)
+        table = _table(rows, schemas.INSTRUMENTED_PROGRAMS)
         write_parquet(table, folder / "data.parquet")
         sites = [len(row["anchor_sites"]) for row in rows if row["instrument_error"] is None]
         return {
             "rows": len(rows),
             "failed": len(rows) - len(sites),
             "mean_anchor_sites": round(sum(sites) / max(len(sites), 1), 3),
-            "anchor_sites_histogram": dict(sorted(Counter(sites).items())),
         }
 
     return cached_output(
-        context, store, "instrumented_programs-v1", config.model_dump(), [raw_programs], write,
+        context, store, INSTRUMENT_VERSION, config.model_dump(), [raw_programs], write,
         lambda ref, meta: {
-            "rows": meta["rows"],
-            "failed": meta["failed"],
-            "mean_anchor_sites": meta["mean_anchor_sites"],
-            "anchor_sites_histogram": dg.MetadataValue.json({str(k): v for k, v in meta["anchor_sites_histogram"].items()}),
+            **meta,
             "preview": _preview(ref.read_table(), ["program_id", "instrumented_code"], rows=3),
         },
     )
+
+
+def _program_of(row: dict) -> InstrumentedProgram:
+    """The InstrumentedProgram the runner needs, from a stored row (no re-instrumenting)."""
+    settings = DEFAULT_SETTINGS[row["policy"]]
+    sites = tuple(
+        AnchorSite(i, s["name"], s["line"], s["instrumented_line"], s["in_loop"]) for i, s in enumerate(row["anchor_sites"])
+    )
+    return InstrumentedProgram(
+        original=row["code"], code=row["instrumented_code"], harness=row["harness_code"], policy=row["policy"],
+        sites=sites, max_anchor_lines=settings.max_anchor_lines, hit_cap=settings.hit_cap, line_map={},
+    )
+
+
+@dg.asset(group_name="data", code_version=TRACES_VERSION)
+def execution_traces(
+    context: dg.AssetExecutionContext,
+    config: TraceConfig,
+    store: ArtifactStore,
+    sandbox: SandboxResource,
+    instrumented_programs: ArtifactRef,
+) -> dg.Output:
+    """Every instrumented program run twice in the sandbox: its trace, and whether the runs agree.
+    Written in shards, each cached by its content: a killed run keeps the shards it finished."""
+    rows = [row for row in instrumented_programs.read_table().to_pylist()]
+    shards: list[list[dict]] = [[] for _ in range(config.num_shards)]
+    for row in rows:
+        shards[shard_of(row["program_id"], config.num_shards)].append(row)
+    shard_config = {"timeout_s": config.timeout_s, "memory_mb": config.memory_mb}
+
+    def shard_ref(index: int, shard: list[dict], opened: "_LazySandbox") -> tuple[ArtifactRef, int]:
+        """The shard's artifact, and how many programs ran to make it (0 when reused)."""
+        content = ArtifactRef("shard-input", "", "", _rows_hash(shard))
+        key = cache_key("execution_traces_shard", TRACES_VERSION, shard_config, [content])
+        cached = store.lookup("execution_traces_shards", key)
+        if cached is not None:
+            return cached, 0
+
+        def write(folder: Path) -> dict:
+            started = time.perf_counter()
+            runnable = [row for row in shard if row["instrumented_code"] is not None]
+            jobs = [trace_job(row, _program_of(row)) for row in runnable]
+            first = run_traces(jobs, opened(), timeout_s=config.timeout_s, memory_mb=config.memory_mb)
+            second = run_traces(jobs, opened(), timeout_s=config.timeout_s, memory_mb=config.memory_mb)
+            by_id = {row["program_id"]: trace_record(row, a, b) for row, a, b in zip(runnable, first, second)}
+            records = [by_id.get(row["program_id"]) or _not_run(row) for row in shard]
+            write_parquet(_table(records, schemas.EXECUTION_TRACES), folder / "data.parquet")
+            elapsed = time.perf_counter() - started
+            context.log.info(f"shard {index + 1}/{config.num_shards}: {len(jobs)} programs x 2 runs in {elapsed:.1f} s")
+            return {"rows": len(records), "executed": len(jobs)}
+
+        ref, meta = store.build("execution_traces_shards", key, write)
+        return ref, meta["executed"]
+
+    def write(folder: Path) -> dict:
+        executed = 0
+        with _LazySandbox(sandbox) as opened:
+            for index, shard in enumerate(shards):
+                ref, ran = shard_ref(index, shard, opened)
+                executed += ran
+                (folder / f"shard-{index:03d}.parquet").hardlink_to(ref.file("data.parquet"))
+        table = pa.concat_tables(pq.read_table(shard) for shard in sorted(folder.glob("*.parquet")))
+        statuses = Counter(table.column("status").to_pylist())
+        deterministic = sum(table.column("deterministic").to_pylist())
+        return {
+            "rows": table.num_rows,
+            "executed_programs": executed,
+            "statuses": dict(statuses),
+            "determinism_rate": round(deterministic / max(table.num_rows, 1), 4),
+        }
+
+    return cached_output(
+        context, store, TRACES_VERSION, {**shard_config, "num_shards": config.num_shards}, [instrumented_programs], write,
+        lambda ref, meta: {
+            "rows": meta["rows"],
+            "executed_programs": meta["executed_programs"],
+            "determinism_rate": meta["determinism_rate"],
+            "statuses": dg.MetadataValue.json(meta["statuses"]),
+        },
+    )
+
+
+def _rows_hash(rows: list[dict]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row["program_id"], row["harness_code"], row["entry_point"], row["input"],
+                                  row["output"], row["policy"]]).encode())
+    return digest.hexdigest()[:20]
+
+
+def _not_run(row: dict) -> dict:
+    """A program that could not be instrumented is recorded, not executed."""
+    return {
+        "program_id": row["program_id"], "source": row["source"], "entry_point": row["entry_point"],
+        "code": row["code"], "instrumented_code": None, "input": row["input"], "expected_output": row["output"],
+        "status": "not_run", "result": None, "error": row["instrument_error"], "matches_expected": None,
+        "steps": [], "anchor_lines": 0, "over_cap": False, "complete": False, "deterministic": False,
+        "unstable_repr": False, "program_stdout": "", "duration_s": 0.0,
+    }
+
+
+class _LazySandbox:
+    """Opens the sandbox on first use only, so that a run whose shards are all cached starts nothing."""
+
+    def __init__(self, resource: SandboxResource):
+        self.resource = resource
+        self.opened = None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self):
+        if self.opened is None:
+            self.opened = self.resource.open()
+        return self.opened
+
+    def __exit__(self, *exc):
+        if self.opened is not None:
+            self.opened.close()
+
+
+@dg.asset(group_name="data", code_version=DATASET_VERSION)
+def trace_dataset(
+    context: dg.AssetExecutionContext, config: DatasetConfig, store: ArtifactStore, execution_traces: ArtifactRef
+) -> dg.Output:
+    """The training dataset: filtered, decontaminated programs with their steps, stable train/val
+    splits, and the output- and input-prediction task rows. Parquet: ``train.parquet``,
+    ``val.parquet`` (programs) and ``tasks/train.parquet``, ``tasks/val.parquet``."""
+    filters = FilterConfig(
+        max_anchor_lines=config.max_anchor_lines,
+        min_anchor_lines=config.min_anchor_lines,
+        max_prompt_tokens=config.max_prompt_tokens,
+        contamination_threshold=config.contamination_threshold,
+        val_fraction=config.val_fraction,
+    )
+    livecodebench = Path(config.livecodebench_path) if config.livecodebench_path else None
+    # The evaluation sets are inputs too: a changed benchmark file changes the cache key.
+    eval_files = [p for p in (shared_data_dir() / "cruxeval" / "cruxeval.jsonl",
+                              shared_data_dir() / "reval" / "DREval_data.jsonl", livecodebench) if p and p.is_file()]
+    eval_refs = [ArtifactRef(f"eval:{p.name}", "", str(p), _file_hash(p)) for p in eval_files]
+
+    def write(folder: Path) -> dict:
+        index = load_evaluation_index(shared_data_dir(), livecodebench)
+        traces = execution_traces.read_table().to_pylist()
+        build = build_trace_dataset(traces, filters, index)
+        (folder / "tasks").mkdir()
+        splits = {}
+        for split in ("train", "val"):
+            programs = [row for row in build.programs if row["split"] == split]
+            tasks_rows = [row for row in build.tasks if row["split"] == split]
+            write_parquet(_table(programs, schemas.TRACE_PROGRAMS), folder / f"{split}.parquet")
+            write_parquet(_table(tasks_rows, schemas.TRACE_TASKS), folder / "tasks" / f"{split}.parquet")
+            splits[split] = {"programs": len(programs), "tasks": len(tasks_rows)}
+        anchor_counts = Counter(row["anchor_lines"] for row in build.programs)
+        _plot_histogram(anchor_counts, folder / "anchor_lines.png")
+        return {
+            "input_programs": len(traces),
+            "kept_programs": len(build.programs),
+            "splits": splits,
+            "drop_reasons": dict(build.drops),
+            "contaminated_by": dict(build.contaminated_by),
+            "anchor_lines_histogram": {str(k): v for k, v in sorted(anchor_counts.items())},
+            "mean_anchor_lines": round(sum(k * v for k, v in anchor_counts.items()) / max(len(build.programs), 1), 3),
+            "evaluation_sets": index.programs,
+        }
+
+    def to_metadata(ref: ArtifactRef, meta: dict) -> dict:
+        plot = ref.file("anchor_lines.png")
+        shown = {
+            "rows": meta["kept_programs"],
+            "kept_programs": meta["kept_programs"],
+            "input_programs": meta["input_programs"],
+            "train_programs": meta["splits"]["train"]["programs"],
+            "val_programs": meta["splits"]["val"]["programs"],
+            "mean_anchor_lines": meta["mean_anchor_lines"],
+            "drop_reasons": dg.MetadataValue.json(meta["drop_reasons"]),
+            "contaminated_by": dg.MetadataValue.json(meta["contaminated_by"]),
+            "evaluation_sets": dg.MetadataValue.json(meta["evaluation_sets"]),
+            "train_parquet": dg.MetadataValue.path(str(ref.file("train.parquet"))),
+            "preview": _preview(pq.read_table(ref.file("train.parquet")), ["program_id", "input", "output", "anchor_lines"]),
+        }
+        if plot.is_file():
+            encoded = base64.b64encode(plot.read_bytes()).decode()
+            shown["anchor_lines_histogram"] = dg.MetadataValue.md(f"![anchor lines per program](data:image/png;base64,{encoded})")
+        return shown
+
+    return cached_output(
+        context, store, DATASET_VERSION, config.model_dump(), [execution_traces, *eval_refs], write, to_metadata
+    )
+
+
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
+def _plot_histogram(counts: Counter, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3), dpi=100)
+    keys = sorted(counts)
+    axis.bar(keys, [counts[k] for k in keys], color="#4C72B0")
+    axis.set_xlabel("anchor lines per program")
+    axis.set_ylabel("programs")
+    axis.set_title("trace_dataset: executed anchor lines")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    path.write_bytes(buffer.getvalue())
