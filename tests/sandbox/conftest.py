@@ -89,6 +89,12 @@ def assert_nothing_left(pool, wait_s: float = 2.0) -> None:
     assert pool.run(ExecutionRequest(code="print('alive')")).stdout == "alive\n", "pool no longer works"
 
 
+@pytest.fixture
+def leftovers():
+    """``leftovers(pool)``: descriptions of processes runs left behind (empty when none)."""
+    return sandbox_processes
+
+
 def labelled_containers() -> list:
     client = docker_client()
     try:

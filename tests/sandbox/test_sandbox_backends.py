@@ -1,0 +1,160 @@
+"""Backend specifics: the Docker pool's lock-down, replacement and clean shutdown; the local
+backend's namespaces and uid drop; auto-selection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+
+from sandbox import ExecutionRequest, SandboxError, open_sandbox
+from sandbox.docker_backend import LABEL, DockerBackend, docker_client, remove_stale_containers
+
+R = ExecutionRequest
+
+
+@pytest.mark.docker
+def test_containers_are_locked_down(docker_pool):
+    for worker in docker_pool.workers:
+        worker.container.reload()
+        attrs = worker.container.attrs
+        host = attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert host["NetworkMode"] == "none" and attrs["Config"]["NetworkDisabled"] is True
+        assert host["Memory"] > 0 and host["MemorySwap"] == host["Memory"]
+        assert 0 < host["PidsLimit"] <= 1024
+        assert "/tmp" in host["Tmpfs"] and "noexec" in host["Tmpfs"]["/tmp"]
+        assert attrs["Config"]["User"] == "65000:65000"
+        assert host["LogConfig"]["Type"] == "none"
+        assert attrs["Config"]["Labels"][LABEL] == "1"
+        assert worker.info["pid1"] is True
+
+
+@pytest.mark.docker
+def test_program_sees_no_network_no_caps_and_a_read_only_root(docker_pool):
+    code = ("import os, socket\nprint(os.getuid(), os.geteuid())\n"
+            "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
+            "print(sorted(n for _, n in socket.if_nameindex()))\n"
+            "try:\n    open('/etc/x', 'w')\nexcept OSError as e:\n    print('ro', e.errno)\n")
+    res = docker_pool.run(R(code=code))
+    assert res.stdout.splitlines() == ["65000 65000", "0000000000000000", "['lo']", "ro 30"]
+
+
+@pytest.mark.docker
+def test_a_dead_container_is_replaced(docker_image):
+    with open_sandbox("docker", workers=1, docker_options={"image": docker_image}) as sb:
+        worker = sb.workers[0]
+        old = worker.container.id
+        worker.container.kill()
+        res = sb.run(R(code="print(1)"))
+        assert res.status == "killed" and "worker lost" in res.stderr
+        assert worker.replacements == 1 and worker.container.id != old
+        assert sb.run(R(code="print(2)")).stdout == "2\n"
+        client = docker_client()
+        assert not client.containers.list(all=True, filters={"id": old})
+        client.close()
+
+
+@pytest.mark.docker
+def test_container_killed_by_oom_is_reported_as_memory(docker_image):
+    # Fill the container's memory through its tmpfs (not the run's address space): the cgroup OOM
+    # killer or ENOSPC stops it; either way the pool keeps working.
+    with open_sandbox("docker", workers=1, docker_options={"image": docker_image, "memory_mb": 128,
+                                                          "tmpfs_mb": 512}) as sb:
+        code = "i = 0\nwhile True:\n    open(f'/tmp/fill{i}', 'wb').write(b'1' * (8 << 20))\n    i += 1"
+        res = sb.run(R(code=code, memory_mb=128, timeout_s=20))
+        assert res.status == "memory", res
+        assert sb.run(R(code="print('ok')", memory_mb=128)).stdout == "ok\n"
+
+
+@pytest.mark.docker
+def test_close_leaves_no_container(docker_image):
+    client = docker_client()
+    try:
+        sb = open_sandbox("docker", workers=2, docker_options={"image": docker_image})
+        session = sb.backend.session
+        mine = {"label": f"{LABEL}.session={session}"}
+        assert len(client.containers.list(filters=mine)) == 2
+        sb.run_batch([R(code="print(1)")] * 4)
+        sb.close()
+        assert client.containers.list(all=True, filters=mine) == []
+    finally:
+        client.close()
+
+
+@pytest.mark.docker
+def test_containers_of_dead_processes_are_removed(docker_image):
+    client = docker_client()
+    try:
+        backend = DockerBackend(image=docker_image, client=client)
+        labels = {**backend.labels(), f"{LABEL}.pid": "999999999"}
+        stale = client.containers.create(docker_image, labels=labels, network_mode="none")
+        assert remove_stale_containers(client) >= 1
+        assert not client.containers.list(all=True, filters={"id": stale.id})
+    finally:
+        client.close()
+
+
+@pytest.mark.docker
+def test_request_over_the_pool_memory_is_a_clear_error(docker_pool):
+    with pytest.raises(ValueError, match="memory_mb"):
+        docker_pool.run(R(code="print(1)", memory_mb=4096))
+
+
+def test_local_workers_are_isolated(local_pool):
+    if os.geteuid() != 0:
+        pytest.skip("namespaces and uid drop need root")
+    info = local_pool.workers[0].info
+    assert info["isolated"] and info["pid1"]
+    code = ("import os, socket\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
+            "print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+            "print(socket.gethostname())\n"
+            "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n")
+    out = local_pool.run(R(code=code)).stdout.splitlines()
+    uid = int(out[0].split()[0])
+    assert 61000 <= uid < 62000 and out[0].endswith(" []")
+    assert out[1] == "['1', '2']" or len(eval(out[1])) <= 3, "only the worker and this run are visible"
+    assert out[2] == "sandbox"
+    assert out[3] == "0000000000000000"
+
+
+def test_each_local_worker_has_its_own_uid(local_pool):
+    uids = {local_pool.run(R(code="import os; print(os.getuid())")).stdout for _ in range(8)}
+    seen = set()
+    for _ in range(20):
+        seen |= {r.stdout for r in local_pool.run_batch([R(code="import os, time; time.sleep(0.05); print(os.getuid())")] * 2)}
+    assert len(seen | uids) == len(local_pool.workers)
+
+
+def test_local_without_isolation_still_contains_runs():
+    """The fallback for non-root hosts: process groups, subreaper and rlimits."""
+    with open_sandbox("local", workers=1, local_options={"isolate": False}) as sb:
+        assert sb.workers[0].info["isolated"] is False
+        res = sb.run(R(code="import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('x')"))
+        assert res.status == "ok" and res.stdout == "x\n" and res.duration_s < 2
+        assert sb.run(R(code="while True: pass", timeout_s=0.5)).status == "timeout"
+        assert sb.run(R(code="import os; print(dict(os.environ))")).stdout == "{}\n"
+
+
+def test_auto_picks_docker_when_a_daemon_answers_else_local(caplog):
+    from sandbox.docker_backend import docker_unavailable_reason
+
+    with caplog.at_level(logging.INFO, logger="sandbox"):
+        with open_sandbox("auto", workers=1) as sb:
+            assert sb.run(R(code="print(1)")).stdout == "1\n"
+            name = sb.name
+    expected = "docker" if docker_unavailable_reason() is None else "local"
+    assert name == expected
+    assert f"using the {expected} backend" in caplog.text
+
+
+def test_docker_backend_says_why_it_is_unavailable(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SandboxError, match="docker backend unavailable"):
+        open_sandbox("docker", workers=1)
+    with open_sandbox("auto", workers=1) as sb:
+        assert sb.name == "local"
