@@ -38,6 +38,9 @@ def run_demo() -> int:
             f" rows={rows.value if rows else '-':<6} reused={reused.value if reused else '-'!s:<5}"
             f" {path.value if path else ''}"
         )
+    for evaluation in result.get_asset_check_evaluations():
+        verdict = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+        print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: {verdict}")
     print(f"\nartifacts and the Dagster instance live under {env['STEPCODE_HOME']}")
     print("open the UI with:  make ui   (or .venv/bin/stepcode ui), then http://127.0.0.1:3000")
     return 0

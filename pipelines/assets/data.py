@@ -292,6 +292,7 @@ def trace_dataset(
             "anchor_lines_histogram": {str(k): v for k, v in sorted(anchor_counts.items())},
             "mean_anchor_lines": round(sum(k * v for k, v in anchor_counts.items()) / max(len(build.programs), 1), 3),
             "evaluation_sets": index.programs,
+            "filters": config.model_dump(),
         }
 
     def to_metadata(ref: ArtifactRef, meta: dict) -> dict:

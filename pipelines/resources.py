@@ -1,0 +1,40 @@
+"""Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers (DESIGN §5).
+
+The resource holds configuration only; ``open()`` starts a pool that the asset closes (use it as a
+context manager), so a run whose work is all cached starts no worker and no container.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from sandbox import ExecutionRequest, Sandbox, open_sandbox
+
+
+class SandboxResource(dg.ConfigurableResource):
+    """Where and how untrusted programs run: backend, pool size and the per-run limits."""
+
+    backend: str = Field(default="auto", description="auto (Docker when a daemon answers, else local), local or docker")
+    workers: int = Field(default=0, description="warm workers in the pool; 0 means one per CPU")
+    timeout_s: float = Field(default=5.0, description="default wall-time limit of a run, seconds")
+    memory_mb: int = Field(default=512, description="default memory limit of a run, MiB")
+    output_limit_bytes: int = Field(default=1024 * 1024, description="default cap on each of stdout and stderr")
+    docker_image: str = Field(default="", description="sandbox image; empty: built from sandbox/Dockerfile")
+    docker_memory_mb: int = Field(default=1024, description="largest per-run memory a Docker worker accepts")
+    pids_limit: int = Field(default=128, description="processes and threads per Docker container")
+    tmpfs_mb: int = Field(default=64, description="size of each worker's writable scratch space, MiB")
+
+    def open(self) -> Sandbox:
+        """Start the pool; close it when done (``with resource.open() as sb: ...``)."""
+        docker_options = {"memory_mb": self.docker_memory_mb, "pids_limit": self.pids_limit, "tmpfs_mb": self.tmpfs_mb}
+        if self.docker_image:
+            docker_options["image"] = self.docker_image
+        return open_sandbox(backend=self.backend, workers=self.workers or None, docker_options=docker_options,
+                            local_options={"tmpfs_mb": self.tmpfs_mb})
+
+    def request(self, code: str, stdin: str = "", **limits) -> ExecutionRequest:
+        """An ExecutionRequest with this resource's default limits (``limits`` override them)."""
+        defaults = {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb,
+                    "output_limit_bytes": self.output_limit_bytes}
+        return ExecutionRequest(code=code, stdin=stdin, **{**defaults, **limits})
