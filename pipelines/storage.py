@@ -94,7 +94,8 @@ class ArtifactStore(dg.ConfigurableResource):
         ``write`` returns metadata to keep beside the artifact."""
         base = self.root_path() / asset
         base.mkdir(parents=True, exist_ok=True)
-        staging = base / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        _remove_abandoned_staging(base)
+        staging = base / f".tmp-{os.getpid()}-{key}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
             metadata = write(staging)
@@ -116,6 +117,14 @@ class ArtifactStore(dg.ConfigurableResource):
         return json.loads(ref.file("meta.json").read_text())["metadata"]
 
 
+def _remove_abandoned_staging(base: Path) -> None:
+    """Delete temp folders left by a process that died mid-write (their pid no longer runs)."""
+    for staging in base.glob(".tmp-*"):
+        pid = staging.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Parquet with the table's explicit schema, compressed, readable by any Arrow reader."""
     pq.write_table(table, path, compression="zstd")
@@ -128,9 +137,10 @@ def cached_output(
     config: dict,
     inputs: list[ArtifactRef],
     write: Callable[[Path], dict],
-    to_metadata: Callable[[ArtifactRef, dict], dict] | None = None,
+    to_metadata: Callable[[ArtifactRef, dict, bool], dict] | None = None,
 ) -> dg.Output:
-    """The body every cached asset shares: reuse the artifact for this cache key, or build it."""
+    """The body every cached asset shares: reuse the artifact for this cache key, or build it.
+    ``to_metadata(ref, stored metadata, reused)`` turns what ``write`` returned into UI metadata."""
     asset = context.asset_key.to_user_string()
     key = cache_key(asset, code_version, config, inputs)
     ref = store.lookup(asset, key)
@@ -140,6 +150,6 @@ def cached_output(
         metadata = store.stored_metadata(ref)
     else:
         ref, metadata = store.build(asset, key, write)
-    shown = to_metadata(ref, metadata) if to_metadata else dict(metadata)
+    shown = to_metadata(ref, metadata, reused) if to_metadata else dict(metadata)
     shown.update({"artifact": dg.MetadataValue.path(ref.path), "cache_key": key, "reused": reused})
     return dg.Output(ref, data_version=dg.DataVersion(ref.content_hash), metadata=shown)

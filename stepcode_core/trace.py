@@ -55,18 +55,20 @@ def _emit(kind, payload):
     _out.write(_PREFIX + kind + ":" + _json.dumps(payload) + "\n")
 
 _builtins.{anchor} = {anchor}
+_CALL = {call!r}
+_EXPECTED = {expected!r}
 _namespace = {{"__name__": "__main__", "__builtins__": _builtins}}
 _exit_code = 0
 try:
     exec(compile({source!r}, "<program>", "exec"), _namespace)
-    if {call!r} is not None:
-        _result = eval(compile({call!r}, "<call>", "eval"), _namespace)
+    if _CALL is not None:
+        _result = eval(compile(_CALL, "<call>", "eval"), _namespace)
         try:
             _emit("result", repr(_result))
         except Exception as exc:
             _emit("result", "<repr failed: " + type(exc).__name__ + ">")
-        if {expected!r} is not None:
-            _emit("match", bool(_result == eval({expected!r}, _namespace)))
+        if _EXPECTED is not None:
+            _emit("match", bool(_result == eval(_EXPECTED, _namespace)))
 except BaseException as exc:
     _emit("error", (type(exc).__name__ + ": " + str(exc))[:2000])
     _traceback.print_exc()

@@ -87,7 +87,7 @@ def raw_programs(context: dg.AssetExecutionContext, config: RawProgramsConfig, s
     try:
         return cached_output(
             context, store, RAW_VERSION, config.model_dump(), [], write,
-            lambda ref, meta: {
+            lambda ref, meta, reused: {
                 "rows": meta["rows"],
                 "sources": dg.MetadataValue.json(meta["sources"]),
                 "preview": _preview(ref.read_table(), ["program_id", "source", "input"]),
@@ -121,7 +121,7 @@ def instrumented_programs(
 
     return cached_output(
         context, store, INSTRUMENT_VERSION, config.model_dump(), [raw_programs], write,
-        lambda ref, meta: {
+        lambda ref, meta, reused: {
             **meta,
             "preview": _preview(ref.read_table(), ["program_id", "instrumented_code"], rows=3),
         },
@@ -199,9 +199,9 @@ def execution_traces(
 
     return cached_output(
         context, store, TRACES_VERSION, {**shard_config, "num_shards": config.num_shards}, [instrumented_programs], write,
-        lambda ref, meta: {
+        lambda ref, meta, reused: {
             "rows": meta["rows"],
-            "executed_programs": meta["executed_programs"],
+            "executed_programs": 0 if reused else meta["executed_programs"],
             "determinism_rate": meta["determinism_rate"],
             "statuses": dg.MetadataValue.json(meta["statuses"]),
         },
@@ -295,7 +295,7 @@ def trace_dataset(
             "filters": config.model_dump(),
         }
 
-    def to_metadata(ref: ArtifactRef, meta: dict) -> dict:
+    def to_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
         plot = ref.file("anchor_lines.png")
         shown = {
             "rows": meta["kept_programs"],

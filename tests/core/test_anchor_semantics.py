@@ -469,3 +469,9 @@ def test_dense_policy_hit_cap(local_sandbox):
     assert names.count("i") == 3 and names.count("acc") == 4  # initial value + 3 hits in the loop
     assert run.trace.suppressed == 2 * 47
     assert run.trace.result == "1225"
+
+
+def test_a_clean_run_writes_nothing_to_stderr(local_sandbox):
+    (run,) = run_traces([TraceJob(instrument("def f(x):\n    y = x + 1\n    return y\n"), "f(1)", "2")], local_sandbox)
+    assert run.status == "ok" and run.stderr == ""
+    assert run.trace.matches_expected is True

@@ -1,0 +1,162 @@
+"""The data stages end to end through Dagster: caching by content, crash safety, decontamination,
+and a dataset that other tools read."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.assets import data
+from pipelines.resources import SandboxResource
+from pipelines.storage import ArtifactStore
+
+DATA_ASSETS = [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset]
+
+
+def materialize(root: Path, ops: dict) -> dict:
+    result = dg.materialize(
+        DATA_ASSETS,
+        resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local")},
+        run_config={"ops": ops},
+    )
+    assert result.success
+    return {
+        event.asset_key.to_user_string(): event.step_materialization_data.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def recomputed(metadata: dict) -> set[str]:
+    return {asset for asset, meta in metadata.items() if not meta["reused"].value}
+
+
+def generator(count: int, seed: int) -> dict:
+    return {"raw_programs": {"config": {"generator_count": count, "generator_seed": seed}}}
+
+
+def test_only_what_changed_is_recomputed(tmp_path):
+    everything = {"raw_programs", "instrumented_programs", "execution_traces", "trace_dataset"}
+    first = materialize(tmp_path, generator(60, 3))
+    assert recomputed(first) == everything
+    assert first["execution_traces"]["executed_programs"].value == 60
+
+    unchanged = materialize(tmp_path, generator(60, 3))
+    assert recomputed(unchanged) == set()
+    assert unchanged["execution_traces"]["executed_programs"].value == 0
+    for asset in everything:
+        assert unchanged[asset]["cache_key"] == first[asset]["cache_key"]
+
+    filters_only = materialize(tmp_path, {**generator(60, 3), "trace_dataset": {"config": {"val_fraction": 0.5}}})
+    assert recomputed(filters_only) == {"trace_dataset"}
+
+    new_seed = materialize(tmp_path, generator(60, 4))
+    assert recomputed(new_seed) == everything
+
+
+def test_planted_cruxeval_program_is_dropped_as_contamination(tmp_path, cruxeval_rows):
+    planted = tmp_path / "planted.jsonl"
+    rows = [{"id": f"planted-{row['id']}", **{k: row[k] for k in ("code", "input", "output")}} for row in cruxeval_rows[:3]]
+    planted.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    meta = materialize(tmp_path / "store", {"raw_programs": {"config": {"generator_count": 40, "files": [str(planted)]}}})
+    dataset = meta["trace_dataset"]
+    assert dataset["drop_reasons"].value.get("contaminated") == 3
+    assert dataset["contaminated_by"].value == {"cruxeval": 3}
+    kept = pq.read_table(dataset["train_parquet"].value).column("program_id").to_pylist()
+    assert not any(pid.startswith("planted-") for pid in kept)
+
+
+def test_dataset_reads_with_pandas_duckdb_and_datasets(tmp_path):
+    meta = materialize(tmp_path, generator(80, 5))
+    train = Path(meta["trace_dataset"]["train_parquet"].value)
+    tasks = train.parent / "tasks" / "train.parquet"
+    # A fresh interpreter that never imports stepcode: the files stand on their own.
+    reader = textwrap.dedent(f"""
+        import sys, pandas, duckdb, datasets
+        frame = pandas.read_parquet({str(train)!r})
+        assert set(["program_id", "source", "code", "instrumented_code", "input", "output", "steps", "split"]) <= set(frame.columns)
+        assert (frame["split"] == "train").all() and len(frame) > 0
+        assert isinstance(frame["steps"].iloc[0][0]["name"], str)
+        count = duckdb.sql("select count(*) from read_parquet('{tasks}') where task in ('output', 'input')").fetchall()[0][0]
+        assert count == 2 * len(frame), (count, len(frame))
+        loaded = datasets.load_dataset("parquet", data_files={{"train": {str(train)!r}}}, split="train")
+        assert loaded.num_rows == len(frame)
+        assert not any(name.startswith(("stepcode", "pipelines", "sandbox")) for name in sys.modules)
+        print("ok", len(frame))
+    """)
+    done = subprocess.run([sys.executable, "-I", "-c", reader], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ok")
+
+
+def test_splits_are_stable_across_reruns(tmp_path):
+    first = materialize(tmp_path / "a", generator(50, 6))
+    second = materialize(tmp_path / "b", generator(50, 6))
+    read = lambda meta: pq.read_table(meta["trace_dataset"]["train_parquet"].value).column("program_id").to_pylist()
+    assert read(first) == read(second)
+
+
+_KILLABLE = """
+import sys
+import dagster as dg
+from pipelines.assets import data
+from pipelines.resources import SandboxResource
+from pipelines.storage import ArtifactStore
+dg.materialize(
+    [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset],
+    resources={"store": ArtifactStore(root=sys.argv[1]), "sandbox": SandboxResource(backend="local")},
+    run_config={"ops": {"raw_programs": {"config": {"generator_count": 4000, "generator_seed": 9}},
+                        "execution_traces": {"config": {"num_shards": 16}}}},
+)
+"""
+
+
+def _published_parquet(root: Path, asset: str) -> list[Path]:
+    """Parquet files a reader would find: inside published artifact folders, not temp folders."""
+    base = root / asset
+    if not base.is_dir():
+        return []
+    return [p for folder in base.iterdir() if not folder.name.startswith(".") for p in folder.rglob("*.parquet")]
+
+
+def test_kill_9_during_execution_leaves_no_partial_artifact(tmp_path):
+    root = tmp_path / "store"
+    script = tmp_path / "killable.py"
+    script.write_text(_KILLABLE)
+    process = subprocess.Popen([sys.executable, str(script), str(root)], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = root / "execution_traces_shards"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if shards.is_dir() and any(not p.name.startswith(".") for p in shards.iterdir()):
+                break
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no shard finished within 240 s")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    assert _published_parquet(root, "execution_traces") == []
+    assert _published_parquet(root, "trace_dataset") == []
+    finished_before = {p.name for p in shards.iterdir() if not p.name.startswith(".")}
+    assert 1 <= len(finished_before) < 16
+
+    meta = materialize(root, {"raw_programs": {"config": {"generator_count": 4000, "generator_seed": 9}},
+                              "execution_traces": {"config": {"num_shards": 16}}})
+    assert meta["trace_dataset"]["kept_programs"].value > 0
+    # The shards finished before the kill were reused, not run again.
+    assert meta["execution_traces"]["executed_programs"].value < 4000
+    assert len(_published_parquet(root, "execution_traces")) == 16
