@@ -102,7 +102,20 @@ def ensure_image(client, tag: str | None = None, base: str | None = None) -> str
                             rm=True, forcerm=True)
     except docker.errors.DockerException as exc:
         raise SandboxError(f"building {tag} failed: {exc}") from exc
+    _drop_old_tags(client, keep=tag)
     return tag
+
+
+def _drop_old_tags(client, keep: str) -> None:
+    """Builds for other Dockerfile/worker hashes are dead weight; in-use ones simply stay."""
+    repo = keep.split(":")[0]
+    for image in client.images.list(name=repo):
+        for old in image.tags:
+            if old != keep and old.startswith(repo + ":"):
+                try:
+                    client.images.remove(old)
+                except Exception:  # noqa: BLE001
+                    pass
 
 
 def remove_stale_containers(client) -> int:

@@ -7,20 +7,26 @@ set -euo pipefail
 
 log() { echo "[docker] $*" >&2; }
 
+missing=()
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 if docker info >/dev/null 2>&1; then
-  exit 0
+  daemon_up=1
+else
+  daemon_up=0
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    log "missing ${missing[*]} and cannot install (not root or no apt-get)"
+  fi
+fi
+[ "$daemon_up" = 1 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   log "no Docker daemon answers and not root: Docker tests will be skipped"; exit 0
-fi
-
-missing=()
-command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 log "starting dockerd"

@@ -29,4 +29,6 @@ if [ -z "$base" ] || ! docker image inspect "$base" >/dev/null 2>&1; then
 fi
 log "building $tag from $base"
 DOCKER_BUILDKIT=0 docker build -q --build-arg BASE_IMAGE="$base" -t "$tag" -f sandbox/Dockerfile sandbox >/dev/null
+# Older builds (other Dockerfile/worker hashes) are dead weight: drop their tags.
+docker images --format '{{.Repository}}:{{.Tag}}' stepcode-sandbox | grep -vx "$tag" | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "$tag"

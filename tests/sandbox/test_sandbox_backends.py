@@ -158,3 +158,22 @@ def test_docker_backend_says_why_it_is_unavailable(monkeypatch):
         open_sandbox("docker", workers=1)
     with open_sandbox("auto", workers=1) as sb:
         assert sb.name == "local"
+
+
+@pytest.mark.docker
+def test_image_is_built_from_the_dockerfile_when_missing(docker_image):
+    from sandbox.docker_backend import ensure_image
+
+    client = docker_client()
+    tag = f"stepcode-sandbox-test:{os.getpid()}"
+    try:
+        assert ensure_image(client, tag=tag) == tag
+        image = client.images.get(tag)
+        assert image.labels.get(LABEL) == "1"
+        assert image.attrs["Config"]["User"] == "65000:65000"
+        assert ensure_image(client, tag=tag) == tag  # cached: a second call builds nothing
+    finally:
+        try:
+            client.images.remove(tag, force=True)
+        finally:
+            client.close()

@@ -221,7 +221,7 @@ def test_deep_recursion(sb):
         def f(n):
             return f(n + 1) + 1
         f(0)
-    """, timeout_s=10)
+    """, timeout_s=10, memory_mb=128)
     assert deep.status in ("killed", "memory", "error")
 
 

@@ -1,0 +1,147 @@
+"""Sandbox throughput on the 800 CRUXEval programs, against what a user would otherwise write.
+
+Baselines, measured in the same run (DESIGN §5): one ``subprocess.run([sys.executable, path])`` per
+program, and one ``docker run --rm`` per program (a sample: it is slow). Backends: the local
+backend and the Docker warm pool, ``workers`` each. Every run is checked against CRUXEval's expected
+output, so the speed is of real work. The last line of output is one JSON object.
+
+    python benchmarks/bench_sandbox.py [--data PATH] [--workers N] [--process-sample N] [--docker-sample N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sandbox import ExecutionRequest, open_sandbox  # noqa: E402
+from sandbox.docker_backend import docker_client, docker_unavailable_reason, ensure_image  # noqa: E402
+
+
+def load_programs(path: Path) -> list[tuple[str, str]]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [(r["code"] + "\nprint(repr(f(" + r["input"] + ")))\n", r["output"]) for r in rows]
+
+
+def rss_mb(pid: int) -> float:
+    """Peak resident memory of a process and its descendants (VmHWM), MiB."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            total += int(fh.read().split("VmHWM:")[1].split()[0]) / 1024
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                total += sum(rss_mb(int(child)) for child in fh.read().split())
+    except (OSError, IndexError):
+        pass
+    return total
+
+
+def bench_pool(backend: str, programs, workers: int, options: dict) -> dict:
+    reqs = [ExecutionRequest(code=code, timeout_s=10.0) for code, _ in programs]
+    key = "docker_options" if backend == "docker" else "local_options"
+    started = time.perf_counter()
+    with open_sandbox(backend, workers=workers, **{key: options}) as sb:
+        start_s = time.perf_counter() - started
+        sb.run_batch(reqs[:50])  # warm-up
+        t0 = time.perf_counter()
+        results = sb.run_batch(reqs)
+        elapsed = time.perf_counter() - t0
+        if backend == "local":
+            peak = sum(rss_mb(w.proc.pid) for w in sb.workers)
+        else:
+            peak = 0.0
+            for w in sb.workers:
+                stats = w.container.stats(stream=False)["memory_stats"]
+                peak += stats.get("max_usage", stats.get("usage", 0)) / 2**20
+    correct = sum(r.status == "ok" and r.stdout.strip() == want for r, (_, want) in zip(results, programs))
+    return {"runs_per_s": len(reqs) / elapsed, "seconds": elapsed, "correct": correct, "start_s": start_s,
+            "pool_peak_mb": peak}
+
+
+def bench_process_per_run(programs) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, (code, _) in enumerate(programs):
+            path = Path(tmp) / f"p{i}.py"
+            path.write_text(code)
+            paths.append(path)
+        t0 = time.perf_counter()
+        outs = [subprocess.run([sys.executable, str(p)], capture_output=True, text=True, timeout=30) for p in paths]
+        elapsed = time.perf_counter() - t0
+    correct = sum(o.stdout.strip() == want for o, (_, want) in zip(outs, programs))
+    return {"runs_per_s": len(programs) / elapsed, "seconds": elapsed, "correct": correct}
+
+
+def bench_docker_run(programs, image: str) -> dict:
+    cmd = ["docker", "run", "--rm", "-i", "--network", "none", "--entrypoint", "/usr/local/bin/sandbox-python",
+           image, "-"]
+    t0 = time.perf_counter()
+    outs = [subprocess.run(cmd, input=code, capture_output=True, text=True, timeout=120) for code, _ in programs]
+    elapsed = time.perf_counter() - t0
+    correct = sum(o.stdout.strip() == want for o, (_, want) in zip(outs, programs))
+    return {"runs_per_s": len(programs) / elapsed, "seconds": elapsed, "correct": correct}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cruxeval" / "cruxeval.jsonl")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--process-sample", type=int, default=80, help="programs for the subprocess baseline")
+    parser.add_argument("--docker-sample", type=int, default=10, help="programs for the docker-run baseline")
+    parser.add_argument("--skip-docker", action="store_true")
+    args = parser.parse_args(argv)
+
+    programs = load_programs(args.data)
+    sample = random.Random(0).sample(programs, k=min(len(programs), args.process_sample))
+    out: dict = {"programs": len(programs), "workers": args.workers, "cpus": os.cpu_count()}
+
+    process = bench_process_per_run(sample)
+    print(f"process-per-run baseline: {process['runs_per_s']:.1f} runs/s over {len(sample)} programs", flush=True)
+    local = bench_pool("local", programs, args.workers, {})
+    print(f"local backend: {local['runs_per_s']:.1f} runs/s, {local['correct']}/{len(programs)} correct", flush=True)
+    out.update({
+        "process_per_run_runs_per_s": round(process["runs_per_s"], 2),
+        "local_runs_per_s": round(local["runs_per_s"], 1),
+        "local_vs_process_per_run": round(local["runs_per_s"] / process["runs_per_s"], 1),
+        "local_correct": local["correct"],
+        "local_pool_peak_mb": round(local["pool_peak_mb"], 1),
+    })
+
+    reason = "skipped (--skip-docker)" if args.skip_docker else docker_unavailable_reason()
+    if reason is None:
+        client = docker_client()
+        image = ensure_image(client)
+        client.close()
+        dsample = random.Random(1).sample(programs, k=min(len(programs), args.docker_sample))
+        docker_run = bench_docker_run(dsample, image)
+        print(f"docker-run baseline: {docker_run['runs_per_s']:.2f} runs/s over {len(dsample)} programs", flush=True)
+        pool = bench_pool("docker", programs, args.workers, {"image": image})
+        print(f"docker warm pool: {pool['runs_per_s']:.1f} runs/s, {pool['correct']}/{len(programs)} correct", flush=True)
+        out.update({
+            "docker_run_runs_per_s": round(docker_run["runs_per_s"], 3),
+            "docker_runs_per_s": round(pool["runs_per_s"], 1),
+            "docker_vs_docker_run": round(pool["runs_per_s"] / docker_run["runs_per_s"], 1),
+            "docker_correct": pool["correct"],
+            "docker_pool_peak_mb": round(pool["pool_peak_mb"], 1),
+            "docker_pool_start_s": round(pool["start_s"], 2),
+        })
+    else:
+        out.update({"docker_runs_per_s": None, "docker_vs_docker_run": None, "docker_skipped": reason})
+    out["peak_rss_mb_host"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
