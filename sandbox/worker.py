@@ -50,11 +50,8 @@ MAX_FRAME = 256 * 1024 * 1024
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
-MS_REC, MS_PRIVATE = 0x4000, 1 << 18
-_KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
-               "relatime": 1 << 21}
+MS_REC, MS_PRIVATE, MS_MOVE = 0x4000, 1 << 18, 8192
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
-
 
 # ---------------------------------------------------------------- framing (also used by the host)
 
@@ -136,7 +133,7 @@ class Config:
 
 
 def _enter_namespaces(cfg: Config) -> None:
-    """Move into new namespaces; the caller stays outside, forwarding nothing, and reaps us.
+    """Move into new namespaces and a minimal read-only root; the caller stays outside and reaps us.
 
     Called once per worker. After ``unshare(CLONE_NEWPID)`` only the next child lives in the new pid
     namespace, so we fork and the child (PID 1 there) becomes the worker proper.
@@ -152,70 +149,128 @@ def _enter_namespaces(cfg: Config) -> None:
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
-    _remount_read_only(libc)
-    _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
-    opts = f"size={cfg.tmpfs_mb}m,mode=1777".encode()
-    for path in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock"):
-        if os.path.isdir(path) and not os.path.islink(path):
-            _check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts))
+    _enter_minimal_root(libc, cfg)
     try:
         libc.sethostname(b"sandbox", 7)
     except OSError:
         pass
 
 
-def _remount_read_only(libc) -> None:
-    """Make every mount read-only in our mount namespace (the host's stay as they are), except
-    procfs and the cgroup tree the worker writes limits to; the tmpfs mounts come on top."""
-    with open("/proc/self/mountinfo") as fh:
-        mounts = [line.split() for line in fh]
-    for fields in mounts:
-        point = fields[4].encode().decode("unicode_escape")
-        opts = fields[5].split(",")
-        if "ro" in opts or point.startswith(("/proc", "/sys/fs/cgroup")):
-            continue
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        for opt in opts:
-            flags |= _KEEP_FLAGS.get(opt, 0)
-        libc.mount(None, point.encode(), None, flags, None)  # best effort: failures leave it as is
+# Of the host's /etc, only what the loader and Python's stdlib read; the rest (and /home, /opt,
+# /run with its sockets, /var, /srv, /root, the project itself) is simply not there.
+_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "hosts", "localtime",
+        "os-release", "mime.types")
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+def _enter_minimal_root(libc, cfg: Config) -> None:
+    """chroot into a tmpfs holding read-only binds of /usr (and the interpreter's prefix), a few
+    /etc files and device nodes, our own /proc, and writable tmpfs on /tmp, /var/tmp, /dev/shm."""
+    root = "/tmp"  # a mount point that exists everywhere; the host's /tmp stays untouched below it
+    _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"))
+
+    def bind(src: str, read_only: bool = True) -> None:
+        dst = (root + src).encode()
+        _check(libc.mount(src.encode(), dst, None, MS_BIND | MS_REC, None))
+        if read_only:
+            libc.mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, None)
+
+    for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = "/" + top
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{root}/{top}")
+        elif os.path.isdir(host):
+            os.makedirs(root + host)
+            bind(host)
+    prefixes = {"/usr"}
+    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))):
+        if not any(prefix == p or prefix.startswith(p + "/") for p in prefixes):
+            prefixes.add(prefix)
+    for prefix in sorted(prefixes):
+        os.makedirs(root + prefix, exist_ok=True)
+        bind(prefix)
+    os.makedirs(root + "/etc")
+    for name in _ETC:
+        host = "/etc/" + name
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{root}/etc/{name}")
+        elif os.path.isdir(host):
+            os.makedirs(root + host)
+            bind(host)
+        elif os.path.isfile(host):
+            open(root + host, "w").close()
+            bind(host)
+    os.makedirs(root + "/dev")
+    for name in _DEVICES:
+        open(f"{root}/dev/{name}", "w").close()
+        bind("/dev/" + name, read_only=False)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    for d in ("/proc", "/tmp", "/var/tmp", "/dev/shm", "/run"):
+        os.makedirs(root + d)
+    _check(libc.mount(b"proc", (root + "/proc").encode(), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
+    opts = f"size={cfg.tmpfs_mb}m,mode=1777".encode()
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        _check(libc.mount(b"tmpfs", (root + d).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts))
+    _check(libc.mount(None, root.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None))
+    os.chdir(root)
+    _check(libc.mount(b".", b"/", None, MS_MOVE, None))
+    os.chroot(".")
+    os.chdir("/")
 
 
 # ---------------------------------------------------------------- cgroup limits (local, optional)
 
-def _cg_write(directory: str, name: str, value: str) -> None:
-    try:
-        with open(os.path.join(directory, name), "w") as fh:
-            fh.write(value)
-    except OSError:
-        pass
+class CgroupFiles:
+    """The cgroup files a worker needs, opened before it enters its minimal root (no /sys there)."""
 
+    def __init__(self, dirs: list[str]):
+        self.limits: list[tuple[str, int]] = []  # (file name, fd)
+        self.oom: list[int] = []
+        names = ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes", "memory.max", "memory.swap.max")
+        for d in dirs:
+            for name in names:
+                self._open(os.path.join(d, name), os.O_WRONLY, name)
+        candidates = [os.path.join(d, n) for d in dirs for n in ("memory.events", "memory.oom_control")]
+        candidates += ["/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
+        for path in candidates:  # the container's own group in Docker
+            if self._open(path, os.O_RDONLY, None):
+                break
 
-def _set_cgroup_limits(cfg: Config, memory_mb: int) -> None:
-    limit = str((memory_mb + 64) * 1024 * 1024)  # the worker itself lives in the group too
-    for d in cfg.cgroups:
-        if os.path.exists(os.path.join(d, "memory.max")):
-            _cg_write(d, "memory.max", limit)
-            _cg_write(d, "memory.swap.max", "0")
-        elif os.path.exists(os.path.join(d, "memory.limit_in_bytes")):
-            _cg_write(d, "memory.memsw.limit_in_bytes", "-1")  # order: memsw must stay >= limit
-            _cg_write(d, "memory.limit_in_bytes", limit)
-            _cg_write(d, "memory.memsw.limit_in_bytes", limit)
-
-
-def _oom_kills(cfg: Config) -> int:
-    """OOM kills seen by our memory cgroup (the container's own in Docker)."""
-    candidates = [os.path.join(d, n) for d in cfg.cgroups for n in ("memory.events", "memory.oom_control")]
-    candidates += ["/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
-    for path in candidates:
+    def _open(self, path: str, mode: int, name) -> bool:
         try:
-            with open(path) as fh:
-                for line in fh:
+            fd = os.open(path, mode | os.O_CLOEXEC)
+        except OSError:
+            return False
+        if name is None:
+            self.oom.append(fd)
+        else:
+            self.limits.append((name, fd))
+        return True
+
+    def set_memory(self, memory_mb: int) -> None:
+        limit = str((memory_mb + 64) * 1024 * 1024).encode()  # the worker itself lives in the group too
+        # v1 wants memsw >= limit at every step: lift memsw, set the limit, then memsw to match.
+        for name, value in (("memory.memsw.limit_in_bytes", b"-1"), ("memory.limit_in_bytes", limit),
+                            ("memory.memsw.limit_in_bytes", limit), ("memory.max", limit), ("memory.swap.max", b"0")):
+            for have, fd in self.limits:
+                if have == name:
+                    try:
+                        os.pwrite(fd, value, 0)
+                    except OSError:
+                        pass
+
+    def oom_kills(self) -> int:
+        for fd in self.oom:
+            try:
+                for line in os.pread(fd, 4096, 0).decode().splitlines():
                     key, _, value = line.partition(" ")
                     if key == "oom_kill":
                         return int(value)
-        except (OSError, ValueError):
-            continue
-    return 0
+            except (OSError, ValueError):
+                continue
+        return 0
 
 
 # ---------------------------------------------------------------- one run
@@ -227,7 +282,7 @@ class Worker:
         self.runs = 0
         self.wipe = cfg.wipe
         self.memory_mb = None  # the cgroup limit now set
-        self.oom_seen = _oom_kills(cfg)
+        self.oom_seen = cfg.cg.oom_kills()
         os.makedirs(cfg.scratch, exist_ok=True)
         if not self.is_init:
             _prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -267,8 +322,8 @@ class Worker:
         if cfg.uid is not None:
             for path in (workdir, program):
                 os.chown(path, cfg.uid, cfg.uid)
-        if cfg.cgroups and memory_mb != self.memory_mb:
-            _set_cgroup_limits(cfg, memory_mb)
+        if memory_mb != self.memory_mb:
+            cfg.cg.set_memory(memory_mb)
             self.memory_mb = memory_mb
         stdin = req.get("stdin", "")
         if stdin:  # a file, not a pipe: no writer to babysit, and the program may seek it
@@ -316,7 +371,7 @@ class Worker:
         """Did the kernel OOM-kill something in this run? Read only when the run died oddly."""
         if wait_status is not None and os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) in (0, 1):
             return False
-        count = _oom_kills(self.cfg)
+        count = self.cfg.cg.oom_kills()
         new, self.oom_seen = count > self.oom_seen, count
         return new
 
@@ -592,6 +647,7 @@ def main() -> int:
         except OSError:
             pass
     cfg.cgroups = joined
+    cfg.cg = CgroupFiles(joined)  # opened now: the minimal root has no /sys
     info["cgroups"] = joined
     if cfg.isolate:
         _enter_namespaces(cfg)
