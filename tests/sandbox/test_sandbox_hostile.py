@@ -115,6 +115,42 @@ def test_connection_to_a_host_listener_gets_nothing(sb):
     assert "CONNECTED" not in res.stdout and "no route outside" in res.stdout
 
 
+def test_unix_sockets_of_the_host_are_out_of_reach(sb):
+    host_dir = _host_dir()
+    path = host_dir / "listener.sock"
+    abstract = "\0stepcode-test-" + secrets.token_hex(4)
+    listeners = []
+    for address in (str(path), abstract):
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(address)
+        srv.listen(4)
+        srv.setblocking(False)
+        listeners.append(srv)
+    path.chmod(0o777)
+    try:
+        res = run(sb, f"""
+            import socket
+            for address in ({str(path)!r}, {abstract!r}, "/var/run/docker.sock", "/run/dbus/system_bus_socket"):
+                try:
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s.connect(address)
+                    s.sendall(b"stolen")
+                    print("CONNECTED", repr(address))
+                except OSError as exc:
+                    print("refused", repr(address), exc.errno)
+        """)
+        time.sleep(0.1)
+        for srv in listeners:
+            with pytest.raises(BlockingIOError):
+                srv.accept()
+    finally:
+        for srv in listeners:
+            srv.close()
+        shutil.rmtree(host_dir, ignore_errors=True)
+    assert res.status == "ok", res.stderr
+    assert "CONNECTED" not in res.stdout and res.stdout.count("refused") == 4
+
+
 def _host_dir() -> Path:
     """A world-writable directory on the host outside /tmp (which the local backend hides)."""
     for parent in ("/opt", "/srv", "/var/local", str(Path.home())):
