@@ -42,7 +42,8 @@ class ExecutionRequest:
             raise ValueError("code plus stdin must be under 64 MiB")
 
     def to_wire(self) -> dict:
-        return asdict(self)
+        return {"code": self.code, "stdin": self.stdin, "timeout_s": self.timeout_s, "memory_mb": self.memory_mb,
+                "output_limit_bytes": self.output_limit_bytes}
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,7 @@ class Worker:
         self.runs = 0
         self.wipe = cfg.wipe
         self.memory_mb = None  # the cgroup limit now set
+        self.devnull = os.open(os.devnull, os.O_RDONLY)  # stdin of runs that have none
         self.oom_seen = cfg.cg.oom_kills()
         os.makedirs(cfg.scratch, exist_ok=True)
         if not self.is_init:
@@ -317,11 +318,14 @@ class Worker:
         memory_mb = int(req["memory_mb"])
         cap = int(req["output_limit_bytes"])
         program = os.path.join(workdir, "program.py")
-        with open(program, "w", encoding="utf-8", errors="surrogateescape") as fh:
-            fh.write(code)
-        if cfg.uid is not None:
-            for path in (workdir, program):
-                os.chown(path, cfg.uid, cfg.uid)
+        fd = os.open(program, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, code.encode("utf-8", errors="surrogateescape"))
+            if cfg.uid is not None:
+                os.fchown(fd, cfg.uid, cfg.uid)
+                os.chown(workdir, cfg.uid, cfg.uid)
+        finally:
+            os.close(fd)
         if memory_mb != self.memory_mb:
             cfg.cg.set_memory(memory_mb)
             self.memory_mb = memory_mb
@@ -333,7 +337,7 @@ class Worker:
             stdin_fd = os.open(stdin_path, os.O_RDONLY)
             os.unlink(stdin_path)
         else:
-            stdin_fd = os.open(os.devnull, os.O_RDONLY)
+            stdin_fd = self.devnull
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         start = time.monotonic()
@@ -349,7 +353,8 @@ class Worker:
             finally:
                 os._exit(125)
         for fd in (stdin_fd, out_w, err_w):
-            os.close(fd)
+            if fd != self.devnull:
+                os.close(fd)
         try:
             outcome = self._supervise(pid, out_r, err_r, start + timeout_s, cap)
         finally:
