@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import uuid
@@ -30,29 +29,13 @@ WORKER = Path(__file__).with_name("worker.py")
 CGROUP_PARENT = "stepcode-sandbox"
 
 
-def _world_readable(path: str) -> bool:
-    """True when an unprivileged uid could read ``path`` (every parent searchable by others)."""
-    p = Path(path).resolve()
-    try:
-        if not os.stat(p).st_mode & 0o004:
-            return False
-        return all(os.stat(parent).st_mode & 0o001 for parent in p.parents)
-    except OSError:
-        return False
-
-
 def pick_python(isolate: bool) -> str:
-    """The interpreter for workers: ours, unless runs (as another uid) could not read its stdlib."""
-    if not isolate or _world_readable(sysconfig.get_paths()["stdlib"] + "/os.py"):
+    """The interpreter for workers: ours, outside any virtualenv when isolating (runs then see the
+    bare stdlib, as in the Docker image; the minimal root makes its prefix readable to them)."""
+    if not isolate:
         return sys.executable
-    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        if os.path.exists(candidate):
-            out = subprocess.run([candidate, "-I", "-c", "import sysconfig;print(sysconfig.get_paths()['stdlib'])"],
-                                 capture_output=True, text=True, env={}, timeout=30)
-            if out.returncode == 0 and _world_readable(out.stdout.strip() + "/os.py"):
-                return candidate
-    log.warning("no interpreter whose stdlib the sandbox uid can read; imports in runs may fail")
-    return sys.executable
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    return os.path.realpath(base) if os.path.exists(base) else sys.executable
 
 
 class LocalBackend:

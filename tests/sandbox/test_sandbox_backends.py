@@ -177,3 +177,31 @@ def test_image_is_built_from_the_dockerfile_when_missing(docker_image):
             client.images.remove(tag, force=True)
         finally:
             client.close()
+
+
+def test_a_dead_local_worker_is_replaced():
+    import signal
+
+    with open_sandbox("local", workers=1) as sb:
+        worker = sb.workers[0]
+        os.killpg(worker.proc.pid, signal.SIGKILL)
+        res = sb.run(R(code="print(1)"))
+        assert res.status == "killed" and "worker lost" in res.stderr
+        assert worker.replacements == 1
+        assert sb.run(R(code="print(2)")).stdout == "2\n"
+
+
+def test_concurrent_callers_share_the_pool(local_pool):
+    import threading
+
+    outputs: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        outputs[i] = local_pool.run_batch([R(code=f"print({i} * {j})") for j in range(5)])[4].stdout
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outputs == {i: f"{i * 4}\n" for i in range(6)}
