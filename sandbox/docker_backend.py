@@ -195,7 +195,7 @@ class DockerWorker(WorkerHandle):
         from docker.types import LogConfig
 
         b = self.backend
-        cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/dev/shm"], "fsize_mb": 16}
+        cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/dev/shm", "/dev/mqueue"], "fsize_mb": 16}
         self.raw, self.err, self.eof = bytearray(), bytearray(), False
         self.container = b.client.containers.create(
             b.image, command=[json.dumps(cfg)], stdin_open=True, tty=False, network_disabled=True,

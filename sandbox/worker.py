@@ -283,6 +283,7 @@ class Worker:
         self.wipe = cfg.wipe
         self.memory_mb = None  # the cgroup limit now set
         self.devnull = os.open(os.devnull, os.O_RDONLY)  # stdin of runs that have none
+        self.own_ipc = cfg.isolate or self.is_init  # a private IPC namespace: ours to clean
         self.oom_seen = cfg.cg.oom_kills()
         os.makedirs(cfg.scratch, exist_ok=True)
         if not self.is_init:
@@ -306,6 +307,8 @@ class Worker:
             _remove_tree(workdir)
             for d in self.wipe:  # shared scratch space must not carry anything to the next run
                 _empty_dir(d)
+            if self.own_ipc:
+                _remove_sysv_ipc()
 
     def _run_in(self, req: dict, workdir: str) -> dict:
         cfg = self.cfg
@@ -492,6 +495,25 @@ def _empty_dir(path: str) -> None:
                 os.unlink(entry.path)
         except OSError:
             pass
+
+
+def _remove_sysv_ipc() -> None:
+    """Remove System V shared memory, queues and semaphores a run left in our IPC namespace."""
+    for kind in ("shm", "msg", "sem"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as fh:
+                ids = [int(line.split()[1]) for line in fh.readlines()[1:] if line.strip()]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ids:
+            libc = _libc()
+            for ipc_id in ids:
+                if kind == "shm":
+                    libc.shmctl(ipc_id, 0, None)  # IPC_RMID
+                elif kind == "msg":
+                    libc.msgctl(ipc_id, 0, None)
+                else:
+                    libc.semctl(ipc_id, 0, 0)
 
 
 def _children() -> list[int]:

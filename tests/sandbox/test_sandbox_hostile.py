@@ -404,3 +404,21 @@ def test_the_leftover_check_sees_a_stray_process(sb, backend, leftovers):
             assert sandbox_processes(sb)
         finally:
             sb.workers[0].replace()  # a fresh container: the stray process goes with the old one
+
+
+def test_ipc_objects_do_not_outlive_the_run(sb):
+    make = """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        shm = libc.shmget(0x5eed, 4 << 20, 0o1666)   # IPC_CREAT | 0666
+        msg = libc.msgget(0x5eed, 0o1666)
+        print(shm >= 0, msg >= 0)
+    """
+    check = """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        print(libc.shmget(0x5eed, 0, 0) >= 0, libc.msgget(0x5eed, 0) >= 0)
+    """
+    for _ in range(len(sb.workers)):
+        assert run(sb, make).stdout == "True True\n"
+    assert {r.stdout for r in sb.run_batch([R(code=textwrap.dedent(check))] * (2 * len(sb.workers)))} == {"False False\n"}
