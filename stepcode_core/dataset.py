@@ -26,22 +26,15 @@ def split_of(program_id: str, val_fraction: float) -> str:
 
 
 def trace_job(row: dict, program: InstrumentedProgram) -> TraceJob:
-    """Run an instrumented-programs row: the call ``entry_point(input)``, or the module as a script."""
+    """Run an instrumented-programs row: the call ``entry_point(input)``, or the module as a script;
+    twice in the same sandbox run, so that a program whose runs differ is caught."""
     call = tasks.call_text(row["entry_point"], row["input"]) if row.get("entry_point") else None
-    return TraceJob(program, call, row.get("output"))
+    return TraceJob(program, call, row.get("output"), repeats=2)
 
 
-def trace_record(row: dict, first: TracedRun, second: TracedRun) -> dict:
-    """One row of ``execution_traces``: the first run's trace, and whether a second run agreed."""
-    trace = first.trace
-    same = (
-        first.status == second.status
-        and trace.result == second.trace.result
-        and trace.error == second.trace.error
-        and trace.anchor_text() == second.trace.anchor_text()
-        and trace.anchor_lines == second.trace.anchor_lines
-        and trace.program_stdout == second.trace.program_stdout
-    )
+def trace_record(row: dict, run: TracedRun) -> dict:
+    """One row of ``execution_traces``: the first execution's trace, and whether the second agreed."""
+    trace = run.trace
     return {
         "program_id": row["program_id"],
         "source": row["source"],
@@ -50,7 +43,7 @@ def trace_record(row: dict, first: TracedRun, second: TracedRun) -> dict:
         "instrumented_code": row["instrumented_code"],
         "input": row["input"],
         "expected_output": row["output"],
-        "status": first.status,
+        "status": run.status,
         "result": trace.result,
         "error": trace.error,
         "matches_expected": trace.matches_expected,
@@ -58,10 +51,10 @@ def trace_record(row: dict, first: TracedRun, second: TracedRun) -> dict:
         "anchor_lines": trace.anchor_lines,
         "over_cap": trace.over_cap,
         "complete": trace.complete,
-        "deterministic": same,
+        "deterministic": bool(trace.deterministic),
         "unstable_repr": trace.has_addresses,
         "program_stdout": trace.program_stdout[:2000],
-        "duration_s": first.duration_s,
+        "duration_s": run.duration_s,
     }
 
 

@@ -45,7 +45,7 @@ def __stepcode_anchor__(site, value):
 anchors, at most ``_HIT_CAP`` hits a site, in ``_records``, and counts them all in ``_total``. Shared by the trace runner and benchmarks/bench_trace.py."""
 
 _RUNNER = r'''
-import builtins as _builtins, json as _json, sys as _sys, traceback as _traceback
+import builtins as _builtins, io as _io, json as _json, sys as _sys, traceback as _traceback
 _out = _sys.stdout
 _PREFIX = "\x1e" + {nonce!r} + ":"
 _RECORD_LIMIT = {record_limit!r}
@@ -54,31 +54,64 @@ _HIT_CAP = {hit_cap!r}
 def _emit(kind, payload):
     _out.write(_PREFIX + kind + ":" + _json.dumps(payload) + "\n")
 
+class _Capture(_io.StringIO):
+    def write(self, text):
+        if self.tell() > 1 << 20:  # a flood goes straight out, so the sandbox's output cap ends the run
+            return _out.write(text)
+        return super().write(text)
+
 _builtins.{anchor} = {anchor}
+_SOURCE = {source!r}
 _CALL = {call!r}
 _EXPECTED = {expected!r}
-_namespace = {{"__name__": "__main__", "__builtins__": _builtins}}
-_exit_code = 0
-try:
-    exec(compile({source!r}, "<program>", "exec"), _namespace)
-    if _CALL is not None:
-        _result = eval(compile(_CALL, "<call>", "eval"), _namespace)
-        try:
-            _emit("result", repr(_result))
-        except Exception as exc:
-            _emit("result", "<repr failed: " + type(exc).__name__ + ">")
-        if _EXPECTED is not None:
-            _emit("match", bool(_result == eval(_EXPECTED, _namespace)))
-except BaseException as exc:
-    _emit("error", (type(exc).__name__ + ": " + str(exc))[:2000])
-    _traceback.print_exc()
-    _exit_code = 1
+
+def _run_once():
+    # One execution in a fresh namespace: (outcome, anchor records, anchors executed, printed text).
+    global _total
+    _records.clear(); _hits.clear(); _total = 0
+    namespace = {{"__name__": "__main__", "__builtins__": _builtins}}
+    outcome = {{}}
+    _sys.stdout = captured = _Capture()
+    try:
+        exec(compile(_SOURCE, "<program>", "exec"), namespace)
+        if _CALL is not None:
+            result = eval(compile(_CALL, "<call>", "eval"), namespace)
+            try:
+                outcome["result"] = repr(result)
+            except Exception as exc:
+                outcome["result"] = "<repr failed: " + type(exc).__name__ + ">"
+            if _EXPECTED is not None:
+                outcome["match"] = bool(result == eval(_EXPECTED, namespace))
+    except BaseException as exc:
+        outcome["error"] = (type(exc).__name__ + ": " + str(exc))[:2000]
+        outcome["traceback"] = _traceback.format_exc()
+    finally:
+        _sys.stdout = _out
+    return outcome, list(_records), _total, captured.getvalue()
+
+_first = _run_once()
+_outcome, _recorded, _executed, _printed = _first
+_out.write(_printed)
+for _kind in ("result", "match", "error"):
+    if _kind in _outcome:
+        _emit(_kind, _outcome[_kind])
+if "traceback" in _outcome:
+    _sys.stderr.write(_outcome["traceback"])
 # Anchors are buffered (a list append per anchor keeps the overhead small) and written here.
-for _site, _text in _records:
+for _site, _text in _recorded:
     _out.write(_PREFIX + "a:" + str(_site) + ":" + _json.dumps(_text) + "\n")
-_emit("count", [_total, _total - len(_records)])
+for _ in range({repeats!r} - 1):  # the same program again: any difference marks it nondeterministic
+    _again = _run_once()
+    if (_again[0].get("result"), _again[0].get("error"), _again[1], _again[2], _again[3]) != (
+            _outcome.get("result"), _outcome.get("error"), _recorded, _executed, _printed):
+        _emit("differs", True)
+        break
+else:
+    if {repeats!r} > 1:
+        _emit("differs", False)
+_emit("count", [_executed, _executed - len(_recorded)])
 _out.flush()
-_sys.exit(_exit_code)
+_sys.exit(1 if "error" in _outcome else 0)
 '''
 
 
@@ -107,6 +140,7 @@ class Trace:
     program_stdout: str  # what the program printed itself
     complete: bool  # the runner reached its end (False: killed, timed out, or the output was cut)
     has_addresses: bool = field(default=False)  # a value prints a memory address: not reproducible
+    deterministic: bool | None = None  # with repeats > 1: every run matched the first; else unknown
 
     @property
     def over_cap(self) -> bool:
@@ -129,9 +163,14 @@ def build_trace_script(
     call: str | None = None,
     expected: str | None = None,
     nonce: str | None = None,
+    repeats: int = 1,
 ) -> tuple[str, str]:
     """Return ``(script, nonce)``: a script that runs P', then ``call`` (e.g. ``"f(1, 2)"``), and
-    compares its value with the expression ``expected`` when given."""
+    compares its value with the expression ``expected`` when given. With ``repeats`` > 1 it runs the
+    whole program again that many times in fresh namespaces and reports whether any run differed
+    (``Trace.deterministic``); the trace itself is the first run's."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     nonce = nonce or new_nonce()
     script = _RUNNER.format(
         nonce=nonce,
@@ -142,6 +181,7 @@ def build_trace_script(
         source=program.harness,
         call=call,
         expected=expected,
+        repeats=repeats,
     )
     return script, nonce
 
@@ -162,11 +202,11 @@ def parse_trace(stdout: str, program: InstrumentedProgram, nonce: str) -> Trace:
     """Split the runner's stdout into anchor steps, the call's outcome and the program's own output.
     Never raises: a line that does not parse counts as program output."""
     prefix = f"{_MARK}{nonce}:"
-    pattern = re.compile(re.escape(prefix) + r"(a:\d+|result|match|error|count):([^\n]*)\n?")
+    pattern = re.compile(re.escape(prefix) + r"(a:\d+|result|match|error|differs|count):([^\n]*)\n?")
     steps: list[Step] = []
     own_output: list[str] = []
     result = error = None
-    matches = None
+    matches = differs = None
     total, suppressed, complete = 0, 0, False
     position = 0
     for found in pattern.finditer(stdout):
@@ -189,6 +229,8 @@ def parse_trace(stdout: str, program: InstrumentedProgram, nonce: str) -> Trace:
             matches = bool(payload)
         elif kind == "error":
             error = payload
+        elif kind == "differs":
+            differs = bool(payload)
         elif kind == "count" and isinstance(payload, list) and len(payload) == 2:
             total, suppressed, complete = int(payload[0]), int(payload[1]), True
     own_output.append(stdout[position:])
@@ -206,6 +248,7 @@ def parse_trace(stdout: str, program: InstrumentedProgram, nonce: str) -> Trace:
         program_stdout="".join(own_output),
         complete=complete,
         has_addresses=any(_ADDRESS.search(value) for value in values),
+        deterministic=None if differs is None or not complete else not differs,
     )
 
 
@@ -232,6 +275,7 @@ class TraceJob:
     program: InstrumentedProgram
     call: str | None = None
     expected: str | None = None
+    repeats: int = 1  # 2: run twice in one sandbox run and report whether the runs agree
 
 
 @dataclass
@@ -246,7 +290,7 @@ def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_
     """Execute every job in ``sandbox`` (anything with ``run_batch``, see :mod:`sandbox`), in order."""
     from sandbox import ExecutionRequest
 
-    scripts = [build_trace_script(job.program, job.call, job.expected) for job in jobs]
+    scripts = [build_trace_script(job.program, job.call, job.expected, repeats=job.repeats) for job in jobs]
     requests = [ExecutionRequest(code=script, timeout_s=timeout_s, memory_mb=memory_mb) for script, _ in scripts]
     results = sandbox.run_batch(requests)
     return [

@@ -24,7 +24,7 @@ from stepcode_core.trace import run_traces
 
 RAW_VERSION = "raw_programs-v2"
 INSTRUMENT_VERSION = "instrumented_programs-v2"
-TRACES_VERSION = "execution_traces-v1"
+TRACES_VERSION = "execution_traces-v2"
 DATASET_VERSION = "trace_dataset-v1"
 
 
@@ -148,7 +148,8 @@ def execution_traces(
     sandbox: SandboxResource,
     instrumented_programs: ArtifactRef,
 ) -> dg.Output:
-    """Every instrumented program run twice in the sandbox: its trace, and whether the runs agree.
+    """Every instrumented program run in the sandbox, twice in fresh namespaces: its trace, and
+    whether the two executions agree.
     Written in shards, each cached by its content: a killed run keeps the shards it finished."""
     rows = [row for row in instrumented_programs.read_table().to_pylist()]
     shards: list[list[dict]] = [[] for _ in range(config.num_shards)]
@@ -168,13 +169,12 @@ def execution_traces(
             started = time.perf_counter()
             runnable = [row for row in shard if row["instrumented_code"] is not None]
             jobs = [trace_job(row, _program_of(row)) for row in runnable]
-            first = run_traces(jobs, opened(), timeout_s=config.timeout_s, memory_mb=config.memory_mb)
-            second = run_traces(jobs, opened(), timeout_s=config.timeout_s, memory_mb=config.memory_mb)
-            by_id = {row["program_id"]: trace_record(row, a, b) for row, a, b in zip(runnable, first, second)}
+            runs = run_traces(jobs, opened(), timeout_s=config.timeout_s, memory_mb=config.memory_mb)
+            by_id = {row["program_id"]: trace_record(row, run) for row, run in zip(runnable, runs)}
             records = [by_id.get(row["program_id"]) or _not_run(row) for row in shard]
             write_parquet(_table(records, schemas.EXECUTION_TRACES), folder / "data.parquet")
             elapsed = time.perf_counter() - started
-            context.log.info(f"shard {index + 1}/{config.num_shards}: {len(jobs)} programs x 2 runs in {elapsed:.1f} s")
+            context.log.info(f"shard {index + 1}/{config.num_shards}: {len(jobs)} programs (each run twice) in {elapsed:.1f} s")
             return {"rows": len(records), "executed": len(jobs)}
 
         ref, meta = store.build("execution_traces_shards", key, write)

@@ -475,3 +475,23 @@ def test_a_clean_run_writes_nothing_to_stderr(local_sandbox):
     (run,) = run_traces([TraceJob(instrument("def f(x):\n    y = x + 1\n    return y\n"), "f(1)", "2")], local_sandbox)
     assert run.status == "ok" and run.stderr == ""
     assert run.trace.matches_expected is True
+
+
+def test_repeated_execution_flags_nondeterministic_programs(local_sandbox):
+    stable = "def f(xs):\n    ys = sorted(xs)\n    return ys\n"
+    randomized = "import random\n\ndef f(n):\n    k = random.random()\n    return k < 2\n"
+    leaking = "seen = []\n\ndef f(x):\n    seen.append(x)\n    size = len(seen)\n    return size\n"
+    timed = "import time\n\ndef f():\n    stamp = time.perf_counter_ns()\n    return stamp > 0\n"
+    jobs = [TraceJob(instrument(stable), "f([3, 1])", repeats=2),
+            TraceJob(instrument(randomized), "f(1)", repeats=2),
+            TraceJob(instrument(leaking), "f(1)", repeats=2),
+            TraceJob(instrument(timed), "f()", repeats=2),
+            TraceJob(instrument(stable), "f([3, 1])")]
+    stable_run, random_run, leaking_run, timed_run, once = run_traces(jobs, local_sandbox)
+    assert stable_run.trace.deterministic is True and stable_run.trace.result == "[1, 3]"
+    assert random_run.trace.deterministic is False and random_run.trace.result == "True"
+    # A fresh namespace each time: module state does not leak from one execution to the next.
+    assert leaking_run.trace.deterministic is True
+    assert timed_run.trace.deterministic is False
+    assert once.trace.deterministic is None
+    assert stable_run.trace.anchor_text() == once.trace.anchor_text()
