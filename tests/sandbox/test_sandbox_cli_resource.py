@@ -61,3 +61,12 @@ def test_sandbox_resource_opens_a_pool_with_its_limits():
 
     outcome = dg.materialize([uses_sandbox], resources={"sandbox": SandboxResource(backend="local", workers=1)})
     assert outcome.success and outcome.output_for_node("uses_sandbox") == "42\n"
+
+
+def test_sandbox_imports_nothing_from_the_rest_of_the_project():
+    code = ("import sys, sandbox, sandbox.cli, sandbox.local, sandbox.docker_backend\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'stepcode_core', 'pipelines')]\n"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
