@@ -62,7 +62,7 @@ class _Capture(_io.StringIO):
 
 _builtins.{anchor} = {anchor}
 _SOURCE = {source!r}
-_CALL = {call!r}
+_compiled = []  # compiled once, inside the first run's try: a compile error is the program's error
 _EXPECTED = {expected!r}
 
 def _run_once():
@@ -73,9 +73,11 @@ def _run_once():
     outcome = {{}}
     _sys.stdout = captured = _Capture()
     try:
-        exec(compile(_SOURCE, "<program>", "exec"), namespace)
-        if _CALL is not None:
-            result = eval(compile(_CALL, "<call>", "eval"), namespace)
+        if not _compiled:
+            _compiled.extend([compile(_SOURCE, "<program>", "exec"), {compiled_call}])
+        exec(_compiled[0], namespace)
+        if _compiled[1] is not None:
+            result = eval(_compiled[1], namespace)
             try:
                 outcome["result"] = repr(result)
             except Exception as exc:
@@ -179,7 +181,7 @@ def build_trace_script(
         anchor=ANCHOR_FUNCTION,
         anchor_runtime=ANCHOR_RUNTIME,
         source=program.harness,
-        call=call,
+        compiled_call="None" if call is None else f"compile({call!r}, '<call>', 'eval')",
         expected=expected,
         repeats=repeats,
     )
