@@ -3,9 +3,11 @@
 Baselines, measured in the same run (DESIGN §5): one ``subprocess.run([sys.executable, path])`` per
 program, and one ``docker run --rm`` per program (a sample: it is slow). Backends: the local
 backend and the Docker warm pool, ``workers`` each. Every run is checked against CRUXEval's expected
-output, so the speed is of real work. The last line of output is one JSON object.
+output, so the speed is of real work. Each measurement is repeated in ``--rounds`` interleaved rounds
+and the best round counts (as timeit does), so a burst of other load on the machine skews neither
+side. The last line of output is one JSON object.
 
-    python benchmarks/bench_sandbox.py [--data PATH] [--workers N] [--process-sample N] [--docker-sample N]
+    python benchmarks/bench_sandbox.py [--data PATH] [--workers N] [--rounds 3] [--process-sample N] [--docker-sample N]
 """
 
 from __future__ import annotations
@@ -93,48 +95,61 @@ def bench_docker_run(programs, image: str) -> dict:
     return {"runs_per_s": len(programs) / elapsed, "seconds": elapsed, "correct": correct}
 
 
+def best(rounds: list[dict]) -> dict:
+    return max(rounds, key=lambda r: r["runs_per_s"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cruxeval" / "cruxeval.jsonl")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--process-sample", type=int, default=80, help="programs for the subprocess baseline")
-    parser.add_argument("--docker-sample", type=int, default=10, help="programs for the docker-run baseline")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--process-sample", type=int, default=60, help="programs for the subprocess baseline")
+    parser.add_argument("--docker-sample", type=int, default=6, help="programs for the docker-run baseline")
     parser.add_argument("--skip-docker", action="store_true")
     args = parser.parse_args(argv)
 
     programs = load_programs(args.data)
     sample = random.Random(0).sample(programs, k=min(len(programs), args.process_sample))
-    out: dict = {"programs": len(programs), "workers": args.workers, "cpus": os.cpu_count()}
-
-    process = bench_process_per_run(sample)
-    print(f"process-per-run baseline: {process['runs_per_s']:.1f} runs/s over {len(sample)} programs", flush=True)
-    local = bench_pool("local", programs, args.workers, {})
-    print(f"local backend: {local['runs_per_s']:.1f} runs/s, {local['correct']}/{len(programs)} correct", flush=True)
-    out.update({
-        "process_per_run_runs_per_s": round(process["runs_per_s"], 2),
-        "local_runs_per_s": round(local["runs_per_s"], 1),
-        "local_vs_process_per_run": round(local["runs_per_s"] / process["runs_per_s"], 1),
-        "local_correct": local["correct"],
-        "local_pool_peak_mb": round(local["pool_peak_mb"], 1),
-    })
-
+    out: dict = {"programs": len(programs), "workers": args.workers, "cpus": os.cpu_count(), "rounds": args.rounds}
     reason = "skipped (--skip-docker)" if args.skip_docker else docker_unavailable_reason()
+    image = None
     if reason is None:
         client = docker_client()
         image = ensure_image(client)
         client.close()
-        dsample = random.Random(1).sample(programs, k=min(len(programs), args.docker_sample))
-        docker_run = bench_docker_run(dsample, image)
-        print(f"docker-run baseline: {docker_run['runs_per_s']:.2f} runs/s over {len(dsample)} programs", flush=True)
-        pool = bench_pool("docker", programs, args.workers, {"image": image})
-        print(f"docker warm pool: {pool['runs_per_s']:.1f} runs/s, {pool['correct']}/{len(programs)} correct", flush=True)
+    dsample = random.Random(1).sample(programs, k=min(len(programs), args.docker_sample))
+
+    runs: dict[str, list[dict]] = {"process": [], "local": [], "docker_run": [], "docker": []}
+    for i in range(args.rounds):
+        runs["process"].append(bench_process_per_run(sample))
+        runs["local"].append(bench_pool("local", programs, args.workers, {}))
+        line = f"round {i + 1}: process-per-run {runs['process'][-1]['runs_per_s']:.1f}/s, " \
+               f"local {runs['local'][-1]['runs_per_s']:.1f}/s"
+        if image is not None:
+            runs["docker_run"].append(bench_docker_run(dsample, image))
+            runs["docker"].append(bench_pool("docker", programs, args.workers, {"image": image}))
+            line += f", docker-run {runs['docker_run'][-1]['runs_per_s']:.2f}/s, " \
+                    f"docker pool {runs['docker'][-1]['runs_per_s']:.1f}/s"
+        print(line, flush=True)
+
+    process, local = best(runs["process"]), best(runs["local"])
+    out.update({
+        "process_per_run_runs_per_s": round(process["runs_per_s"], 2),
+        "local_runs_per_s": round(local["runs_per_s"], 1),
+        "local_vs_process_per_run": round(local["runs_per_s"] / process["runs_per_s"], 1),
+        "local_correct": min(r["correct"] for r in runs["local"]),
+        "local_pool_peak_mb": round(max(r["pool_peak_mb"] for r in runs["local"]), 1),
+    })
+    if image is not None:
+        docker_run, pool = best(runs["docker_run"]), best(runs["docker"])
         out.update({
             "docker_run_runs_per_s": round(docker_run["runs_per_s"], 3),
             "docker_runs_per_s": round(pool["runs_per_s"], 1),
             "docker_vs_docker_run": round(pool["runs_per_s"] / docker_run["runs_per_s"], 1),
-            "docker_correct": pool["correct"],
-            "docker_pool_peak_mb": round(pool["pool_peak_mb"], 1),
-            "docker_pool_start_s": round(pool["start_s"], 2),
+            "docker_correct": min(r["correct"] for r in runs["docker"]),
+            "docker_pool_peak_mb": round(max(r["pool_peak_mb"] for r in runs["docker"]), 1),
+            "docker_pool_start_s": round(min(r["start_s"] for r in runs["docker"]), 2),
         })
     else:
         out.update({"docker_runs_per_s": None, "docker_vs_docker_run": None, "docker_skipped": reason})
