@@ -182,7 +182,7 @@ def execution_traces(
 
     def write(folder: Path) -> dict:
         executed = 0
-        with _LazySandbox(sandbox) as opened:
+        with _LazySandbox(sandbox, context.log.info) as opened:
             for index, shard in enumerate(shards):
                 ref, ran = shard_ref(index, shard, opened)
                 executed += ran
@@ -232,8 +232,9 @@ def _not_run(row: dict) -> dict:
 class _LazySandbox:
     """Opens the sandbox on first use only, so that a run whose shards are all cached starts nothing."""
 
-    def __init__(self, resource: SandboxResource):
+    def __init__(self, resource: SandboxResource, log):
         self.resource = resource
+        self.log = log
         self.opened = None
 
     def __enter__(self):
@@ -242,6 +243,7 @@ class _LazySandbox:
     def __call__(self):
         if self.opened is None:
             self.opened = self.resource.open()
+            self.log(f"sandbox: {self.opened.name} backend, {len(self.opened.workers)} warm workers")
         return self.opened
 
     def __exit__(self, *exc):
