@@ -1,9 +1,9 @@
 """Local backend: warm worker processes on this machine, for hosts without Docker.
 
 Started as root on Linux, each worker enters its own pid/mount/net/ipc/uts namespaces once (see
-``worker.py``), mounts private tmpfs over every world-writable dir, optionally joins a memory/pids
-cgroup, and runs each program as its own unprivileged uid (``uid_base + index``) so that RLIMIT_NPROC
-and signals are per worker. Without root it falls back to session + subreaper + rlimits, and says so:
+``worker.py``), chroots into a minimal read-only root with private tmpfs scratch space, joins a
+memory/pids cgroup where the kernel allows, and runs each program as its own unprivileged uid
+(``uid_base + index``) so that RLIMIT_NPROC and signals are per worker. Without root it falls back to session + subreaper + rlimits, and says so:
 that mode cannot stop a program from signalling or reading what the invoking user can.
 """
 
@@ -43,6 +43,22 @@ def pick_python(isolate: bool) -> str:
     return os.path.realpath(base) if os.path.exists(base) else sys.executable
 
 
+def _remove_empty_cgroups() -> None:
+    """Groups left by workers of processes that died without closing; in-use ones refuse rmdir."""
+    for parent in (f"/sys/fs/cgroup/{CGROUP_PARENT}", f"/sys/fs/cgroup/memory/{CGROUP_PARENT}",
+                   f"/sys/fs/cgroup/pids/{CGROUP_PARENT}"):
+        try:
+            entries = list(os.scandir(parent))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                try:
+                    os.rmdir(entry.path)
+                except OSError:
+                    pass
+
+
 class LocalBackend:
     """Factory for local workers plus the host-side state they share (scratch dir, cgroups)."""
 
@@ -60,6 +76,8 @@ class LocalBackend:
         self.tmpfs_mb, self.nproc, self.uid_base = tmpfs_mb, nproc, uid_base
         self.use_cgroups = cgroups and self.isolate
         self.tag = uuid.uuid4().hex[:8]
+        if self.use_cgroups:
+            _remove_empty_cgroups()
         self.scratch = None if self.isolate else tempfile.mkdtemp(prefix="stepcode-sbx-")
 
     def make_worker(self, index: int) -> "LocalWorker":
