@@ -200,7 +200,8 @@ class DockerWorker(WorkerHandle):
         self.container = b.client.containers.create(
             b.image, command=[json.dumps(cfg)], stdin_open=True, tty=False, network_disabled=True,
             network_mode="none", read_only=True,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={b.tmpfs_mb}m,mode=1777"}, shm_size="16m",
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={b.tmpfs_mb}m,nr_inodes=4096,mode=1777",
+                   "/dev/shm": "rw,nosuid,nodev,noexec,size=16m,nr_inodes=1024,mode=1777"}, ipc_mode="none",
             cap_drop=["ALL"], security_opt=["no-new-privileges"], user="65000:65000",
             mem_limit=f"{b.memory_mb + 64}m", memswap_limit=f"{b.memory_mb + 64}m", pids_limit=b.pids_limit,
             nano_cpus=int(b.cpus * 1e9), labels=b.labels(), log_config=LogConfig(type="none"),

@@ -210,7 +210,7 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     for d in ("/proc", "/tmp", "/var/tmp", "/dev/shm", "/run"):
         os.makedirs(root + d)
     _check(libc.mount(b"proc", (root + "/proc").encode(), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
-    opts = f"size={cfg.tmpfs_mb}m,mode=1777".encode()
+    opts = f"size={cfg.tmpfs_mb}m,nr_inodes=4096,mode=1777".encode()  # few inodes: quick to wipe
     for d in ("/tmp", "/var/tmp", "/dev/shm"):
         _check(libc.mount(b"tmpfs", (root + d).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts))
     _check(libc.mount(None, root.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None))

@@ -422,3 +422,23 @@ def test_ipc_objects_do_not_outlive_the_run(sb):
     for _ in range(len(sb.workers)):
         assert run(sb, make).stdout == "True True\n"
     assert {r.stdout for r in sb.run_batch([R(code=textwrap.dedent(check))] * (2 * len(sb.workers)))} == {"False False\n"}
+
+
+def test_inode_fill_is_bounded_and_wiped_quickly(sb):
+    res = run(sb, """
+        import os
+        n = 0
+        try:
+            while n < 200000:
+                open(f"/tmp/f{n}", "w").close()
+                n += 1
+        except OSError as exc:
+            print("stopped", n, exc.errno)
+    """, timeout_s=10)
+    assert res.status in ("ok", "timeout")
+    if res.status == "ok":
+        assert "stopped" in res.stdout and int(res.stdout.split()[1]) < 10000
+    start = time.monotonic()
+    after = run(sb, "import os; print(len(os.listdir('/tmp')))")
+    assert after.stdout == "1\n"  # only the run's own directory
+    assert time.monotonic() - start < 3
