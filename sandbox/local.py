@@ -27,6 +27,9 @@ from sandbox.pool import WorkerHandle
 log = logging.getLogger("sandbox")
 WORKER = Path(__file__).with_name("worker.py")
 CGROUP_PARENT = "stepcode-sandbox"
+# The worker's whole environment (runs get an empty one). Two malloc arenas, not 8 per core at 64 MiB
+# of address space each, so that threaded programs fit under RLIMIT_AS.
+WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 def pick_python(isolate: bool) -> str:
@@ -139,7 +142,7 @@ class LocalWorker(WorkerHandle):
                "wipe": ["/tmp", "/var/tmp", "/dev/shm"] if b.isolate else []}
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([b.python, "-I", str(WORKER), json.dumps(cfg)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, env={}, cwd="/", close_fds=True,
+                                     stdout=subprocess.PIPE, stderr=self._log, env=WORKER_ENV, cwd="/", close_fds=True,
                                      start_new_session=True)
 
     def _send(self, data: bytes) -> None:

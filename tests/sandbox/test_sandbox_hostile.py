@@ -442,3 +442,37 @@ def test_inode_fill_is_bounded_and_wiped_quickly(sb):
     after = run(sb, "import os; print(len(os.listdir('/tmp')))")
     assert after.stdout == "1\n"  # only the run's own directory
     assert time.monotonic() - start < 3
+
+
+VARIANTS = {
+    "subprocess_bomb": ("import subprocess\nwhile True:\n    try:\n        subprocess.Popen(['sleep', '100'])\n"
+                        "    except OSError:\n        pass", {"timeout"}),
+    "abort": ("import os\nos.abort()", {"killed"}),
+    "kill_own_group": ("import os, signal\nos.kill(0, signal.SIGKILL)", {"killed"}),
+    "null_write": ("import ctypes\nctypes.memset(0, 0, 1)", {"killed"}),
+    "pause": ("import signal\nsignal.pause()", {"timeout"}),
+    "select_forever": ("import select\nselect.select([], [], [])", {"timeout"}),
+    "raw_fd_flood": ("import os\nwhile True:\n    os.write(1, b'x' * 65536)", {"output_limit"}),
+    "stderr_flood": ("import sys\nwhile True:\n    sys.stderr.write('e' * 4096)", {"output_limit"}),
+    "string_bomb": ("s = 'a' * (10 ** 10)", {"memory"}),
+    "list_bomb": ("x = [0] * (10 ** 10)", {"memory"}),
+    "daemon_via_exec": ("import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True,\n"
+                        "                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\nprint('left')", {"ok"}),
+    "symlink_escape": ("import os\nos.symlink('/etc/passwd', 'p')\nopen('p', 'a').write('pwned')", {"error"}),
+    "spinning_daemon_threads": ("import threading\nfor _ in range(8):\n"
+                                "    threading.Thread(target=lambda: [None for _ in iter(int, 1)], daemon=True).start()\n"
+                                "print('main done')", {"ok"}),
+    "exit_from_thread_then_hang": ("import threading, os, time\nthreading.Thread(target=lambda: os._exit(3)).start()\n"
+                                   "time.sleep(100)", {"error"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_more_hostile_variants(sb, name):
+    code, statuses = VARIANTS[name]
+    passwd = Path("/etc/passwd").read_bytes()
+    start = time.monotonic()
+    res = sb.run(R(code=code, timeout_s=1.5, memory_mb=256, output_limit_bytes=100_000))
+    assert res.status in statuses, (res.status, res.stderr[-500:])
+    assert time.monotonic() - start < 6
+    assert Path("/etc/passwd").read_bytes() == passwd
