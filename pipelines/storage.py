@@ -138,10 +138,12 @@ def cached_output(
     inputs: list[ArtifactRef],
     write: Callable[[Path], dict],
     to_metadata: Callable[[ArtifactRef, dict, bool], dict] | None = None,
+    asset: str | None = None,
 ) -> dg.Output:
     """The body every cached asset shares: reuse the artifact for this cache key, or build it.
-    ``to_metadata(ref, stored metadata, reused)`` turns what ``write`` returned into UI metadata."""
-    asset = context.asset_key.to_user_string()
+    ``to_metadata(ref, stored metadata, reused)`` turns what ``write`` returned into UI metadata;
+    ``asset`` names the asset when the op is one step of a graph-backed asset."""
+    asset = asset or context.asset_key.to_user_string()
     key = cache_key(asset, code_version, config, inputs)
     ref = store.lookup(asset, key)
     reused = ref is not None

@@ -2,10 +2,12 @@
 dataset (DESIGN §3). Thin bodies over stepcode_core; caching and atomic writes in pipelines.storage."""
 
 import base64
+import hashlib
 import io
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -140,77 +142,111 @@ def _program_of(row: dict) -> InstrumentedProgram:
     )
 
 
-@dg.asset(group_name="data", code_version=TRACES_VERSION)
-def execution_traces(
-    context: dg.AssetExecutionContext,
-    config: TraceConfig,
-    store: ArtifactStore,
-    sandbox: SandboxResource,
-    instrumented_programs: ArtifactRef,
-) -> dg.Output:
-    """Every instrumented program run in the sandbox, twice in fresh namespaces: its trace, and
-    whether the two executions agree.
-    Written in shards, each cached by its content: a killed run keeps the shards it finished."""
-    rows = [row for row in instrumented_programs.read_table().to_pylist()]
-    shards: list[list[dict]] = [[] for _ in range(config.num_shards)]
-    for row in rows:
-        shards[shard_of(row["program_id"], config.num_shards)].append(row)
-    shard_config = {"timeout_s": config.timeout_s, "memory_mb": config.memory_mb}
+@dataclass(frozen=True)
+class ShardSpec:
+    """One shard of the programs to trace: those whose id hashes to ``index`` of ``num_shards``."""
 
-    def shard_ref(index: int, shard: list[dict], opened: "_LazySandbox") -> tuple[ArtifactRef, int]:
-        """The shard's artifact, and how many programs ran to make it (0 when reused)."""
-        content = ArtifactRef("shard-input", "", "", _rows_hash(shard))
-        key = cache_key("execution_traces_shard", TRACES_VERSION, shard_config, [content])
-        cached = store.lookup("execution_traces_shards", key)
-        if cached is not None:
-            return cached, 0
+    index: int
+    num_shards: int
+    programs: ArtifactRef  # the instrumented_programs artifact
+    timeout_s: float
+    memory_mb: int
 
-        def write(folder: Path) -> dict:
-            started = time.perf_counter()
-            runnable = [row for row in shard if row["instrumented_code"] is not None]
-            jobs = [trace_job(row, _program_of(row)) for row in runnable]
-            runs = run_traces(jobs, opened(), timeout_s=config.timeout_s, memory_mb=config.memory_mb)
-            by_id = {row["program_id"]: trace_record(row, run) for row, run in zip(runnable, runs)}
-            records = [by_id.get(row["program_id"]) or _not_run(row) for row in shard]
-            write_parquet(_table(records, schemas.EXECUTION_TRACES), folder / "data.parquet")
-            elapsed = time.perf_counter() - started
-            context.log.info(f"shard {index + 1}/{config.num_shards}: {len(jobs)} programs (each run twice) in {elapsed:.1f} s")
-            return {"rows": len(records), "executed": len(jobs)}
 
-        ref, meta = store.build("execution_traces_shards", key, write)
-        return ref, meta["executed"]
+@dataclass(frozen=True)
+class ShardResult:
+    index: int
+    ref: ArtifactRef
+    executed: int  # programs run to make it (0: reused)
+
+
+@dg.op(out=dg.DynamicOut(ShardSpec))
+def plan_trace_shards(config: TraceConfig, instrumented_programs: ArtifactRef):
+    """Fan out: one dynamic output per shard, so Dagster's executor can run the shards in parallel."""
+    if config.num_shards < 1:
+        raise dg.Failure(f"num_shards must be >= 1, got {config.num_shards}")
+    for index in range(config.num_shards):
+        spec = ShardSpec(index, config.num_shards, instrumented_programs, config.timeout_s, config.memory_mb)
+        yield dg.DynamicOutput(spec, mapping_key=f"shard_{index:03d}")
+
+
+@dg.op
+def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: SandboxResource, spec: ShardSpec) -> ShardResult:
+    """Run one shard's programs in the sandbox (each twice, see trace_job); the shard's artifact is
+    cached by its content, so a re-run after a crash runs only the shards that were missing."""
+    rows = [row for row in spec.programs.read_table().to_pylist()
+            if shard_of(row["program_id"], spec.num_shards) == spec.index]
+    limits = {"timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb}
+    key = cache_key("execution_traces_shard", TRACES_VERSION, limits, [ArtifactRef("shard", "", "", _rows_hash(rows))])
+    cached = store.lookup("execution_traces_shards", key)
+    if cached is not None:
+        return ShardResult(spec.index, cached, 0)
 
     def write(folder: Path) -> dict:
-        executed = 0
-        with _LazySandbox(sandbox, context.log.info) as opened:
-            for index, shard in enumerate(shards):
-                ref, ran = shard_ref(index, shard, opened)
-                executed += ran
-                (folder / f"shard-{index:03d}.parquet").hardlink_to(ref.file("data.parquet"))
-        table = pa.concat_tables(pq.read_table(shard) for shard in sorted(folder.glob("*.parquet")))
-        statuses = Counter(table.column("status").to_pylist())
+        started = time.perf_counter()
+        runnable = [row for row in rows if row["instrumented_code"] is not None]
+        jobs = [trace_job(row, _program_of(row)) for row in runnable]
+        if jobs:
+            with sandbox.open() as opened:
+                context.log.info(f"sandbox: {opened.name} backend, {len(opened.workers)} warm workers")
+                runs = run_traces(jobs, opened, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb)
+        else:
+            runs = []
+        by_id = {row["program_id"]: trace_record(row, run) for row, run in zip(runnable, runs)}
+        records = [by_id.get(row["program_id"]) or _not_run(row) for row in rows]
+        write_parquet(_table(records, schemas.EXECUTION_TRACES), folder / "data.parquet")
+        context.log.info(f"shard {spec.index + 1}/{spec.num_shards}: {len(jobs)} programs in "
+                         f"{time.perf_counter() - started:.1f} s")
+        return {"rows": len(records), "executed": len(jobs)}
+
+    ref, meta = store.build("execution_traces_shards", key, write)
+    return ShardResult(spec.index, ref, meta["executed"])
+
+
+@dg.op
+def merge_trace_shards(context: dg.OpExecutionContext, store: ArtifactStore, shards: list[ShardResult]) -> dg.Output:
+    """Publish the shards together as the execution_traces artifact (hard links, no copy)."""
+    shards = sorted(shards, key=lambda shard: shard.index)
+    executed_now = sum(shard.executed for shard in shards)
+
+    def write(folder: Path) -> dict:
+        for shard in shards:
+            (folder / f"shard-{shard.index:03d}.parquet").hardlink_to(shard.ref.file("data.parquet"))
+        table = pa.concat_tables(pq.read_table(path) for path in sorted(folder.glob("*.parquet")))
         deterministic = sum(table.column("deterministic").to_pylist())
         return {
             "rows": table.num_rows,
-            "executed_programs": executed,
-            "statuses": dict(statuses),
+            "statuses": dict(Counter(table.column("status").to_pylist())),
             "determinism_rate": round(deterministic / max(table.num_rows, 1), 4),
         }
 
     return cached_output(
-        context, store, TRACES_VERSION, {**shard_config, "num_shards": config.num_shards}, [instrumented_programs], write,
+        context, store, TRACES_VERSION, {"num_shards": len(shards)}, [shard.ref for shard in shards], write,
         lambda ref, meta, reused: {
             "rows": meta["rows"],
-            "executed_programs": 0 if reused else meta["executed_programs"],
+            "executed_programs": executed_now,
             "determinism_rate": meta["determinism_rate"],
             "statuses": dg.MetadataValue.json(meta["statuses"]),
         },
+        asset="execution_traces",
     )
 
 
-def _rows_hash(rows: list[dict]) -> str:
-    import hashlib
+def _trace_config(config: TraceConfig) -> dict:
+    """The graph asset's config (TraceConfig's fields) goes to the op that plans the shards."""
+    values = config.model_dump() if isinstance(config, TraceConfig) else TraceConfig(**(config or {})).model_dump()
+    return {"plan_trace_shards": {"config": values}}
 
+
+@dg.graph_asset(group_name="data", code_version=TRACES_VERSION, config=dg.ConfigMapping(config_fn=_trace_config))
+def execution_traces(instrumented_programs):
+    """Every instrumented program run in the sandbox, twice in fresh namespaces: its trace and whether
+    the two executions agree. Shards fan out as dynamic outputs (parallel under the multiprocess
+    executor) and are merged into one artifact of Parquet shards."""
+    return merge_trace_shards(plan_trace_shards(instrumented_programs).map(trace_shard).collect())
+
+
+def _rows_hash(rows: list[dict]) -> str:
     digest = hashlib.sha256()
     for row in rows:
         digest.update(json.dumps([row["program_id"], row["harness_code"], row["entry_point"], row["input"],
@@ -227,28 +263,6 @@ def _not_run(row: dict) -> dict:
         "steps": [], "anchor_lines": 0, "over_cap": False, "complete": False, "deterministic": False,
         "unstable_repr": False, "program_stdout": "", "duration_s": 0.0,
     }
-
-
-class _LazySandbox:
-    """Opens the sandbox on first use only, so that a run whose shards are all cached starts nothing."""
-
-    def __init__(self, resource: SandboxResource, log):
-        self.resource = resource
-        self.log = log
-        self.opened = None
-
-    def __enter__(self):
-        return self
-
-    def __call__(self):
-        if self.opened is None:
-            self.opened = self.resource.open()
-            self.log(f"sandbox: {self.opened.name} backend, {len(self.opened.workers)} warm workers")
-        return self.opened
-
-    def __exit__(self, *exc):
-        if self.opened is not None:
-            self.opened.close()
 
 
 @dg.asset(group_name="data", code_version=DATASET_VERSION)
@@ -323,8 +337,6 @@ def trace_dataset(
 
 
 def _file_hash(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
 
 
