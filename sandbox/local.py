@@ -3,8 +3,9 @@
 Started as root on Linux, each worker enters its own pid/mount/net/ipc/uts namespaces once (see
 ``worker.py``), chroots into a minimal read-only root with private tmpfs scratch space, joins a
 memory/pids cgroup where the kernel allows, and runs each program as its own unprivileged uid
-(``uid_base + index``) so that RLIMIT_NPROC and signals are per worker. Without root it falls back to session + subreaper + rlimits, and says so:
-that mode cannot stop a program from signalling or reading what the invoking user can.
+(``uid_base + index``, random per pool) so that RLIMIT_NPROC and signals are per worker. Without root
+it falls back to session + subreaper + rlimits, and says so: that mode cannot stop a program from
+signalling or reading what the invoking user can.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -68,7 +70,7 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, *, isolate: bool | None = None, python: str | None = None, tmpfs_mb: int = 64,
-                 nproc: int = 64, uid_base: int = 61000, cgroups: bool = True):
+                 nproc: int = 64, uid_base: int | None = None, cgroups: bool = True):
         can_isolate = sys.platform.startswith("linux") and os.geteuid() == 0
         self.isolate = can_isolate if isolate is None else bool(isolate)
         if self.isolate and not can_isolate:
@@ -76,7 +78,9 @@ class LocalBackend:
         if not self.isolate:
             log.warning("local sandbox without root: no namespaces or uid drop, only rlimits and process groups")
         self.python = python or pick_python(self.isolate)
-        self.tmpfs_mb, self.nproc, self.uid_base = tmpfs_mb, nproc, uid_base
+        # uids of their own per pool, so two pools on one host never share an RLIMIT_NPROC count
+        self.uid_base = uid_base if uid_base is not None else 200_000 + secrets.randbelow(1_000_000) * 64
+        self.tmpfs_mb, self.nproc = tmpfs_mb, nproc
         self.use_cgroups = cgroups and self.isolate
         self.tag = uuid.uuid4().hex[:8]
         if self.use_cgroups:

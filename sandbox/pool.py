@@ -1,13 +1,15 @@
 """A pool of warm workers behind one synchronous API, shared by both backends.
 
 Each worker runs one program at a time; ``run_batch`` keeps every worker busy from a shared queue
-(one host thread per worker, which only waits on I/O) and returns results in request order. A
+(one host thread per worker, which only waits on I/O; the next request already waits in the worker's
+pipe when a run ends) and returns results in request order. A
 worker whose channel breaks or stalls is replaced, and the run it held gets a fitting status.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import queue
 import struct
@@ -23,6 +25,7 @@ from sandbox.worker import encode_frame
 log = logging.getLogger("sandbox")
 _HEADER = struct.Struct(">I")
 GRACE_S = 5.0  # the worker enforces the limit itself; the host waits this much longer at most
+QUEUE_FRAME_MAX = 16 * 1024  # requests up to this size may wait in the worker's pipe
 
 
 class ChannelBroken(Exception):
@@ -114,13 +117,65 @@ class WorkerHandle:
             raw = self._recv(start + request.timeout_s + GRACE_S)
             return ExecutionResult.from_wire(raw)
         except (ChannelBroken, OSError, ValueError) as exc:
-            stalled = time.monotonic() - start >= request.timeout_s
-            status = self._death_status()
-            if status == "killed" and stalled:
-                status = "timeout"
-            log.warning("%s misbehaved (%s): replacing it", self.label, exc)
-            self.replace()
-            return ExecutionResult(status, None, "", f"sandbox: worker lost ({exc})", time.monotonic() - start)
+            return self._lost(exc, request, start)
+
+    def _lost(self, exc: Exception, request: ExecutionRequest, start: float) -> ExecutionResult:
+        """The worker broke during ``request``: its result, after the worker is replaced."""
+        stalled = time.monotonic() - start >= request.timeout_s
+        status = self._death_status()
+        if status == "killed" and stalled:
+            status = "timeout"
+        log.warning("%s misbehaved (%s): replacing it", self.label, exc)
+        self.replace()
+        return ExecutionResult(status, None, "", f"sandbox: worker lost ({exc})", time.monotonic() - start)
+
+    def run_stream(self, take, put) -> None:
+        """Run the requests ``take()`` hands out (``(index, request)``, None when done), ``put`` each
+        result, keeping a second request queued in the worker so it never waits for us between runs.
+        Only small frames are queued (two always fit a pipe buffer, so a write never blocks while
+        the worker writes a large result). A request queued behind one that broke the worker is run
+        again on the replacement: it never got its turn."""
+        inflight: collections.deque = collections.deque()  # (index, request, frame size)
+        held = None  # taken, not yet sent
+        exhausted = False
+        ready_at = time.monotonic()  # when the head request could start running
+        while True:
+            while len(inflight) < 2:
+                if held is None:
+                    item = None if exhausted else take()
+                    if item is None:
+                        exhausted = True
+                        break
+                    held = (item[0], item[1], encode_frame(item[1].to_wire()))
+                index, request, frame = held
+                if inflight and (len(frame) > QUEUE_FRAME_MAX or inflight[0][2] > QUEUE_FRAME_MAX):
+                    break
+                if not inflight:
+                    ready_at = time.monotonic()
+                try:
+                    self._send(frame)
+                except OSError as exc:
+                    held = None
+                    put(index, self._lost(exc, request, ready_at))
+                    continue
+                inflight.append((index, request, len(frame)))
+                held = None
+            if not inflight:
+                if exhausted and held is None:
+                    return
+                continue
+            index, request, _ = inflight.popleft()
+            try:
+                result = ExecutionResult.from_wire(self._recv(ready_at + request.timeout_s + GRACE_S))
+            except (ChannelBroken, OSError, ValueError) as exc:
+                put(index, self._lost(exc, request, ready_at))
+                for again, queued, _ in inflight:
+                    put(again, self.execute(queued))
+                inflight.clear()
+                ready_at = time.monotonic()
+                continue
+            put(index, result)
+            ready_at = time.monotonic()
 
     def replace(self) -> None:
         self._destroy()
@@ -180,20 +235,22 @@ class Sandbox:
         if self._closed:
             raise SandboxError("sandbox is closed")
         results: list[ExecutionResult | None] = [None] * len(reqs)
-        pending = iter(range(len(reqs)))
-        take = threading.Lock()
+        pending = iter(enumerate(reqs))
+        lock = threading.Lock()
+
+        def take():
+            with lock:
+                return next(pending, None)
+
+        def put(index: int, result: ExecutionResult) -> None:
+            results[index] = result
 
         def drain() -> None:
-            while True:
-                with take:
-                    i = next(pending, None)
-                if i is None:
-                    return
-                worker = self._free.get()
-                try:
-                    results[i] = worker.execute(reqs[i])
-                finally:
-                    self._free.put(worker)
+            worker = self._free.get()
+            try:
+                worker.run_stream(take, put)
+            finally:
+                self._free.put(worker)
 
         n = min(len(self.workers), len(reqs))
         if n <= 1:

@@ -11,8 +11,6 @@ import pytest
 from sandbox import ExecutionRequest, open_sandbox
 from sandbox.docker_backend import LABEL, docker_client, docker_unavailable_reason, ensure_image
 
-LOCAL_UID_BASE = 61000
-
 
 @pytest.fixture(scope="session")
 def docker_image() -> str:
@@ -53,9 +51,11 @@ def sb(backend, request):
 
 
 def sandbox_processes(pool) -> list[str]:
-    """Processes of runs still alive: for local, any host process owned by a sandbox uid; for
-    Docker, any process in a pool container besides its worker (PID 1)."""
+    """Processes of runs still alive: for local, any host process owned by one of the pool's uids;
+    for Docker, any process in a pool container besides its worker (PID 1)."""
     if pool.name == "local":
+        first = pool.backend.uid_base
+        uids = range(first, first + len(pool.workers))
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -66,7 +66,7 @@ def sandbox_processes(pool) -> list[str]:
             except OSError:
                 continue
             uid = int(status.split("\nUid:")[1].split()[0])
-            if LOCAL_UID_BASE <= uid < LOCAL_UID_BASE + 1000:
+            if uid in uids:
                 found.append(f"pid {entry} uid {uid}")
         return found
     found = []

@@ -389,7 +389,8 @@ def test_the_leftover_check_sees_a_stray_process(sb, backend, leftovers):
     if backend == "local":
         import subprocess
 
-        stray = subprocess.Popen(["sleep", "30"], user=61999, group=61999)
+        uid = sb.backend.uid_base + len(sb.workers) - 1
+        stray = subprocess.Popen(["sleep", "30"], user=uid, group=uid)
         try:
             time.sleep(0.1)
             assert any(f"pid {stray.pid} " in p for p in sandbox_processes(sb))
