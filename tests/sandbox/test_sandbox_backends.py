@@ -206,3 +206,17 @@ def test_concurrent_callers_share_the_pool(local_pool):
     for t in threads:
         t.join()
     assert outputs == {i: f"{i * 4}\n" for i in range(6)}
+
+
+def test_a_request_queued_behind_a_lost_worker_runs_on_the_replacement():
+    import signal
+    import threading
+
+    with open_sandbox("local", workers=1) as sb:
+        worker = sb.workers[0]
+        killer = threading.Timer(0.5, lambda: os.killpg(worker.proc.pid, signal.SIGKILL))
+        killer.start()
+        first, second = sb.run_batch([R(code="import time; time.sleep(3)"), R(code="print('second')")])
+        killer.join()
+        assert first.status == "killed" and worker.replacements == 1
+        assert second.status == "ok" and second.stdout == "second\n"
