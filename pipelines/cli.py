@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sandbox.cli import add_sandbox_parser
-from stepcode_core.cli import add_instrument_parser
+from stepcode_core.cli import add_instrument_parser, add_score_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     add_instrument_parser(commands)
     add_sandbox_parser(commands)
+    add_score_parser(commands)
 
     demo = commands.add_parser("demo", help="materialize the asset graph on the embedded default")
     demo.set_defaults(func=_demo)

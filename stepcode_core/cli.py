@@ -96,3 +96,59 @@ def _read_text(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SystemExit(f"stepcode: cannot read {path}: {exc.strerror}") from exc
+
+
+def add_score_parser(commands: argparse._SubParsersAction) -> None:
+    score = commands.add_parser("score", help="score benchmark generations the official way")
+    benchmarks = score.add_subparsers(dest="benchmark", required=True)
+    crux = benchmarks.add_parser(
+        "cruxeval",
+        help="score CRUXEval generations ({\"sample_i\": [str, ...]})",
+        description="Score a CRUXEval generations file exactly as the official harness does; write the "
+        "official scored format and print pass@1 and pass@5 as one JSON object on the last line.",
+    )
+    crux.add_argument("generations", metavar="GENERATIONS.json")
+    crux.add_argument("--mode", choices=("input", "output"), required=True)
+    crux.add_argument("--data", metavar="CRUXEVAL.jsonl", help="default: ../shared/data/cruxeval/cruxeval.jsonl")
+    crux.add_argument("--out", metavar="SCORED.json", help="where the scored file goes")
+    crux.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
+    crux.set_defaults(func=_score_cruxeval)
+
+
+def _score_cruxeval(args: argparse.Namespace) -> int:
+    import time
+
+    from sandbox import open_sandbox
+    from stepcode_core.cruxeval import load_problems, score_generations
+    from stepcode_core.paths import cruxeval_path
+
+    data = Path(args.data) if args.data else cruxeval_path()
+    for path in (Path(args.generations), data):
+        if not path.is_file():
+            print(f"stepcode score cruxeval: no such file: {path}", file=sys.stderr)
+            return 2
+    try:
+        generations = json.loads(Path(args.generations).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        print(f"stepcode score cruxeval: {args.generations} is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(generations, dict):
+        print("stepcode score cruxeval: expected a JSON object {\"sample_i\": [generation, ...]}", file=sys.stderr)
+        return 2
+    problems = load_problems(data)
+    started = time.perf_counter()
+    with open_sandbox(backend=args.backend) as sandbox:
+        try:
+            scored = score_generations(generations, problems, args.mode, sandbox)
+        except ValueError as exc:
+            print(f"stepcode score cruxeval: {exc}", file=sys.stderr)
+            return 2
+    elapsed = time.perf_counter() - started
+    if args.out:
+        writer = _atomic_writer(Path(args.out))
+        writer.write(json.dumps(scored))
+        writer.commit()
+    checks = sum(len(v) for v in scored["raw_scored_generations"].values())
+    print(f"scored {checks} generations of {len(problems)} problems in {elapsed:.1f} s", file=sys.stderr)
+    print(json.dumps({"mode": args.mode, "pass_at_1": scored["pass_at_1"], "pass_at_5": scored["pass_at_5"]}))
+    return 0
