@@ -18,7 +18,7 @@ when a check names them, which spares every other check their import time.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,10 +177,15 @@ def _verdicts(result, expected: int) -> list[bool] | None:
 
 
 def score_generations(
-    generations: dict[str, Sequence[str]], problems: Sequence[Problem], mode: str, sandbox
+    generations: dict[str, Sequence[str]],
+    problems: Sequence[Problem],
+    mode: str,
+    sandbox,
+    cheat_rule: Callable[[str, str, Problem], bool] = cheats,
 ) -> dict:
     """Score ``{"sample_i": [generation, ...]}`` in the official way; returns the official scored
-    format (``raw_generations``, ``raw_scored_generations``, ``pass_at_1``, ``pass_at_5``)."""
+    format (``raw_generations``, ``raw_scored_generations``, ``pass_at_1``, ``pass_at_5``).
+    ``cheat_rule(mode, generation, problem)`` marks generations that fail without running."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     missing = [problem.id for problem in problems if problem.id not in generations]
@@ -196,7 +201,7 @@ def score_generations(
     unique: list[list[str]] = []
     for problem in problems:
         programs = {
-            check_program(problem, g): None for g in generations[problem.id] if not cheats(mode, g, problem)
+            check_program(problem, g): None for g in generations[problem.id] if not cheat_rule(mode, g, problem)
         }
         unique.append(list(programs))
     results = sandbox.run_batch([_batch_request(programs) for programs in unique])
@@ -218,7 +223,7 @@ def score_generations(
     pass1, pass5 = [], []
     for problem, verdicts in zip(problems, verdict_of):
         row = [
-            False if cheats(mode, g, problem) else verdicts[check_program(problem, g)]
+            False if cheat_rule(mode, g, problem) else verdicts[check_program(problem, g)]
             for g in generations[problem.id]
         ]
         scored[problem.id] = row
@@ -231,3 +236,25 @@ def score_generations(
         "pass_at_1": sum(pass1) / len(pass1) * 100,
         "pass_at_5": sum(pass5) / len(pass5) * 100,
     }
+
+
+def load_livecodebench(path: str | Path) -> list[Problem]:
+    """LiveCodeBench code-execution rows (``question_id, contest_id, contest_date, difficulty,
+    function_name, code, input, output, numsteps``) from JSONL or Parquet, as problems whose ids are
+    the question ids. The check is CRUXEval's, ``assert output == generation``."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    missing = [key for key in ("question_id", "code", "input", "output") if rows and key not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: LiveCodeBench rows lack {missing}")
+    return [Problem(str(row["question_id"]), row["code"], row["input"], row["output"]) for row in rows]
+
+
+def livecodebench_cheats(mode: str, generation: str, problem: Problem) -> bool:
+    """LiveCodeBench's rule: a predicted output that contains the input string is wrong."""
+    return problem.input in generation

@@ -75,3 +75,17 @@ def test_cli_scores_a_generations_file(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pipelines.cli", "score", "cruxeval", "--mode", "output",
                           str(tmp_path / "none.json"), "--data", str(data)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_livecodebench_rows_score_with_their_rule(local_sandbox, tmp_path):
+    from stepcode_core.cruxeval import livecodebench_cheats, load_livecodebench
+
+    rows = [{"question_id": "q1", "contest_id": "c", "contest_date": "2024-01-01", "difficulty": "easy",
+             "function_name": "countEven", "code": "def countEven(nums):\n    return sum(n % 2 == 0 for n in nums)\n",
+             "input": "countEven([1, 2, 4])", "output": "2", "numsteps": 10}]
+    path = tmp_path / "lcb.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n")
+    problems = load_livecodebench(path)
+    generations = {"q1": ["2", "3", "countEven([1, 2, 4])"]}  # the last repeats the input: wrong by rule
+    scored = score_generations(generations, problems, "output", local_sandbox, cheat_rule=livecodebench_cheats)
+    assert scored["raw_scored_generations"]["q1"] == [True, False, False]
