@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from pipelines.assets import data
+from pipelines.assets import data, training
 from pipelines.checks import DATA_CHECKS
 from pipelines.instance import configure_environment
 from pipelines.resources import SandboxResource
@@ -13,6 +13,7 @@ from pipelines.storage import ArtifactStore
 configure_environment()
 
 data_assets = dg.load_assets_from_modules([data])
+training_assets = dg.load_assets_from_modules([training])
 
 all_assets_job = dg.define_asset_job(
     "stepcode_all", selection=dg.AssetSelection.all(), description="Materialize every asset (what `make demo` runs)."
@@ -29,7 +30,7 @@ data_refresh_schedule = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[*data_assets],
+    assets=[*data_assets, *training_assets],
     asset_checks=DATA_CHECKS,
     resources={"store": ArtifactStore(), "sandbox": SandboxResource()},
     jobs=[all_assets_job, data_refresh_job],

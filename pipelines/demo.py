@@ -30,7 +30,7 @@ def run_demo() -> int:
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         metadata = materialization.metadata
-        path = metadata.get("artifact")
+        path = metadata.get("artifact") or metadata.get("model_dir")
         reused = metadata.get("reused")
         rows = metadata.get("rows")
         print(

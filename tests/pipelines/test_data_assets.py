@@ -49,3 +49,18 @@ def test_definitions_load():
     schedule = defs.resolve_schedule_def("data_refresh_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "data_refresh"
+
+
+@pytest.mark.slow
+def test_base_model_asset_versions_the_weights(tmp_path):
+    from pipelines.assets.training import base_model
+
+    result = dg.materialize([base_model], resources={"store": ArtifactStore(root=str(tmp_path))})
+    (event,) = result.get_asset_materialization_events()
+    materialization = event.step_materialization_data.materialization
+    model_dir = materialization.metadata["model_dir"].value
+    assert materialization.tags["dagster/data_version"] == materialization.metadata["weights_hash"].value
+    assert model_dir.endswith("SmolLM2-135M-Instruct")
+    with pytest.raises(dg.Failure, match="not a Hugging Face model folder"):
+        dg.materialize([base_model], resources={"store": ArtifactStore(root=str(tmp_path))},
+                       run_config={"ops": {"base_model": {"config": {"source": str(tmp_path)}}}})
