@@ -1,0 +1,381 @@
+"""REval (r-eval/REval, ICSE 2025) scoring: Coverage, State, Path, Output and Incremental Consistency.
+
+Hand-written, because REval ships no library to import: its scorer lives in research scripts bound to
+its own tracer and model runner. The rules reproduced here are the ones stated in SEMANTICS.md beside
+the data (``shared/data/reval``): ground truth from a line-level ``sys.settrace`` tracer with REval's
+merging and snapshot rules, and each kind's answer parsing and comparison.
+
+The programs and the model's answers are untrusted, so everything that runs them — the traced run,
+``eval`` of State answers, execution of Output completions — happens inside the sandbox, in the
+script ``reval_tracer.py`` (one sandbox run per (program, input)). Coverage and Path answers are
+compared here: they are text matched against trusted data.
+
+Runtime: the local sandbox is opened with this interpreter (``open_reval_sandbox``), whose
+site-packages the in-sandbox script adds to its path, because 5 ClassEval programs import numpy and
+State answers of type datetime need dateutil. DREval/117 needs bs4, lxml and gensim and DREval/149
+gensim; where those are missing the program cannot load and its questions are reported unavailable
+(their answers score as wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import sysconfig
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KINDS = ("coverage", "state", "path", "output")
+STYLES = ("direct", "cot")
+TRACER_SCRIPT = Path(__file__).with_name("reval_tracer.py")
+# points per query for the C,S,P,O patterns REval's Consistency.run rewards (prefixes only)
+IC_POINTS = {(1, 1, 1, 1): 1.0, (1, 1, 1, 0): 0.5, (1, 1, 0, 0): 0.25, (1, 0, 0, 0): 0.125}
+
+
+@dataclass(frozen=True)
+class Query:
+    lineno: int
+    var: str
+
+
+@dataclass(frozen=True)
+class RevalInput:
+    input_idx: int
+    queries: tuple[Query, ...]
+    question: str  # output_pred: the test with ?? holes
+
+
+@dataclass
+class RevalProgram:
+    task_id: str
+    entry_point: str
+    code: str
+    inputs: list[str]
+    test: str | None
+    tasks: list[RevalInput] = field(default_factory=list)
+
+    @property
+    def is_classeval(self) -> bool:
+        return self.test is not None
+
+    def task(self, input_idx: int) -> RevalInput:
+        for item in self.tasks:
+            if item.input_idx == input_idx:
+                return item
+        raise KeyError(f"{self.task_id} has no input_idx {input_idx}")
+
+
+def default_data_dir() -> Path:
+    from stepcode_core.paths import shared_data_dir
+
+    return shared_data_dir() / "reval"
+
+
+def load_reval(data_dir: str | Path | None = None) -> list[RevalProgram]:
+    """DREval_data.jsonl joined with DREval_tasks.jsonl, in tasks-file order."""
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    data_path, tasks_path = data_dir / "DREval_data.jsonl", data_dir / "DREval_tasks.jsonl"
+    for path in (data_path, tasks_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"REval data file not found: {path}")
+    data = {}
+    for line in data_path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            data[row["task_id"]] = row
+    programs = []
+    for line in tasks_path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row["task_id"] not in data:
+            raise ValueError(f"{tasks_path}: {row['task_id']} is not in {data_path}")
+        d = data[row["task_id"]]
+        program = RevalProgram(d["task_id"], d["entry_point"], d["code"], list(d["inputs"]), d.get("test"))
+        for item in row["tasks"]:
+            queries = tuple(Query(int(q["lineno"]), str(q["var"])) for q in item["task"])
+            program.tasks.append(RevalInput(int(item["input_idx"]), queries, item["output_pred"]))
+        programs.append(program)
+    return programs
+
+
+# ---------------------------------------------------------------- prompts
+
+def _invocation(program: RevalProgram, input_idx: int) -> tuple[str, str]:
+    if program.is_classeval:
+        return program.inputs[input_idx].rstrip("\n"), "the above test code"
+    call = f"{program.entry_point}{program.inputs[input_idx]}"
+    return call, call
+
+
+def reval_prompt(kind: str, style: str, program: RevalProgram, input_idx: int, lineno: int | None = None,
+                 var: str | None = None, prompts_dir: str | Path | None = None) -> str:
+    """The REval prompt for one question, from ``prompts/{style}_{kind}.txt``."""
+    if kind not in KINDS or style not in STYLES:
+        raise ValueError(f"kind must be one of {KINDS} and style one of {STYLES}, got {kind!r}, {style!r}")
+    prompts_dir = Path(prompts_dir) if prompts_dir is not None else default_data_dir() / "prompts"
+    template = (prompts_dir / f"{style}_{kind}.txt").read_text(encoding="utf-8")
+    invocation, abbr = _invocation(program, input_idx)
+    if kind == "output":
+        invocation = program.task(input_idx).question
+    fields = {"code": program.code.rstrip("\n"), "invocation": invocation, "invocation_abbr": abbr}
+    if kind != "output":
+        if lineno is None or (kind == "state" and var is None):
+            raise ValueError(f"a {kind} prompt needs lineno{' and var' if kind == 'state' else ''}")
+        fields.update(line=lineno, codeline=program.code.split("\n")[lineno - 1], var=var or "")
+    for key, value in fields.items():
+        template = template.replace("{" + key + "}", str(value))
+    return template
+
+
+# ---------------------------------------------------------------- answer extraction and text scoring
+
+def extract_answer(response: str) -> str:
+    """The text inside ``[ANSWER]``...``[/ANSWER]``. A response that continues a prompt ending in
+    ``[ANSWER]`` may lack the opening tag (then: the text before ``[/ANSWER]``); without tags, the
+    whole response."""
+    start = response.find("[ANSWER]")
+    body = response[start + len("[ANSWER]"):] if start >= 0 else response
+    end = body.find("[/ANSWER]")
+    return (body[:end] if end >= 0 else body).strip()
+
+
+def coverage_correct(answer: str, executed: bool) -> bool:
+    """REval: uppercase, first 3 characters; exactly one of YES/NO there, else the answer is NO."""
+    head = answer.upper()[:3]
+    said_yes = "YES" in head and "NO" not in head
+    return said_yes == executed
+
+
+def path_correct(answer: str, truth: Sequence[int], code: str) -> bool:
+    """REval: the first line of the answer, stripped; ``-1`` or source text matched against every
+    source line whose strip() is equal (identical lines are interchangeable)."""
+    lines = answer.strip().split("\n")
+    first = lines[0].strip() if lines else ""
+    if not first:
+        return False
+    if first == "-1":
+        return list(truth) == [-1]
+    matched = [i + 1 for i, line in enumerate(code.split("\n")) if line.strip() == first]
+    return any(n in truth for n in matched)
+
+
+def ic_points(c: bool, s: bool, p: bool, o: bool) -> float:
+    return IC_POINTS.get((int(c), int(s), int(p), int(o)), 0.0)
+
+
+# ---------------------------------------------------------------- sandbox runs
+
+def open_reval_sandbox(backend: str = "local", workers: int | None = None):
+    """A sandbox whose local workers run this interpreter, so that the programs' third-party imports
+    (numpy) resolve from our site-packages, mounted read-only like the interpreter's prefix."""
+    from sandbox import open_sandbox
+
+    options = {"python": sys.executable} if backend in ("local", "auto") else None
+    return open_sandbox(backend=backend, workers=workers, local_options=options)
+
+
+def _payload(program: RevalProgram, item: RevalInput, *, state_answers=(), completions=(),
+             want_accepted=False, want_lines=False) -> dict:
+    return {
+        "code": program.code, "entry_point": program.entry_point, "test": program.test,
+        "input": program.inputs[item.input_idx], "question": item.question,
+        "queries": [{"lineno": q.lineno, "var": q.var} for q in item.queries],
+        "state_answers": [list(a) for a in state_answers], "completions": list(completions),
+        "want_accepted": want_accepted, "want_lines": want_lines,
+        "site_dirs": [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]],
+        "answer_timeout": 5.0,
+    }
+
+
+def _request(payload: dict):
+    from sandbox import ExecutionRequest
+
+    n = len(payload["state_answers"]) + len(payload["completions"])
+    return ExecutionRequest(code=TRACER_SCRIPT.read_text(encoding="utf-8"), stdin=json.dumps(payload),
+                            timeout_s=min(60 + 6 * n, 3600), memory_mb=4096, output_limit_bytes=64 * 1024 * 1024)
+
+
+def _report(result) -> dict:
+    if result.status != "ok":
+        return {"ok": False, "error": f"sandbox status {result.status}: {result.stderr[-500:]}"}
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"ok": False, "error": f"no report from the tracer: {result.stderr[-500:]}"}
+
+
+def run_groups(sandbox, groups: Sequence[tuple[RevalProgram, RevalInput, dict]]) -> list[dict]:
+    """One sandbox run per (program, input, options); reports in order. A report has ``ok``; when ok,
+    ``queries`` (per query: covered, path, n_values, values [[repr, type]], accepted), ``state`` and
+    ``output`` (verdicts of the sent answers, in order), ``value_repr`` (HumanEval return value)."""
+    requests = [_request(_payload(program, item, **options)) for program, item, options in groups]
+    return [_report(result) for result in sandbox.run_batch(requests)]
+
+
+def ground_truth(sandbox, programs: Iterable[RevalProgram], want_accepted: bool = False) -> dict:
+    """{(task_id, input_idx): report} for every (program, input) of the tasks file."""
+    groups = [(p, item, {"want_accepted": want_accepted}) for p in programs for item in p.tasks]
+    reports = run_groups(sandbox, groups)
+    return {(p.task_id, item.input_idx): r for (p, item, _), r in zip(groups, reports)}
+
+
+# ---------------------------------------------------------------- scoring predictions
+
+class PredictionError(ValueError):
+    """A prediction row that cannot be scored (unknown task, bad kind, missing field)."""
+
+
+def _check_row(index: int, row, programs: dict[str, RevalProgram]) -> tuple[RevalProgram, RevalInput, int | None]:
+    where = f"row {index + 1}"
+    if not isinstance(row, dict):
+        raise PredictionError(f"{where}: not a JSON object")
+    for key in ("task_id", "input_idx", "kind", "response"):
+        if key not in row:
+            raise PredictionError(f"{where}: missing field {key!r}")
+    if row["kind"] not in KINDS:
+        raise PredictionError(f"{where}: kind must be one of {KINDS}, got {row['kind']!r}")
+    if not isinstance(row["response"], str):
+        raise PredictionError(f"{where}: response must be a string")
+    program = programs.get(row["task_id"])
+    if program is None:
+        raise PredictionError(f"{where}: unknown task_id {row['task_id']!r}")
+    try:
+        item = program.task(int(row["input_idx"]))
+    except (KeyError, TypeError, ValueError):
+        raise PredictionError(f"{where}: {row['task_id']} has no input_idx {row['input_idx']!r}") from None
+    if row["kind"] == "output":
+        return program, item, None
+    for key in ("query_idx", "lineno", "var"):
+        if key not in row:
+            raise PredictionError(f"{where}: a {row['kind']} row needs {key!r}")
+    q = row["query_idx"]
+    if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q < len(item.queries):
+        raise PredictionError(f"{where}: query_idx {q!r} out of range for {row['task_id']} input {item.input_idx}")
+    query = item.queries[q]
+    if (int(row["lineno"]), str(row["var"])) != (query.lineno, query.var):
+        raise PredictionError(f"{where}: lineno/var {row['lineno']}/{row['var']} do not match query {q} "
+                              f"({query.lineno}/{query.var})")
+    return program, item, q
+
+
+def score_predictions(rows: Sequence[dict], programs: Sequence[RevalProgram], sandbox) -> tuple[list[dict], dict]:
+    """Score REval prediction rows; returns (rows with ``correct``, summary). The summary holds the
+    accuracy per kind (fraction of that kind's rows; None without rows), ``ic`` over every query of
+    the (program, input) pairs the rows touch (a missing answer counts as wrong; over the full set
+    the denominator is REval's 3152), ``n`` per kind and ``unavailable`` (pairs whose program could
+    not run, e.g. a missing module)."""
+    by_id = {p.task_id: p for p in programs}
+    checked = [_check_row(i, row, by_id) for i, row in enumerate(rows)]
+    # one sandbox run per (program, input): the State answers and Output completions travel with it
+    group_of: dict[tuple[str, int], int] = {}
+    groups: list[tuple[RevalProgram, RevalInput, dict]] = []
+    slot: list[int | None] = []
+    for row, (program, item, q) in zip(rows, checked):
+        key = (program.task_id, item.input_idx)
+        if key not in group_of:
+            group_of[key] = len(groups)
+            groups.append((program, item, {"state_answers": [], "completions": []}))
+        options = groups[group_of[key]][2]
+        answer = extract_answer(row["response"])
+        if row["kind"] == "state":
+            slot.append(len(options["state_answers"]))
+            options["state_answers"].append([q, answer])
+        elif row["kind"] == "output":
+            slot.append(len(options["completions"]))
+            options["completions"].append(answer)
+        else:
+            slot.append(None)
+    reports = run_groups(sandbox, groups)
+
+    scored, verdict = [], {}
+    for row, (program, item, q), s in zip(rows, checked, slot):
+        key = (program.task_id, item.input_idx)
+        report = reports[group_of[key]]
+        kind, answer = row["kind"], extract_answer(row["response"])
+        if not report.get("ok"):
+            correct = False
+        elif kind == "coverage":
+            correct = coverage_correct(answer, report["queries"][q]["covered"])
+        elif kind == "path":
+            correct = path_correct(answer, report["queries"][q]["path"], program.code)
+        else:
+            correct = bool(report[kind][s])
+        scored.append({**row, "correct": correct})
+        verdict[(key, kind, q)] = verdict.get((key, kind, q), False) or correct
+
+    accuracy = {}
+    for kind in KINDS:
+        marks = [r["correct"] for r in scored if r["kind"] == kind]
+        accuracy[kind] = sum(marks) / len(marks) if marks else None
+    points, n_queries = 0.0, 0
+    for program in programs:
+        for item in program.tasks:
+            key = (program.task_id, item.input_idx)
+            if key not in group_of:
+                continue
+            o = verdict.get((key, "output", None), False)
+            for q in range(len(item.queries)):
+                n_queries += 1
+                points += ic_points(*(verdict.get((key, k, q), False) for k in ("coverage", "state", "path")), o)
+    summary = {**accuracy, "ic": 100.0 * points / n_queries if n_queries else None,
+               "n": {kind: sum(r["kind"] == kind for r in scored) for kind in KINDS},
+               "unavailable": sorted(f"{k[0]}#{k[1]}: {reports[i].get('error')}" for k, i in group_of.items()
+                                     if not reports[i].get("ok"))}
+    return scored, summary
+
+
+# ---------------------------------------------------------------- CLI
+
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise PredictionError(f"{path}:{n}: not JSON ({exc.msg})") from None
+    if not rows:
+        raise PredictionError(f"{path}: no prediction rows")
+    return rows
+
+
+def _cmd_reval(args) -> int:
+    try:
+        rows = _read_rows(Path(args.predictions))
+        programs = load_reval(args.data_dir)
+        by_id = {p.task_id: p for p in programs}
+        for i, row in enumerate(rows):
+            _check_row(i, row, by_id)  # fail before starting a sandbox
+    except (OSError, PredictionError, ValueError, KeyError) as exc:
+        print(f"stepcode score reval: {exc}", file=sys.stderr)
+        return 2
+    with open_reval_sandbox(args.backend) as sandbox:
+        scored, summary = score_predictions(rows, programs, sandbox)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(row) + "\n" for row in scored), encoding="utf-8")
+    for line in summary["unavailable"]:
+        print(f"unavailable: {line}", file=sys.stderr)
+    print(json.dumps({kind: summary[kind] for kind in KINDS} | {"ic": summary["ic"], "n": summary["n"]}))
+    return 0
+
+
+def add_reval_parser(benchmarks) -> argparse.ArgumentParser:
+    """Add ``reval`` to the ``stepcode score`` subparsers; ``func`` is the handler ``(args) -> int``."""
+    parser = benchmarks.add_parser(
+        "reval", help="score REval predictions (coverage, state, path, output) and Incremental Consistency",
+        description="Rows: task_id, input_idx, kind (coverage|state|path|output), query_idx, lineno, var "
+                    "(not for output), response (raw model text with [ANSWER]...[/ANSWER]). The last "
+                    "stdout line is one JSON object: accuracy per kind (0-1) and ic (0-100).")
+    parser.add_argument("predictions", help="PREDICTIONS.jsonl")
+    parser.add_argument("--data-dir", default=None, help="folder with DREval_data.jsonl and DREval_tasks.jsonl")
+    parser.add_argument("--out", default=None, help="write each row with a `correct` field (JSONL)")
+    parser.add_argument("--backend", choices=("local", "docker", "auto"), default="local")
+    parser.set_defaults(func=_cmd_reval)
+    return parser
