@@ -186,6 +186,7 @@ class DockerWorker(WorkerHandle):
         self.backend, self.index = backend, index
         self.label = f"docker worker {index}"
         self.container = None
+        self.attached = None
         self.sock = None
         self.raw = bytearray()
         self.err = bytearray()
@@ -206,9 +207,11 @@ class DockerWorker(WorkerHandle):
             mem_limit=f"{b.memory_mb + 64}m", memswap_limit=f"{b.memory_mb + 64}m", pids_limit=b.pids_limit,
             nano_cpus=int(b.cpus * 1e9), labels=b.labels(), log_config=LogConfig(type="none"),
             name=f"stepcode-sandbox-{b.session}-{self.index}-{self.replacements}")
-        attached = b.client.api.attach_socket(self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1,
-                                                                          "stream": 1})
-        self.sock = getattr(attached, "_sock", attached)
+        # Hold the SDK's wrapper for the container's lifetime: it keeps the HTTP response alive, and
+        # when the garbage collector frees that response it closes the socket under us.
+        self.attached = b.client.api.attach_socket(self.container.id, params={"stdin": 1, "stdout": 1,
+                                                                               "stderr": 1, "stream": 1})
+        self.sock = getattr(self.attached, "_sock", self.attached)
         self.container.start()
 
     def _send(self, data: bytes) -> None:
@@ -263,11 +266,13 @@ class DockerWorker(WorkerHandle):
 
     def _destroy(self) -> None:
         sock, self.sock = self.sock, None
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        attached, self.attached = self.attached, None
+        for closable in (sock, attached):
+            if closable is not None:
+                try:
+                    closable.close()
+                except OSError:
+                    pass
         container, self.container = self.container, None
         if container is not None:
             try:
