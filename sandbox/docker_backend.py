@@ -14,9 +14,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -147,7 +149,7 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, *, image: str | None = None, memory_mb: int = 1024, pids_limit: int = 128,
-                 tmpfs_mb: int = 64, cpus: float = 1.0, client=None):
+                 tmpfs_mb: int = 64, cpus: float = 1.0, client=None, direct: bool | None = None):
         try:
             self.client = client or docker_client()
             self.client.ping()
@@ -156,6 +158,14 @@ class DockerBackend:
         self.image = image or ensure_image(self.client)
         self.memory_mb, self.pids_limit, self.tmpfs_mb, self.cpus = memory_mb, pids_limit, tmpfs_mb, cpus
         self.session = uuid.uuid4().hex[:12]
+        # With a daemon on this machine, each worker talks over a unix socket of ours (bind-mounted
+        # read-only, unlinked once connected) instead of the attach stream that dockerd relays.
+        if direct is None:
+            direct = self.client.api.base_url.startswith("http+docker://localhost")
+        self.ipc_dir = None
+        if direct:
+            self.ipc_dir = tempfile.mkdtemp(prefix="stepcode-sbx-ipc-")
+            os.chmod(self.ipc_dir, 0o755)
         stale = remove_stale_containers(self.client)
         if stale:
             log.info("sandbox: removed %d container(s) left by dead processes", stale)
@@ -173,6 +183,8 @@ class DockerBackend:
 
     def close(self) -> None:
         """Belt and braces: remove anything of this session's that a handle did not."""
+        if self.ipc_dir:
+            shutil.rmtree(self.ipc_dir, ignore_errors=True)
         try:
             for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.session={self.session}"}):
                 c.remove(force=True)
@@ -188,6 +200,7 @@ class DockerWorker(WorkerHandle):
         self.container = None
         self.attached = None
         self.sock = None
+        self.chan = None  # the direct unix-socket channel, when the backend has one
         self.raw = bytearray()
         self.err = bytearray()
         self.eof = False
@@ -198,6 +211,16 @@ class DockerWorker(WorkerHandle):
         b = self.backend
         cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/dev/shm", "/dev/mqueue"], "fsize_mb": 16}
         self.raw, self.err, self.eof = bytearray(), bytearray(), False
+        listener, volumes = None, None
+        if b.ipc_dir:
+            name = f"w{self.index}-{self.replacements}-{uuid.uuid4().hex[:8]}.sock"
+            path = os.path.join(b.ipc_dir, name)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            os.chmod(path, 0o666)
+            listener.listen(1)
+            cfg["connect"] = "/ipc/" + name
+            volumes = {b.ipc_dir: {"bind": "/ipc", "mode": "ro"}}
         self.container = b.client.containers.create(
             b.image, command=[json.dumps(cfg)], stdin_open=True, tty=False, network_disabled=True,
             network_mode="none", read_only=True,
@@ -206,17 +229,27 @@ class DockerWorker(WorkerHandle):
             cap_drop=["ALL"], security_opt=["no-new-privileges"], user="65000:65000",
             mem_limit=f"{b.memory_mb + 64}m", memswap_limit=f"{b.memory_mb + 64}m", pids_limit=b.pids_limit,
             nano_cpus=int(b.cpus * 1e9), labels=b.labels(), log_config=LogConfig(type="none"),
-            name=f"stepcode-sandbox-{b.session}-{self.index}-{self.replacements}")
+            name=f"stepcode-sandbox-{b.session}-{self.index}-{self.replacements}", volumes=volumes)
         # Hold the SDK's wrapper for the container's lifetime: it keeps the HTTP response alive, and
         # when the garbage collector frees that response it closes the socket under us.
         self.attached = b.client.api.attach_socket(self.container.id, params={"stdin": 1, "stdout": 1,
                                                                                "stderr": 1, "stream": 1})
         self.sock = getattr(self.attached, "_sock", self.attached)
         self.container.start()
+        if listener is not None:
+            listener.settimeout(30)
+            try:
+                self.chan, _ = listener.accept()
+            except OSError as exc:
+                raise SandboxError(f"{self.label} did not connect: {exc}; {self.diagnostics()}") from exc
+            finally:
+                listener.close()
+                os.unlink(path)  # nothing else can connect: the run finds /ipc empty
 
     def _send(self, data: bytes) -> None:
-        self.sock.settimeout(60)
-        self.sock.sendall(data)
+        target = self.chan or self.sock
+        target.settimeout(60)
+        target.sendall(data)
 
     def _demux(self) -> bytes:
         out = bytearray()
@@ -233,6 +266,12 @@ class DockerWorker(WorkerHandle):
         return bytes(out)
 
     def _read_some(self, timeout: float) -> bytes:
+        if self.chan is not None:
+            self.chan.settimeout(max(timeout, 0.001))
+            try:
+                return self.chan.recv(1 << 20)
+            except socket.timeout:
+                raise TimeoutError from None
         deadline = time.monotonic() + timeout
         while True:
             out = self._demux()
@@ -267,7 +306,8 @@ class DockerWorker(WorkerHandle):
     def _destroy(self) -> None:
         sock, self.sock = self.sock, None
         attached, self.attached = self.attached, None
-        for closable in (sock, attached):
+        chan, self.chan = self.chan, None
+        for closable in (chan, sock, attached):
             if closable is not None:
                 try:
                     closable.close()

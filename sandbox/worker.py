@@ -692,7 +692,14 @@ def main() -> int:
             os.execv(sys.executable, [sys.executable, "-I", "-S", f"/proc/self/fd/{script}", json.dumps(raw)])
     info["cgroups"] = cfg.cgroups
     # Keep the protocol on private fds; 0/1 become /dev/null so nothing stray corrupts it.
-    rfd, wfd = os.dup(0), os.dup(1)
+    if raw.get("connect"):  # Docker on this machine: the host's unix socket, not the attach stream
+        import socket
+
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(raw["connect"])
+        rfd = wfd = conn.detach()
+    else:
+        rfd, wfd = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)

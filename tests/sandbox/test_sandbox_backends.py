@@ -32,6 +32,16 @@ def test_containers_are_locked_down(docker_pool):
         assert host["LogConfig"]["Type"] == "none"
         assert attrs["Config"]["Labels"][LABEL] == "1"
         assert worker.info["pid1"] is True
+        mounts = [m for m in attrs["Mounts"] if m["Destination"] == "/ipc"]
+        assert all(m["RW"] is False for m in mounts)  # the host channel's directory, read-only
+
+
+@pytest.mark.docker
+def test_the_host_channel_is_unreachable_for_programs(docker_pool):
+    assert all(w.chan is not None for w in docker_pool.workers), "a local daemon: direct unix-socket channel"
+    res = docker_pool.run(R(code="import os\nprint(os.listdir('/ipc'))\nprint(os.listdir('/proc/1/fd'))"))
+    assert res.stdout.startswith("[]\n") is True
+    assert res.status == "error" and "PermissionError" in res.stderr  # the worker is not dumpable
 
 
 @pytest.mark.docker
