@@ -3,8 +3,9 @@
 Every container: no network, read-only root, a small noexec tmpfs on /tmp, all capabilities dropped,
 no-new-privileges, uid 65000, memory/pid/CPU limits, no log driver (results never touch disk). The
 worker is the container's PID 1, so after each run it kills every other process in the container.
-The host talks to it over the attach stream (stdin in, multiplexed stdout/stderr out), so a run
-costs no ``docker exec``. Containers carry labels, are removed on close and at interpreter exit, and
+With a daemon on this machine the host talks to it over a unix socket of its own (bind-mounted
+read-only, unlinked as soon as the worker connects, so a program finds nothing there); with a remote
+daemon, over the attach stream. Either way a run costs no ``docker exec`` and no container start. Containers carry labels, are removed on close and at interpreter exit, and
 ones left by a dead process on this host are removed at the next start.
 """
 
