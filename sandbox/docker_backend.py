@@ -238,11 +238,16 @@ class DockerWorker(WorkerHandle):
         self.sock = getattr(self.attached, "_sock", self.attached)
         self.container.start()
         if listener is not None:
-            listener.settimeout(30)
+            listener.settimeout(15)
             try:
                 self.chan, _ = listener.accept()
             except OSError as exc:
-                raise SandboxError(f"{self.label} did not connect: {exc}; {self.diagnostics()}") from exc
+                # e.g. a daemon that sees another filesystem than ours: use the attach stream from now on
+                log.warning("%s did not connect over %s (%s): falling back to the attach stream", self.label,
+                            b.ipc_dir, exc)
+                b.ipc_dir = None
+                self._destroy()
+                self._spawn()
             finally:
                 listener.close()
                 os.unlink(path)  # nothing else can connect: the run finds /ipc empty
