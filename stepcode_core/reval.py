@@ -163,6 +163,31 @@ def path_correct(answer: str, truth: Sequence[int], code: str) -> bool:
     return any(n in truth for n in matched)
 
 
+def _holes(snippet: str) -> list[str]:
+    """ClassEval: the argument texts the Output question hides — of each top-level ``assertX`` call
+    of the test snippet, the 2nd positional argument, or the only one."""
+    import ast
+
+    holes = []
+    for stmt in ast.parse(snippet).body:
+        call = stmt.value if isinstance(stmt, ast.Expr) else None
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id.startswith("assert")
+                and call.args):
+            holes.append(ast.get_source_segment(snippet, call.args[1] if len(call.args) >= 2 else call.args[0]))
+    return holes
+
+
+def reference_completion(program: RevalProgram, input_idx: int, value_repr: str | None = None) -> str:
+    """The Output answer REval's reference holds: the question with its ``??`` filled — by
+    ``value_repr`` (``repr(f(*input))``, HumanEval) or by the original texts from the test (ClassEval)."""
+    question = program.task(input_idx).question
+    fills = [value_repr] if not program.is_classeval else _holes(program.inputs[input_idx])
+    if any(f is None for f in fills) or question.count("??") != len(fills):
+        raise ValueError(f"{program.task_id} input {input_idx}: {question.count('??')} holes, {len(fills)} fills")
+    parts = question.split("??")
+    return parts[0] + "".join(fill + rest for fill, rest in zip(fills, parts[1:]))
+
+
 def ic_points(c: bool, s: bool, p: bool, o: bool) -> float:
     return IC_POINTS.get((int(c), int(s), int(p), int(o)), 0.0)
 

@@ -14,12 +14,10 @@ stdin: one JSON object (see ``stepcode_core.reval._payload``); stdout: one JSON 
 
 import ast
 import copy
-import inspect
 import io
 import itertools
 import json
 import os
-import pydoc
 import select
 import signal
 import sys
@@ -33,9 +31,12 @@ ASSERT_MARKERS = ("assert True", "assert False", "assertTrue(True)", "assertFals
 
 # ---------------------------------------------------------------- running the program under trace
 
+_DROPPED = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, Iterator,
+            types.GeneratorType)
+
+
 def _keep(value):
-    return not (inspect.ismodule(value) or inspect.isfunction(value) or inspect.isbuiltin(value)
-                or inspect.ismethod(value) or isinstance(value, (Iterator, types.GeneratorType)))
+    return not isinstance(value, _DROPPED)
 
 
 def _snapshot(frame):
@@ -222,13 +223,8 @@ NIL = "Nil"
 
 
 def _eval_namespace():
-    namespace = {}
-    try:
-        import numpy
-        namespace.update(np=numpy, numpy=numpy)
-    except Exception:
-        pass
-    return namespace
+    numpy = sys.modules.get("numpy")  # only where the program loaded it: importing it costs 0.1 s
+    return {"np": numpy, "numpy": numpy} if numpy is not None else {}
 
 
 def parse_state(text):
@@ -262,6 +258,8 @@ def parse_state(text):
             return ("value", numpy.array(eval(value_text, _eval_namespace())), numpy.ndarray)
         if type_text in ("none", "nonetype"):
             return ("value", None, type(None))
+        import pydoc
+
         tp = pydoc.locate(type_text)
         if tp is None:
             return ("error",)
@@ -276,12 +274,10 @@ def parse_state(text):
 
 
 def _equal(answer, value):
+    numpy = sys.modules.get("numpy")
     try:
-        import numpy
-        if isinstance(answer, numpy.ndarray) or isinstance(value, numpy.ndarray):
+        if numpy is not None and (isinstance(answer, numpy.ndarray) or isinstance(value, numpy.ndarray)):
             return bool(numpy.allclose(answer, value))
-    except ImportError:
-        pass
     except Exception:
         return False
     try:
@@ -318,6 +314,8 @@ def accepted_answer(values):
         tp = type(value)
         type_texts = ["None"] if value is None else [_type_text(tp)]
         value_texts = [_safe_repr(value, 10**6), str(value)]
+        if isinstance(value, type):
+            value_texts.insert(0, _type_text(value))  # the class itself: "int; type"
         if hasattr(value, "tolist"):
             value_texts.insert(0, repr(value.tolist()))
         try:
@@ -392,11 +390,23 @@ def isolated(fn, timeout):
     return answer == b"1"
 
 
+def _numpy_1_aliases():
+    """REval ran numpy 1.x; DREval/122 calls ``np.mat``, removed in 2.0 (it was ``np.asmatrix``)."""
+    try:
+        import numpy
+    except ImportError:
+        return
+    if not hasattr(numpy, "mat"):
+        numpy.mat = numpy.asmatrix
+
+
 def main():
     task = json.loads(sys.stdin.read())
     for path in task.get("site_dirs", []):
         if os.path.isdir(path):
             sys.path.append(path)
+    if "numpy" in task["code"]:
+        _numpy_1_aliases()
     out_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the program's own prints must not mix with our one JSON line

@@ -1,0 +1,275 @@
+"""REval scoring: ground truth from our in-sandbox tracer, each kind's answer rules, Incremental
+Consistency, the CLI. Accepted answers are written in the format REval parses (SEMANTICS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from stepcode_core.reval import (
+    KINDS,
+    add_reval_parser,
+    coverage_correct,
+    extract_answer,
+    ground_truth,
+    ic_points,
+    load_reval,
+    open_reval_sandbox,
+    path_correct,
+    reference_completion,
+    reval_prompt,
+    score_predictions,
+)
+from stepcode_core.paths import shared_data_dir
+
+# Programs whose imports the test environment lacks (bs4, lxml, gensim): their questions are unavailable.
+NEEDS_MISSING_MODULES = {"DREval/117", "DREval/149"}
+
+
+@pytest.fixture(scope="module")
+def programs():
+    if not (shared_data_dir() / "reval" / "DREval_tasks.jsonl").is_file():
+        pytest.skip("REval data not found (set STEPCODE_SHARED_DATA)")
+    return load_reval()
+
+
+@pytest.fixture(scope="module")
+def by_id(programs):
+    return {p.task_id: p for p in programs}
+
+
+@pytest.fixture(scope="module")
+def reval_sandbox():
+    """The local sandbox run by this interpreter, so that the numpy programs load (see reval.py)."""
+    with open_reval_sandbox("local") as sandbox:
+        yield sandbox
+
+
+def _wrap(text: str) -> str:
+    return f"Some reasoning.\n[ANSWER]\n{text}\n[/ANSWER]\n"
+
+
+def _row(program, input_idx, kind, response, query_idx=None):
+    row = {"task_id": program.task_id, "input_idx": input_idx, "kind": kind, "response": response}
+    if kind != "output":
+        q = program.task(input_idx).queries[query_idx]
+        row.update(query_idx=query_idx, lineno=q.lineno, var=q.var)
+    return row
+
+
+def _query_idx(program, input_idx, lineno):
+    return next(i for i, q in enumerate(program.task(input_idx).queries) if q.lineno == lineno)
+
+
+def _score(rows, programs, sandbox):
+    scored, summary = score_predictions(rows, programs, sandbox)
+    return [r["correct"] for r in scored], summary
+
+
+# ---------------------------------------------------------------- text rules (no sandbox)
+
+def test_extract_answer_and_coverage_rule():
+    assert extract_answer("think\n[ANSWER]\nYES\n[/ANSWER]") == "YES"
+    assert extract_answer("YES\n[/ANSWER]") == "YES"  # continuation of a prompt ending in [ANSWER]
+    assert coverage_correct("YES", True) and coverage_correct("yes, it runs", True)
+    assert coverage_correct("NO", False) and not coverage_correct("NO", True)
+    assert not coverage_correct("Y", True)  # neither word: read as NO
+    assert coverage_correct("Y", False)
+    assert coverage_correct("YESNO", True)  # first 3 characters only: "YES"
+    assert coverage_correct("NOT YES", False)  # "NOT" holds NO only
+
+
+def test_path_rule_matches_code_text_not_numbers():
+    code = "def f(x):\n    y = 1\n    if x:\n        y = 1\n    return y\n"
+    assert path_correct("return y", [5], code)
+    assert path_correct("  return y  \nmore text", [5], code)  # first line, stripped
+    assert not path_correct("5", [5], code)  # a bare line number never matches
+    assert path_correct("y = 1", [4], code) and path_correct("y = 1", [2], code)  # identical lines
+    assert path_correct("-1", [-1], code) and not path_correct("-1", [5], code)
+    assert not path_correct("", [-1], code)
+
+
+def test_ic_points_reward_only_prefixes():
+    assert ic_points(True, True, True, True) == 1.0
+    assert ic_points(True, True, True, False) == 0.5
+    assert ic_points(True, True, False, False) == 0.25
+    assert ic_points(True, False, False, False) == 0.125
+    assert ic_points(True, False, True, True) == 0.0  # S wrong, P right: not a prefix
+    assert ic_points(False, True, True, True) == 0.0
+
+
+def test_prompts_fill_every_field(by_id):
+    p = by_id["DREval/85"]
+    text = reval_prompt("state", "direct", p, 3, lineno=7, var="self.radius")
+    assert "Line 7 (        self.radius = radius)" in text and "variable self.radius" in text
+    assert "AreaCalculator(1.5)" in text and "{" + "code}" not in text
+    out = reval_prompt("output", "cot", by_id["DREval/0"], 0)
+    assert "assert has_close_elements([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == ??" in out
+    assert out.rstrip().endswith("[THOUGHT]")
+    with pytest.raises(ValueError):
+        reval_prompt("path", "direct", p, 3)
+
+
+# ---------------------------------------------------------------- examples SEMANTICS.md cites
+
+def test_cited_examples(programs, by_id, reval_sandbox):
+    picks = [(by_id[t], by_id[t].task(i)) for t, i in
+             [("DREval/112", 0), ("DREval/85", 3), ("DREval/89", 2), ("DREval/49", 1)]]
+    truth = ground_truth(reval_sandbox, [p for p, _ in picks])
+
+    def q(task_id, input_idx, lineno):
+        p = by_id[task_id]
+        return truth[(task_id, input_idx)]["queries"][_query_idx(p, input_idx, lineno)]
+
+    # a constructor called only in setUp is not executed: setUp is not traced
+    assert q("DREval/112", 0, 9)["covered"] is False and q("DREval/112", 0, 9)["values"] == []
+    # read at the first line of the next method the test calls
+    assert q("DREval/85", 3, 7)["values"] == [["1.5", "float"]]
+    # cross-frame successors: __init__ and display. REval (CPython 3.10) has [3, 26]; 3.11 emits a line
+    # event on the `def display` line, so ours is [3, 25] (one of the 2 documented 3.11 differences)
+    assert q("DREval/89", 2, 23)["path"] == [3, 25]
+    # executed, but the next line's comprehension frame overwrote the locals: Nil
+    assert q("DREval/49", 1, 14)["covered"] is True and q("DREval/49", 1, 14)["values"] == []
+
+    p112, p85, p89, p49 = (by_id[t] for t in ("DREval/112", "DREval/85", "DREval/89", "DREval/49"))
+    rows = [
+        _row(p112, 0, "coverage", _wrap("NO"), _query_idx(p112, 0, 9)),
+        _row(p112, 0, "coverage", _wrap("YES"), _query_idx(p112, 0, 9)),
+        _row(p112, 0, "state", _wrap("Nil"), _query_idx(p112, 0, 9)),
+        _row(p85, 3, "state", _wrap("1.5; float"), 0),
+        _row(p85, 3, "state", _wrap("1.5000000001; <class 'float'>"), 0),  # float tolerance 1e-6
+        _row(p85, 3, "state", _wrap("1.5; int"), 0),
+        _row(p85, 3, "state", _wrap("Nil"), 0),
+        _row(p89, 2, "path", _wrap("self.play_text = text"), _query_idx(p89, 2, 23)),
+        _row(p89, 2, "path", _wrap("def display(self, key, value):"), _query_idx(p89, 2, 23)),
+        _row(p89, 2, "path", _wrap("3"), _query_idx(p89, 2, 23)),
+        _row(p89, 2, "path", _wrap("-1"), _query_idx(p89, 2, 23)),
+        _row(p49, 1, "state", _wrap("Nil"), _query_idx(p49, 1, 14)),
+        _row(p49, 1, "state", _wrap("(5, False); tuple"), _query_idx(p49, 1, 14)),
+    ]
+    marks, _ = _score(rows, programs, reval_sandbox)
+    assert marks == [True, False, True, True, True, False, False, True, True, False, False, True, False]
+
+
+# ---------------------------------------------------------------- State parsing and Output execution
+
+def test_state_answer_forms_and_hostile_answers(programs, by_id, reval_sandbox):
+    p112, p86, p100 = by_id["DREval/112"], by_id["DREval/86"], by_id["DREval/100"]
+    op_stack = _query_idx(p112, 0, 64)
+    rows = [
+        _row(p112, 0, "state", _wrap("[',', '+']; collections.deque"), op_stack),  # deque(eval(..))
+        _row(p112, 0, "state", _wrap("[',', '+']; list"), op_stack),  # wrong type
+        _row(p112, 0, "state", _wrap("['+', ',']; collections.deque"), op_stack),  # wrong value
+        _row(p86, 0, "state", _wrap("int; type"), _query_idx(p86, 0, 35)),  # the class int
+        _row(p100, 3, "state", _wrap("1900-01-01 10:00:00; datetime.datetime"), 0),  # via dateutil
+        _row(p100, 3, "state", _wrap("1900-01-01 10:05:00; datetime.datetime"), 0),
+        _row(p112, 0, "state", _wrap("__import__('os')._exit(0); int"), op_stack),  # kills its own child only
+        _row(p112, 0, "state", _wrap("[x for x in iter(int, 1)]; list"), op_stack),  # hangs: time limit
+        _row(p112, 0, "state", _wrap("no separator"), op_stack),
+    ]
+    marks, summary = _score(rows, programs, reval_sandbox)
+    assert marks == [True, False, False, True, True, False, False, False, False]
+    assert summary["state"] == pytest.approx(3 / 9) and summary["unavailable"] == []
+
+
+def test_output_is_executed(programs, by_id, reval_sandbox):
+    p0, p85 = by_id["DREval/0"], by_id["DREval/85"]
+    question = p0.task(0).question
+    multi = next(p for p in programs if p.is_classeval and all(t.question.count("??") > 1 for t in p.tasks[:1]))
+    right_multi = reference_completion(multi, multi.tasks[0].input_idx)
+    rows = [
+        _row(p0, 0, "output", _wrap(question.replace("??", "True"))),
+        _row(p0, 0, "output", _wrap(question.replace("??", "1 == 1"))),  # any passing assert is accepted
+        _row(p0, 0, "output", _wrap(question.replace("??", "False"))),
+        _row(p0, 0, "output", _wrap("assert True")),
+        _row(p0, 0, "output", _wrap("import os; os._exit(0)")),  # no assert: fails without running
+        _row(p85, 3, "output", _wrap(reference_completion(p85, 3))),
+        _row(p85, 3, "output", _wrap("assertAlmostEqual(3.53, 3.535, delta=0.01)")),  # padded with line 1
+        _row(p85, 3, "output", _wrap("areaCalculator = AreaCalculator(1.5)\nassertAlmostEqual(3.53, 4.0, delta=0.01)")),
+        _row(multi, multi.tasks[0].input_idx, "output", _wrap(right_multi)),
+        _row(multi, multi.tasks[0].input_idx, "output", _wrap(right_multi.split("\n")[0])),  # too few asserts
+    ]
+    marks, summary = _score(rows, programs, reval_sandbox)
+    assert marks == [True, True, False, False, False, True, True, False, True, False]
+    assert summary["output"] == pytest.approx(5 / 10)
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_scores_and_rejects_bad_input(tmp_path, by_id, capsys):
+    parser = argparse.ArgumentParser()
+    add_reval_parser(parser.add_subparsers(dest="benchmark"))
+    p = by_id["DREval/0"]
+    rows = [_row(p, 0, "coverage", _wrap("YES"), 0), _row(p, 0, "coverage", _wrap("NO"), 1),
+            _row(p, 0, "state", _wrap("0.2; float"), 0), _row(p, 0, "path", _wrap("-1"), 0),
+            _row(p, 0, "path", _wrap("-1"), 1),
+            _row(p, 0, "output", _wrap(p.task(0).question.replace("??", "True")))]
+    preds, out = tmp_path / "preds.jsonl", tmp_path / "scored.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = parser.parse_args(["reval", str(preds), "--out", str(out)])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["correct"] for r in scored] == [True, False, True, True, False, True]
+    assert set(KINDS) <= set(summary) and summary["coverage"] == 0.5 and summary["output"] == 1.0
+    # query 0 is right in all four tasks (1 point), query 1 has C wrong (0): IC 50
+    assert summary["ic"] == pytest.approx(50.0)
+
+    bad = tmp_path / "bad.jsonl"
+    for text in ("not json\n", json.dumps({**rows[0], "kind": "trace"}) + "\n",
+                 json.dumps({**rows[0], "lineno": 3}) + "\n", json.dumps({**rows[0], "task_id": "DREval/999"}) + "\n",
+                 json.dumps({k: v for k, v in rows[0].items() if k != "response"}) + "\n", ""):
+        bad.write_text(text)
+        args = parser.parse_args(["reval", str(bad)])
+        assert args.func(args) == 2
+        assert "stepcode score reval:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the whole dataset
+
+@pytest.mark.slow
+def test_full_dataset_accepted_and_wrong_answers(programs, reval_sandbox):
+    truth = ground_truth(reval_sandbox, programs, want_accepted=True)
+    unavailable = {k for k, r in truth.items() if not r["ok"]}
+    assert {k[0] for k in unavailable} <= NEEDS_MISSING_MODULES
+    assert all("ModuleNotFoundError" in truth[k]["error"] for k in unavailable)
+    usable = [p for p in programs if p.task_id not in {k[0] for k in unavailable}]
+    n_queries = sum(len(t.queries) for p in usable for t in p.tasks)
+
+    right, wrong = [], []
+    for p in usable:
+        lines = p.code.split("\n")
+        for t in p.tasks:
+            report = truth[(p.task_id, t.input_idx)]
+            for i, (q, gt) in enumerate(zip(t.queries, report["queries"])):
+                right.append(_row(p, t.input_idx, "coverage", _wrap("YES" if gt["covered"] else "NO"), i))
+                wrong.append(_row(p, t.input_idx, "coverage", _wrap("NO" if gt["covered"] else "YES"), i))
+                if gt["accepted"] is not None:
+                    right.append(_row(p, t.input_idx, "state", _wrap(gt["accepted"]), i))
+                else:  # no answer REval can parse to these values (upper-case class names, ndarray in dict)
+                    right.append(_row(p, t.input_idx, "state", _wrap("Nil"), i))
+                wrong.append(_row(p, t.input_idx, "state", _wrap("Nil" if gt["values"] else "1; int"), i))
+                succ = gt["path"][0]
+                right.append(_row(p, t.input_idx, "path", _wrap("-1" if succ == -1 else lines[succ - 1].strip()), i))
+                wrong.append(_row(p, t.input_idx, "path",
+                                  _wrap(lines[q.lineno - 1].strip() if succ == -1 else "-1"), i))
+            value = None if p.is_classeval else report["value_repr"]
+            right.append(_row(p, t.input_idx, "output", _wrap(reference_completion(p, t.input_idx, value))))
+            wrong.append(_row(p, t.input_idx, "output",
+                              _wrap(t.question if p.is_classeval else t.question.replace("??", "object()"))))
+
+    scored, summary = score_predictions(right, programs, reval_sandbox)
+    no_state = sum(1 for p in usable for t in p.tasks for gt in truth[(p.task_id, t.input_idx)]["queries"]
+                   if gt["accepted"] is None)
+    assert summary["coverage"] == 1.0 and summary["path"] == 1.0
+    assert summary["state"] == pytest.approx(1 - no_state / n_queries)
+    print("accepted:", json.dumps(summary), "no accepted state answer:", no_state)
+    failed_output = sorted({(r["task_id"], r["input_idx"]) for r in scored if r["kind"] == "output" and not r["correct"]})
+    assert failed_output == []
+    assert summary["ic"] > 99.0
+
+    _, summary_wrong = score_predictions(wrong, programs, reval_sandbox)
+    assert all(summary_wrong[k] == 0.0 for k in KINDS), summary_wrong
+    assert summary_wrong["ic"] == 0.0
