@@ -391,13 +391,24 @@ def isolated(fn, timeout):
 
 
 def _numpy_1_aliases():
-    """REval ran numpy 1.x; DREval/122 calls ``np.mat``, removed in 2.0 (it was ``np.asmatrix``)."""
+    """REval ran numpy 1.x, where DREval/122 works: ``np.mat`` (removed in 2.0; it was ``np.asmatrix``) and
+    ``float()`` of a 1x1 matrix."""
     try:
         import numpy
     except ImportError:
         return
     if not hasattr(numpy, "mat"):
         numpy.mat = numpy.asmatrix
+    try:
+        float(numpy.asmatrix([[1.0]]))
+    except TypeError:  # numpy >= 2.? refuses float() of a 1x1 matrix, which DREval/122 does
+
+        def _matrix_float(self):
+            if self.size != 1:
+                raise TypeError("only size-1 arrays can be converted to Python scalars")
+            return float(self.item())
+
+        numpy.matrix.__float__ = _matrix_float
 
 
 def main():
