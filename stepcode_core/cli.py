@@ -114,6 +114,10 @@ def add_score_parser(commands: argparse._SubParsersAction) -> None:
     crux.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
     crux.set_defaults(func=_score_cruxeval)
 
+    from stepcode_core.reval import add_reval_parser
+
+    add_reval_parser(benchmarks)
+
 
 def _score_cruxeval(args: argparse.Namespace) -> int:
     import time
