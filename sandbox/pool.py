@@ -156,7 +156,12 @@ class WorkerHandle:
                     self._send(frame)
                 except OSError as exc:
                     held = None
+                    earlier = list(inflight)  # sent to the worker that just broke: run them again
+                    inflight.clear()
                     put(index, self._lost(exc, request, ready_at))
+                    for again, queued, _ in earlier:
+                        put(again, self.execute(queued))
+                    ready_at = time.monotonic()
                     continue
                 inflight.append((index, request, len(frame)))
                 held = None
