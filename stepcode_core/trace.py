@@ -288,13 +288,23 @@ class TracedRun:
     duration_s: float
 
 
-def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_mb: int = 512) -> list[TracedRun]:
-    """Execute every job in ``sandbox`` (anything with ``run_batch``, see :mod:`sandbox`), in order."""
-    from sandbox import ExecutionRequest
+def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_mb: int = 512,
+               batch: int = 64) -> list[TracedRun]:
+    """Execute every job in ``sandbox`` (anything with ``run_batch``, see :mod:`sandbox`), in order,
+    ``batch`` programs to a sandbox run, each in a process of its own (see
+    :mod:`stepcode_core.forked_batch`); ``batch=1`` gives every program a sandbox run of its own."""
+    from stepcode_core.forked_batch import run_forked
 
     scripts = [build_trace_script(job.program, job.call, job.expected, repeats=job.repeats) for job in jobs]
-    requests = [ExecutionRequest(code=script, timeout_s=timeout_s, memory_mb=memory_mb) for script, _ in scripts]
-    results = sandbox.run_batch(requests)
+    if batch > 1:
+        results = run_forked([script for script, _ in scripts], sandbox, timeout_s=timeout_s, memory_mb=memory_mb,
+                             batch=batch)
+    else:
+        from sandbox import ExecutionRequest
+
+        results = sandbox.run_batch(
+            [ExecutionRequest(code=script, timeout_s=timeout_s, memory_mb=memory_mb) for script, _ in scripts]
+        )
     return [
         TracedRun(parse_trace(result.stdout, job.program, nonce), result.status, result.stderr, result.duration_s)
         for job, (_, nonce), result in zip(jobs, scripts, results)

@@ -495,3 +495,18 @@ def test_repeated_execution_flags_nondeterministic_programs(local_sandbox):
     assert timed_run.trace.deterministic is False
     assert once.trace.deterministic is None
     assert stable_run.trace.anchor_text() == once.trace.anchor_text()
+
+
+def test_batched_traces_equal_one_run_per_program(local_sandbox):
+    import re
+
+    def seen(run):  # memory addresses differ between processes (such traces are dropped as unstable)
+        without_addresses = re.sub(r" at 0x[0-9a-f]+", " at 0x?", run.trace.anchor_text())
+        return (run.status, run.trace.result, run.trace.error, without_addresses, run.trace.program_stdout,
+                run.trace.deterministic)
+
+    jobs = [TraceJob(instrument(code), call, repeats=2) for _, code, call in TRICKY_PROGRAMS]
+    batched = run_traces(jobs, local_sandbox, timeout_s=10, batch=8)
+    alone = run_traces(jobs, local_sandbox, timeout_s=10, batch=1)
+    for (name, _, _), one, other in zip(TRICKY_PROGRAMS, batched, alone):
+        assert seen(one) == seen(other), name
