@@ -13,15 +13,16 @@ compared here: they are text matched against trusted data.
 Runtime: the local sandbox is opened with this interpreter (``open_reval_sandbox``), whose
 site-packages the in-sandbox script adds to its path, because 5 ClassEval programs import numpy and
 State answers of type datetime need dateutil. DREval/117 needs bs4, lxml and gensim and DREval/149
-gensim; where those are missing the program cannot load and its questions are reported unavailable
-(their answers score as wrong).
+gensim (with scipy, smart_open, wrapt); where those are missing the program cannot load and its
+questions are reported unavailable (their answers score as wrong). ``$STEPCODE_REVAL_SITE_DIRS`` adds
+package folders for them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import os
 import sys
 import sysconfig
 from collections.abc import Iterable, Sequence
@@ -203,6 +204,14 @@ def open_reval_sandbox(backend: str = "local", workers: int | None = None):
     return open_sandbox(backend=backend, workers=workers, local_options=options)
 
 
+def _site_dirs() -> list[str]:
+    """Package folders the in-sandbox script adds to its path: our site-packages, then
+    $STEPCODE_REVAL_SITE_DIRS (os.pathsep-separated; for the local backend they must lie under the
+    interpreter's prefix, the only host folders the sandbox mounts)."""
+    extra = [d for d in os.environ.get("STEPCODE_REVAL_SITE_DIRS", "").split(os.pathsep) if d]
+    return [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *extra]
+
+
 def _payload(program: RevalProgram, item: RevalInput, *, state_answers=(), completions=(),
              want_accepted=False, want_lines=False) -> dict:
     return {
@@ -211,7 +220,7 @@ def _payload(program: RevalProgram, item: RevalInput, *, state_answers=(), compl
         "queries": [{"lineno": q.lineno, "var": q.var} for q in item.queries],
         "state_answers": [list(a) for a in state_answers], "completions": list(completions),
         "want_accepted": want_accepted, "want_lines": want_lines,
-        "site_dirs": [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]],
+        "site_dirs": _site_dirs(),
         "answer_timeout": 5.0,
     }
 
@@ -316,7 +325,7 @@ def score_predictions(rows: Sequence[dict], programs: Sequence[RevalProgram], sa
             slot.append(None)
     reports = run_groups(sandbox, groups)
 
-    scored, verdict = [], {}
+    scored = []
     for row, (program, item, q), s in zip(rows, checked, slot):
         key = (program.task_id, item.input_idx)
         report = reports[group_of[key]]
@@ -330,27 +339,39 @@ def score_predictions(rows: Sequence[dict], programs: Sequence[RevalProgram], sa
         else:
             correct = bool(report[kind][s])
         scored.append({**row, "correct": correct})
-        verdict[(key, kind, q)] = verdict.get((key, kind, q), False) or correct
 
     accuracy = {}
     for kind in KINDS:
         marks = [r["correct"] for r in scored if r["kind"] == kind]
         accuracy[kind] = sum(marks) / len(marks) if marks else None
-    points, n_queries = 0.0, 0
-    for program in programs:
-        for item in program.tasks:
-            key = (program.task_id, item.input_idx)
-            if key not in group_of:
-                continue
-            o = verdict.get((key, "output", None), False)
-            for q in range(len(item.queries)):
-                n_queries += 1
-                points += ic_points(*(verdict.get((key, k, q), False) for k in ("coverage", "state", "path")), o)
-    summary = {**accuracy, "ic": 100.0 * points / n_queries if n_queries else None,
+    summary = {**accuracy, "ic": incremental_consistency(scored, programs),
                "n": {kind: sum(r["kind"] == kind for r in scored) for kind in KINDS},
                "unavailable": sorted(f"{k[0]}#{k[1]}: {reports[i].get('error')}" for k, i in group_of.items()
                                      if not reports[i].get("ok"))}
     return scored, summary
+
+
+def incremental_consistency(scored: Iterable[dict], programs: Sequence[RevalProgram]) -> float | None:
+    """REval's Consistency.run over scored rows: per query the points of its C, S, P verdicts and the
+    Output verdict of its (program, input), averaged ×100 over every query of the (program, input)
+    pairs the rows touch (all 3152 for a full run). A missing answer counts as wrong; with several
+    rows for one question, any correct one counts."""
+    verdict: dict[tuple, bool] = {}
+    for row in scored:
+        key = (row["task_id"], int(row["input_idx"]), row["kind"], row.get("query_idx") if row["kind"] != "output" else None)
+        verdict[key] = verdict.get(key, False) or bool(row["correct"])
+    touched = {(k[0], k[1]) for k in verdict}
+    points, n_queries = 0.0, 0
+    for program in programs:
+        for item in program.tasks:
+            pair = (program.task_id, item.input_idx)
+            if pair not in touched:
+                continue
+            o = verdict.get((*pair, "output", None), False)
+            for q in range(len(item.queries)):
+                n_queries += 1
+                points += ic_points(*(verdict.get((*pair, k, q), False) for k in ("coverage", "state", "path")), o)
+    return 100.0 * points / n_queries if n_queries else None
 
 
 # ---------------------------------------------------------------- CLI

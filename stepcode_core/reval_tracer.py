@@ -418,6 +418,7 @@ def main():
             sys.path.append(path)
     if "numpy" in task["code"]:
         _numpy_1_aliases()
+    os.environ.setdefault("HOME", "/tmp")  # the run has an empty environment; gensim needs a home
     out_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # the program's own prints must not mix with our one JSON line
@@ -445,6 +446,13 @@ def main():
                             "values": distinct,
                             "accepted": accepted_answer(values) if task.get("want_accepted") else None})
         timeout = task.get("answer_timeout", 5.0)
+        if task.get("state_answers") or task.get("want_accepted"):
+            import pydoc  # noqa: F401 - imported once here, not in every forked child
+        if any("datetime" in a[1] for a in task.get("state_answers", [])):
+            try:
+                import dateutil.parser  # noqa: F401
+            except ImportError:
+                pass
         state_verdicts = [isolated(lambda a=a: state_correct(parse_state(a[1]), values_of[a[0]]), timeout)
                           for a in task.get("state_answers", [])]
         output_verdicts = [isolated(lambda c=c: run_output(task, c), timeout) for c in task.get("completions", [])]

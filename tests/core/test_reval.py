@@ -15,6 +15,7 @@ from stepcode_core.reval import (
     extract_answer,
     ground_truth,
     ic_points,
+    incremental_consistency,
     load_reval,
     open_reval_sandbox,
     path_correct,
@@ -61,6 +62,11 @@ def _row(program, input_idx, kind, response, query_idx=None):
 
 def _query_idx(program, input_idx, lineno):
     return next(i for i, q in enumerate(program.task(input_idx).queries) if q.lineno == lineno)
+
+
+def _summary(scored, programs):
+    marks = {k: [r["correct"] for r in scored if r["kind"] == k] for k in KINDS}
+    return {**{k: sum(v) / len(v) for k, v in marks.items()}, "ic": incremental_consistency(scored, programs)}
 
 
 def _score(rows, programs, sandbox):
@@ -231,10 +237,15 @@ def test_cli_scores_and_rejects_bad_input(tmp_path, by_id, capsys):
 
 @pytest.mark.slow
 def test_full_dataset_accepted_and_wrong_answers(programs, reval_sandbox):
+    """Every question of DREval. With bs4, lxml and gensim available to the sandbox (site-packages or
+    $STEPCODE_REVAL_SITE_DIRS) the counts are REval's own: 1694 executed / 1458 not, 18 State questions
+    with no acceptable answer, IC 99.43. Without them DREval/117 and 149 are unavailable and the
+    numbers are those of the other 152 programs."""
     truth = ground_truth(reval_sandbox, programs, want_accepted=True)
     unavailable = {k for k, r in truth.items() if not r["ok"]}
     assert {k[0] for k in unavailable} <= NEEDS_MISSING_MODULES
     assert all("ModuleNotFoundError" in truth[k]["error"] for k in unavailable)
+    assert all(r["error"] is None for r in truth.values() if r["ok"])  # every input runs cleanly
     usable = [p for p in programs if p.task_id not in {k[0] for k in unavailable}]
     n_queries = sum(len(t.queries) for p in usable for t in p.tasks)
 
@@ -246,10 +257,8 @@ def test_full_dataset_accepted_and_wrong_answers(programs, reval_sandbox):
             for i, (q, gt) in enumerate(zip(t.queries, report["queries"])):
                 right.append(_row(p, t.input_idx, "coverage", _wrap("YES" if gt["covered"] else "NO"), i))
                 wrong.append(_row(p, t.input_idx, "coverage", _wrap("NO" if gt["covered"] else "YES"), i))
-                if gt["accepted"] is not None:
-                    right.append(_row(p, t.input_idx, "state", _wrap(gt["accepted"]), i))
-                else:  # no answer REval can parse to these values (upper-case class names, ndarray in dict)
-                    right.append(_row(p, t.input_idx, "state", _wrap("Nil"), i))
+                # no accepted answer: values whose class name has capitals, or a dict holding an ndarray
+                right.append(_row(p, t.input_idx, "state", _wrap(gt["accepted"] or "Nil"), i))
                 wrong.append(_row(p, t.input_idx, "state", _wrap("Nil" if gt["values"] else "1; int"), i))
                 succ = gt["path"][0]
                 right.append(_row(p, t.input_idx, "path", _wrap("-1" if succ == -1 else lines[succ - 1].strip()), i))
@@ -260,16 +269,24 @@ def test_full_dataset_accepted_and_wrong_answers(programs, reval_sandbox):
             wrong.append(_row(p, t.input_idx, "output",
                               _wrap(t.question if p.is_classeval else t.question.replace("??", "object()"))))
 
-    scored, summary = score_predictions(right, programs, reval_sandbox)
-    no_state = sum(1 for p in usable for t in p.tasks for gt in truth[(p.task_id, t.input_idx)]["queries"]
-                   if gt["accepted"] is None)
-    assert summary["coverage"] == 1.0 and summary["path"] == 1.0
-    assert summary["state"] == pytest.approx(1 - no_state / n_queries)
-    print("accepted:", json.dumps(summary), "no accepted state answer:", no_state)
-    failed_output = sorted({(r["task_id"], r["input_idx"]) for r in scored if r["kind"] == "output" and not r["correct"]})
-    assert failed_output == []
-    assert summary["ic"] > 99.0
+    # one scoring pass for both sets (each (program, input) is traced once)
+    scored_all, _ = score_predictions(right + wrong, programs, reval_sandbox)
+    scored, scored_wrong = scored_all[: len(right)], scored_all[len(right):]
+    summary = _summary(scored, programs)
+    no_state = [(r["task_id"], r["input_idx"]) for r in scored if r["kind"] == "state" and not r["correct"]]
+    assert {t for t, _ in no_state} <= {"DREval/117", "DREval/127"}
+    assert summary["coverage"] == 1.0 and summary["path"] == 1.0 and summary["output"] == 1.0
+    assert summary["state"] == pytest.approx(1 - len(no_state) / n_queries)
+    executed = sum(r["response"].startswith("Some reasoning.\n[ANSWER]\nYES") for r in right if r["kind"] == "coverage")
+    if not unavailable:  # REval's own numbers
+        assert n_queries == 3152 and executed == 1694 and len(no_state) == 18
+        assert summary["state"] == pytest.approx(0.99429, abs=1e-5)
+        assert summary["ic"] == pytest.approx(99.43, abs=0.005)
+    else:  # the 152 programs without bs4/gensim: 3 unanswerable State questions (DREval/127)
+        assert n_queries == 3070 and len(no_state) == 3
+        # an unanswerable State question breaks the C,S,P,O prefix: C right, S wrong, P and O right = 0
+        assert summary["ic"] == pytest.approx(100 * (1 - 3 / 3070))
 
-    _, summary_wrong = score_predictions(wrong, programs, reval_sandbox)
+    summary_wrong = _summary(scored_wrong, programs)
     assert all(summary_wrong[k] == 0.0 for k in KINDS), summary_wrong
     assert summary_wrong["ic"] == 0.0
