@@ -358,7 +358,8 @@ def incremental_consistency(scored: Iterable[dict], programs: Sequence[RevalProg
     rows for one question, any correct one counts."""
     verdict: dict[tuple, bool] = {}
     for row in scored:
-        key = (row["task_id"], int(row["input_idx"]), row["kind"], row.get("query_idx") if row["kind"] != "output" else None)
+        q = row.get("query_idx") if row["kind"] != "output" else None
+        key = (row["task_id"], int(row["input_idx"]), row["kind"], q)
         verdict[key] = verdict.get(key, False) or bool(row["correct"])
     touched = {(k[0], k[1]) for k in verdict}
     points, n_queries = 0.0, 0

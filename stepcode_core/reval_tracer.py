@@ -21,7 +21,6 @@ import os
 import select
 import signal
 import sys
-import textwrap
 import types
 from collections.abc import Iterator
 
