@@ -122,6 +122,8 @@ def reval_prompt(kind: str, style: str, program: RevalProgram, input_idx: int, l
     invocation, abbr = _invocation(program, input_idx)
     if kind == "output":
         invocation = program.task(input_idx).question
+        if program.is_classeval:  # as in the template's class example
+            invocation = "# Test code starts here. Only write the completed test code in your answer.\n" + invocation
     fields = {"code": program.code.rstrip("\n"), "invocation": invocation, "invocation_abbr": abbr}
     if kind != "output":
         if lineno is None or (kind == "state" and var is None):

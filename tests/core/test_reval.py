@@ -114,6 +114,9 @@ def test_prompts_fill_every_field(by_id):
     out = reval_prompt("output", "cot", by_id["DREval/0"], 0)
     assert "assert has_close_elements([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == ??" in out
     assert out.rstrip().endswith("[THOUGHT]")
+    cls = reval_prompt("output", "direct", p, 3)
+    assert "# Test code starts here. Only write the completed test code in your answer.\n" \
+           "areaCalculator = AreaCalculator(1.5)\nassertAlmostEqual(3.53, ??, delta=0.01)\n[/PYTHON]" in cls
     with pytest.raises(ValueError):
         reval_prompt("path", "direct", p, 3)
 
