@@ -26,14 +26,14 @@ def split_of(program_id: str, val_fraction: float) -> str:
 
 
 def trace_job(row: dict, program: InstrumentedProgram) -> TraceJob:
-    """Run an instrumented-programs row: the call ``entry_point(input)``, or the module as a script;
-    twice in the same sandbox run, so that a program whose runs differ is caught."""
+    """Run an instrumented-programs row: the call ``entry_point(input)``, or the module as a script.
+    (execution_traces runs it with ``cross_check``: a second run under another hash seed.)"""
     call = tasks.call_text(row["entry_point"], row["input"]) if row.get("entry_point") else None
-    return TraceJob(program, call, row.get("output"), repeats=2)
+    return TraceJob(program, call, row.get("output"))
 
 
 def trace_record(row: dict, run: TracedRun) -> dict:
-    """One row of ``execution_traces``: the first execution's trace, and whether the second agreed."""
+    """One row of ``execution_traces``: the trace, and whether a second run agreed with it."""
     trace = run.trace
     return {
         "program_id": row["program_id"],

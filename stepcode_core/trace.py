@@ -11,6 +11,7 @@ was over the cap. A run killed before its end (timeout, memory) yields an incomp
 from __future__ import annotations
 
 import json
+import random
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -289,16 +290,38 @@ class TracedRun:
 
 
 def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_mb: int = 512,
-               batch: int = 64) -> list[TracedRun]:
+               batch: int = 64, cross_check: bool = False) -> list[TracedRun]:
     """Execute every job in ``sandbox`` (anything with ``run_batch``, see :mod:`sandbox`), in order,
     ``batch`` programs to a sandbox run, each in a process of its own (see
-    :mod:`stepcode_core.forked_batch`); ``batch=1`` gives every program a sandbox run of its own."""
+    :mod:`stepcode_core.forked_batch`); ``batch=1`` gives every program a sandbox run of its own.
+
+    ``cross_check`` runs every job a second time in a fresh interpreter under another
+    ``PYTHONHASHSEED``, and ``Trace.deterministic`` says whether both runs agree: this catches
+    randomness, clocks and addresses, and also set or dict orders that depend on string hashing,
+    which two runs in one interpreter cannot show."""
+    runs = _run_once(jobs, sandbox, timeout_s, memory_mb, batch, hash_seed=None)
+    if cross_check:
+        seed = random.SystemRandom().randint(1, 2**32 - 1)
+        again = _run_once(jobs, sandbox, timeout_s, memory_mb, max(batch, 1), hash_seed=seed)
+        for run, other in zip(runs, again):
+            agree = _observable(run) == _observable(other)
+            run.trace.deterministic = agree and run.trace.deterministic is not False
+    return runs
+
+
+def _observable(run: TracedRun) -> tuple:
+    trace = run.trace
+    return (run.status, trace.result, trace.error, trace.anchor_text(), trace.anchor_lines, trace.program_stdout)
+
+
+def _run_once(jobs: list[TraceJob], sandbox, timeout_s: float, memory_mb: int, batch: int,
+              hash_seed: int | None) -> list[TracedRun]:
     from stepcode_core.forked_batch import run_forked
 
     scripts = [build_trace_script(job.program, job.call, job.expected, repeats=job.repeats) for job in jobs]
-    if batch > 1:
+    if batch > 1 or hash_seed is not None:
         results = run_forked([script for script, _ in scripts], sandbox, timeout_s=timeout_s, memory_mb=memory_mb,
-                             batch=batch)
+                             batch=batch, hash_seed=hash_seed)
     else:
         from sandbox import ExecutionRequest
 

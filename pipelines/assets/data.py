@@ -26,7 +26,7 @@ from stepcode_core.trace import run_traces
 
 RAW_VERSION = "raw_programs-v2"
 INSTRUMENT_VERSION = "instrumented_programs-v2"
-TRACES_VERSION = "execution_traces-v2"
+TRACES_VERSION = "execution_traces-v3"
 DATASET_VERSION = "trace_dataset-v1"
 
 
@@ -172,7 +172,7 @@ def plan_trace_shards(config: TraceConfig, instrumented_programs: ArtifactRef):
 
 @dg.op
 def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: SandboxResource, spec: ShardSpec) -> ShardResult:
-    """Run one shard's programs in the sandbox (each twice, see trace_job); the shard's artifact is
+    """Run one shard's programs in the sandbox (each twice, under two hash seeds); the shard's artifact is
     cached by its content, so a re-run after a crash runs only the shards that were missing."""
     rows = [row for row in spec.programs.read_table().to_pylist()
             if shard_of(row["program_id"], spec.num_shards) == spec.index]
@@ -189,7 +189,7 @@ def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: S
         if jobs:
             with sandbox.open() as opened:
                 context.log.info(f"sandbox: {opened.name} backend, {len(opened.workers)} warm workers")
-                runs = run_traces(jobs, opened, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb)
+                runs = run_traces(jobs, opened, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb, cross_check=True)
         else:
             runs = []
         by_id = {row["program_id"]: trace_record(row, run) for row, run in zip(runnable, runs)}
@@ -240,8 +240,8 @@ def _trace_config(config: TraceConfig) -> dict:
 
 @dg.graph_asset(group_name="data", code_version=TRACES_VERSION, config=dg.ConfigMapping(config_fn=_trace_config))
 def execution_traces(instrumented_programs):
-    """Every instrumented program run in the sandbox, twice in fresh namespaces: its trace and whether
-    the two executions agree. Shards fan out as dynamic outputs (parallel under the multiprocess
+    """Every instrumented program run in the sandbox, twice, in two interpreters with different hash
+    seeds: its trace and whether the two runs agree. Shards fan out as dynamic outputs (parallel under the multiprocess
     executor) and are merged into one artifact of Parquet shards."""
     return merge_trace_shards(plan_trace_shards(instrumented_programs).map(trace_shard).collect())
 

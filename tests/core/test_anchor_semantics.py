@@ -502,11 +502,28 @@ def test_batched_traces_equal_one_run_per_program(local_sandbox):
 
     def seen(run):  # memory addresses differ between processes (such traces are dropped as unstable)
         without_addresses = re.sub(r" at 0x[0-9a-f]+", " at 0x?", run.trace.anchor_text())
-        return (run.status, run.trace.result, run.trace.error, without_addresses, run.trace.program_stdout,
-                run.trace.deterministic)
+        return run.status, run.trace.result, run.trace.error, without_addresses, run.trace.program_stdout
 
-    jobs = [TraceJob(instrument(code), call, repeats=2) for _, code, call in TRICKY_PROGRAMS]
-    batched = run_traces(jobs, local_sandbox, timeout_s=10, batch=8)
+    jobs = [TraceJob(instrument(code), call) for _, code, call in TRICKY_PROGRAMS]
+    batched = run_traces(jobs, local_sandbox, timeout_s=10, batch=8, cross_check=True)
     alone = run_traces(jobs, local_sandbox, timeout_s=10, batch=1)
     for (name, _, _), one, other in zip(TRICKY_PROGRAMS, batched, alone):
+        # A set of strings iterates in hash-seed order; a generator prints its address: both differ per run.
+        if name == "unicode" or one.trace.has_addresses:
+            assert one.trace.deterministic is False, name
+            continue
+        assert one.trace.deterministic is True, name
         assert seen(one) == seen(other), name
+
+
+def test_cross_check_catches_hash_order_and_randomness(local_sandbox):
+    hash_order = "def f(words):\n    seen = list(set(words))\n    return seen\n"
+    stable = "def f(words):\n    seen = sorted(set(words))\n    return seen\n"
+    randomized = "import random\n\ndef f():\n    k = random.random()\n    return k < 2\n"
+    words = repr([f"w{i}" for i in range(30)])
+    jobs = [TraceJob(instrument(hash_order), f"f({words})"), TraceJob(instrument(stable), f"f({words})"),
+            TraceJob(instrument(randomized), "f()")]
+    same_interpreter = run_traces(jobs, local_sandbox, batch=8)
+    assert [run.trace.deterministic for run in same_interpreter] == [None, None, None]
+    checked = run_traces(jobs, local_sandbox, batch=8, cross_check=True)
+    assert [run.trace.deterministic for run in checked] == [False, True, False]
