@@ -31,8 +31,16 @@ if seed is not None and os.environ.get("PYTHONHASHSEED") != str(seed):
         json.dump(payload, handle)
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-S", sys.argv[0], path], {"PYTHONHASHSEED": str(seed)})
+# What the sandbox worker has imported before it forks: a re-executed runner imports it too, so that
+# each forked program does not pay for it (and both runs see the same modules loaded).
+import bisect, collections, copy, functools, heapq, io, itertools, math, operator, re, string, traceback
 timeout, cap = payload["timeout"], payload["output_limit"]
 base = os.getcwd()
+shared = {"__name__": "__main__"}
+if payload.get("prelude"):  # compiled and run once; every forked program starts from a copy of it
+    exec(compile(payload["prelude"], os.path.join(base, "prelude.py"), "exec"), shared)
+import gc
+gc.freeze()  # the collector leaves the parent's objects alone, so children do not copy their pages
 reports = []
 for index, script in enumerate(payload["scripts"]):
     workdir = os.path.join(base, "p%d" % index)
@@ -52,7 +60,7 @@ for index, script in enumerate(payload["scripts"]):
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
         code = 0
         try:
-            exec(compile(script, os.path.join(workdir, "program.py"), "exec"), {"__name__": "__main__"})
+            exec(compile(script, os.path.join(workdir, "program.py"), "exec"), shared)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
@@ -120,34 +128,57 @@ class ForkedResult:
 
 
 def run_forked(scripts: list[str], sandbox, *, timeout_s: float, memory_mb: int, batch: int = 64,
-               output_limit_bytes: int = 1 << 20, hash_seed: int | None = None) -> list[ForkedResult]:
+               output_limit_bytes: int = 1 << 20, hash_seed: int | None = None,
+               prelude: str | None = None) -> list[ForkedResult]:
     """Run ``scripts`` (Python programs) in ``sandbox``, ``batch`` to a sandbox run; results in order.
     With ``hash_seed``, each batch runs in a fresh interpreter with that ``PYTHONHASHSEED`` (about
-    30 ms a batch), so that set and dict orders of strings differ from the sandbox worker's."""
+    30 ms a batch), so that set and dict orders of strings differ from the sandbox worker's. A
+    ``prelude`` (code every script needs) is run once per batch, before the forks; a script that a
+    failed batch re-runs alone gets it prepended."""
+    (results,) = run_forked_passes([(scripts, hash_seed)], sandbox, timeout_s=timeout_s, memory_mb=memory_mb,
+                                   batch=batch, output_limit_bytes=output_limit_bytes, prelude=prelude)
+    return results
+
+
+def run_forked_passes(passes: list[tuple[list[str], int | None]], sandbox, *, timeout_s: float, memory_mb: int,
+                      batch: int = 64, output_limit_bytes: int = 1 << 20,
+                      prelude: str | None = None) -> list[list[ForkedResult]]:
+    """Several passes of :func:`run_forked` (``(scripts, hash_seed)`` each), submitted together so
+    that the sandbox's workers stay busy across them; one result list per pass."""
     from sandbox import ExecutionRequest
 
-    def request(chunk: list[str]) -> ExecutionRequest:
+    def request(chunk: list[str], hash_seed: int | None) -> ExecutionRequest:
         payload = json.dumps({"scripts": chunk, "timeout": timeout_s, "output_limit": output_limit_bytes,
-                              "hash_seed": hash_seed})
+                              "hash_seed": hash_seed, "prelude": prelude})
         return ExecutionRequest(code=_RUNNER, stdin=payload, timeout_s=min(3600, timeout_s * len(chunk) + 10),
-                                memory_mb=memory_mb, output_limit_bytes=min(256 << 20, 2 * output_limit_bytes * len(chunk) + (1 << 16)))
+                                memory_mb=memory_mb,
+                                output_limit_bytes=min(256 << 20, 2 * output_limit_bytes * len(chunk) + (1 << 16)))
 
-    chunks = [scripts[start : start + batch] for start in range(0, len(scripts), batch)]
-    results: list[ForkedResult] = []
-    for chunk, outcome in zip(chunks, sandbox.run_batch([request(chunk) for chunk in chunks])):
+    chunks = [(index, scripts[start : start + batch], seed)
+              for index, (scripts, seed) in enumerate(passes) for start in range(0, len(scripts), batch)]
+    outcomes = sandbox.run_batch([request(chunk, seed) for _, chunk, seed in chunks])
+    results: list[list[ForkedResult]] = [[] for _ in passes]
+    for (index, chunk, seed), outcome in zip(chunks, outcomes):
         reports = _reports(outcome, len(chunk))
-        if reports is None and hash_seed is None:  # the batch failed as a whole: one sandbox run per program
-            alone = sandbox.run_batch([ExecutionRequest(code=script, timeout_s=timeout_s, memory_mb=memory_mb,
+        if reports is None and seed is None:  # the batch failed as a whole: one sandbox run per program
+            alone = sandbox.run_batch([ExecutionRequest(code=(prelude + "\n" if prelude else "") + script,
+                                                        timeout_s=timeout_s, memory_mb=memory_mb,
                                                         output_limit_bytes=output_limit_bytes) for script in chunk])
             reports = [ForkedResult(r.status, r.exit_code, r.stdout, r.stderr, r.duration_s) for r in alone]
         elif reports is None:  # under another seed, one program per run of the same runner
             reports = [run_forked([script], sandbox, timeout_s=timeout_s, memory_mb=memory_mb, batch=1,
-                                  output_limit_bytes=output_limit_bytes, hash_seed=hash_seed)[0]
+                                  output_limit_bytes=output_limit_bytes, hash_seed=seed, prelude=prelude)[0]
                        if len(chunk) > 1 else ForkedResult(outcome.status, outcome.exit_code, "", outcome.stderr,
                                                            outcome.duration_s)
                        for script in chunk]
-        results.extend(reports)
+        results[index].extend(reports)
     return results
+
+
+def batch_size(programs: int, sandbox, largest: int = 64) -> int:
+    """Batches small enough that every worker gets several (the last ones finish together)."""
+    workers = len(getattr(sandbox, "workers", ())) or 1
+    return max(1, min(largest, -(-programs // (4 * workers))))
 
 
 def _reports(outcome, expected: int) -> list[ForkedResult] | None:

@@ -22,100 +22,107 @@ _MARK = "\x1e"
 # A default object repr holds a memory address: it changes from run to run.
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
 
-ANCHOR_RUNTIME = r'''
-_records = []
-_record = _records.append
-_hits = {}
-_total = 0
-
-def __stepcode_anchor__(site, value):
-    global _total
-    _total += 1
-    if _total > _RECORD_LIMIT:
-        return
-    if _HIT_CAP is not None:
-        hits = _hits[site] = _hits.get(site, 0) + 1
-        if hits > _HIT_CAP:
-            return
-    try:
-        _record((site, repr(value)))
-    except Exception as exc:  # P' must behave as P: a failing repr is reported, never raised
-        _record((site, "<repr failed: " + type(exc).__name__ + ">"))
-'''
-"""Defines ``__stepcode_anchor__``: records the state ``(site, repr(value))`` of up to ``_RECORD_LIMIT``
-anchors, at most ``_HIT_CAP`` hits a site, in ``_records``, and counts them all in ``_total``. Shared by the trace runner and benchmarks/bench_trace.py."""
-
-_RUNNER = r'''
+TRACE_RUNTIME = r'''
 import builtins as _builtins, io as _io, json as _json, sys as _sys, traceback as _traceback
-_out = _sys.stdout
-_PREFIX = "\x1e" + {nonce!r} + ":"
-_RECORD_LIMIT = {record_limit!r}
-_HIT_CAP = {hit_cap!r}
-{anchor_runtime}
-def _emit(kind, payload):
-    _out.write(_PREFIX + kind + ":" + _json.dumps(payload) + "\n")
+
+
+def _make_anchor(record_limit, hit_cap):
+    # __stepcode_anchor__ for one run: records (site, repr(value)) of up to record_limit anchors and
+    # at most hit_cap hits a site, and counts every anchor executed.
+    records = []
+    record = records.append
+    hits = {}
+    total = 0
+
+    def anchor(site, value):
+        nonlocal total
+        total += 1
+        if total > record_limit:
+            return
+        if hit_cap is not None:
+            seen = hits[site] = hits.get(site, 0) + 1
+            if seen > hit_cap:
+                return
+        try:
+            record((site, repr(value)))
+        except Exception as exc:  # P' must behave as P: a failing repr is reported, never raised
+            record((site, "<repr failed: " + type(exc).__name__ + ">"))
+
+    return anchor, records, lambda: total
+
 
 class _Capture(_io.StringIO):
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
     def write(self, text):
         if self.tell() > 1 << 20:  # a flood goes straight out, so the sandbox's output cap ends the run
-            return _out.write(text)
+            return self.out.write(text)
         return super().write(text)
 
-_builtins.{anchor} = {anchor}
-_SOURCE = {source!r}
-_compiled = []  # compiled once, inside the first run's try: a compile error is the program's error
-_EXPECTED = {expected!r}
 
-def _run_once():
-    # One execution in a fresh namespace: (outcome, anchor records, anchors executed, printed text).
-    global _total
-    _records.clear(); _hits.clear(); _total = 0
-    namespace = {{"__name__": "__main__", "__builtins__": _builtins}}
-    outcome = {{}}
-    _sys.stdout = captured = _Capture()
-    try:
-        if not _compiled:
-            _compiled.extend([compile(_SOURCE, "<program>", "exec"), {compiled_call}])
-        exec(_compiled[0], namespace)
-        if _compiled[1] is not None:
-            result = eval(_compiled[1], namespace)
-            try:
-                outcome["result"] = repr(result)
-            except Exception as exc:
-                outcome["result"] = "<repr failed: " + type(exc).__name__ + ">"
-            if _EXPECTED is not None:
-                outcome["match"] = bool(result == eval(_EXPECTED, namespace))
-    except BaseException as exc:
-        outcome["error"] = (type(exc).__name__ + ": " + str(exc))[:2000]
-        outcome["traceback"] = _traceback.format_exc()
-    finally:
-        _sys.stdout = _out
-    return outcome, list(_records), _total, captured.getvalue()
+def _trace_program(nonce, record_limit, hit_cap, source, call, expected, repeats):
+    out = _sys.stdout
+    prefix = "\x1e" + nonce + ":"
+    compiled = []  # compiled inside the first run's try: a compile error is the program's error
 
-_first = _run_once()
-_outcome, _recorded, _executed, _printed = _first
-_out.write(_printed)
-for _kind in ("result", "match", "error"):
-    if _kind in _outcome:
-        _emit(_kind, _outcome[_kind])
-if "traceback" in _outcome:
-    _sys.stderr.write(_outcome["traceback"])
-# Anchors are buffered (a list append per anchor keeps the overhead small) and written here.
-for _site, _text in _recorded:
-    _out.write(_PREFIX + "a:" + str(_site) + ":" + _json.dumps(_text) + "\n")
-for _ in range({repeats!r} - 1):  # the same program again: any difference marks it nondeterministic
-    _again = _run_once()
-    if (_again[0].get("result"), _again[0].get("error"), _again[1], _again[2], _again[3]) != (
-            _outcome.get("result"), _outcome.get("error"), _recorded, _executed, _printed):
-        _emit("differs", True)
-        break
-else:
-    if {repeats!r} > 1:
-        _emit("differs", False)
-_emit("count", [_executed, _executed - len(_recorded)])
-_out.flush()
-_sys.exit(1 if "error" in _outcome else 0)
+    def emit(kind, payload):
+        out.write(prefix + kind + ":" + _json.dumps(payload) + "\n")
+
+    def run_once():
+        # One execution in a fresh namespace: (outcome, anchor records, anchors executed, printed text).
+        anchor, records, executed = _make_anchor(record_limit, hit_cap)
+        _builtins.__stepcode_anchor__ = anchor
+        namespace = {"__name__": "__main__", "__builtins__": _builtins}
+        outcome = {}
+        _sys.stdout = captured = _Capture(out)
+        try:
+            if not compiled:
+                compiled.append(compile(source, "<program>", "exec"))
+                compiled.append(None if call is None else compile(call, "<call>", "eval"))
+            exec(compiled[0], namespace)
+            if compiled[1] is not None:
+                result = eval(compiled[1], namespace)
+                try:
+                    outcome["result"] = repr(result)
+                except Exception as exc:
+                    outcome["result"] = "<repr failed: " + type(exc).__name__ + ">"
+                if expected is not None:
+                    outcome["match"] = bool(result == eval(expected, namespace))
+        except BaseException as exc:
+            outcome["error"] = (type(exc).__name__ + ": " + str(exc))[:2000]
+            outcome["traceback"] = _traceback.format_exc()
+        finally:
+            _sys.stdout = out
+        return outcome, list(records), executed(), captured.getvalue()
+
+    outcome, recorded, executed, printed = run_once()
+    out.write(printed)
+    for kind in ("result", "match", "error"):
+        if kind in outcome:
+            emit(kind, outcome[kind])
+    if "traceback" in outcome:
+        _sys.stderr.write(outcome["traceback"])
+    # Anchors are buffered (a list append per anchor keeps the overhead small) and written here.
+    for site, text in recorded:
+        out.write(prefix + "a:" + str(site) + ":" + _json.dumps(text) + "\n")
+    if repeats > 1:  # the same program again: any difference marks it nondeterministic
+        first = (outcome.get("result"), outcome.get("error"), recorded, executed, printed)
+        differs = False
+        for _ in range(repeats - 1):
+            again, again_records, again_executed, again_printed = run_once()
+            if (again.get("result"), again.get("error"), again_records, again_executed, again_printed) != first:
+                differs = True
+                break
+        emit("differs", differs)
+    emit("count", [executed, executed - len(recorded)])
+    out.flush()
+    _sys.exit(1 if "error" in outcome else 0)
 '''
+"""The trace runner's code: ``_make_anchor`` (the anchor function, also timed by
+benchmarks/bench_trace.py) and ``_trace_program(...)``, which runs P' and prints the marker lines.
+Compiled once per sandbox batch; each program then costs a call, not a compile of the runner."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,24 @@ def new_nonce() -> str:
     return secrets.token_hex(8)
 
 
+def trace_call(
+    program: InstrumentedProgram,
+    call: str | None = None,
+    expected: str | None = None,
+    nonce: str | None = None,
+    repeats: int = 1,
+) -> tuple[str, str]:
+    """Return ``(snippet, nonce)``: the line that traces ``program`` once :data:`TRACE_RUNTIME` is
+    loaded: it runs P', then ``call`` (e.g. ``"f(1, 2)"``), compares the value with the expression
+    ``expected`` when given, and with ``repeats`` > 1 runs the whole program again in fresh namespaces
+    and reports whether any run differed (``Trace.deterministic``); the trace is the first run's."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    nonce = nonce or new_nonce()
+    arguments = (nonce, program.max_anchor_lines, program.hit_cap, program.harness, call, expected, repeats)
+    return f"_trace_program{arguments!r}\n", nonce
+
+
 def build_trace_script(
     program: InstrumentedProgram,
     call: str | None = None,
@@ -168,25 +193,10 @@ def build_trace_script(
     nonce: str | None = None,
     repeats: int = 1,
 ) -> tuple[str, str]:
-    """Return ``(script, nonce)``: a script that runs P', then ``call`` (e.g. ``"f(1, 2)"``), and
-    compares its value with the expression ``expected`` when given. With ``repeats`` > 1 it runs the
-    whole program again that many times in fresh namespaces and reports whether any run differed
-    (``Trace.deterministic``); the trace itself is the first run's."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    nonce = nonce or new_nonce()
-    script = _RUNNER.format(
-        nonce=nonce,
-        record_limit=program.max_anchor_lines,
-        hit_cap=program.hit_cap,
-        anchor=ANCHOR_FUNCTION,
-        anchor_runtime=ANCHOR_RUNTIME,
-        source=program.harness,
-        compiled_call="None" if call is None else f"compile({call!r}, '<call>', 'eval')",
-        expected=expected,
-        repeats=repeats,
-    )
-    return script, nonce
+    """Return ``(script, nonce)``: a self-contained script (the runtime and the call of
+    :func:`trace_call`) for one sandbox run."""
+    snippet, nonce = trace_call(program, call, expected, nonce, repeats)
+    return TRACE_RUNTIME + "\n" + snippet, nonce
 
 
 def build_plain_script(code: str, call: str | None = None, expected: str | None = None, nonce: str | None = None) -> tuple[str, str]:
@@ -299,11 +309,23 @@ def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_
     ``PYTHONHASHSEED``, and ``Trace.deterministic`` says whether both runs agree: this catches
     randomness, clocks and addresses, and also set or dict orders that depend on string hashing,
     which two runs in one interpreter cannot show."""
-    runs = _run_once(jobs, sandbox, timeout_s, memory_mb, batch, hash_seed=None)
+    if batch <= 1 and not cross_check:
+        return _run_alone(jobs, sandbox, timeout_s, memory_mb)
+    from stepcode_core.forked_batch import batch_size, run_forked_passes
+
+    seeds = [None, random.SystemRandom().randint(1, 2**32 - 1)] if cross_check else [None]
+    passes = [[trace_call(job.program, job.call, job.expected, repeats=job.repeats) for job in jobs] for _ in seeds]
+    size = min(batch, batch_size(len(jobs), sandbox)) if batch > 1 else 1
+    outputs = run_forked_passes([([snippet for snippet, _ in snippets], seed) for snippets, seed in zip(passes, seeds)],
+                                sandbox, timeout_s=timeout_s, memory_mb=memory_mb, batch=size, prelude=TRACE_RUNTIME)
+    runs_by_pass = [
+        [TracedRun(parse_trace(result.stdout, job.program, nonce), result.status, result.stderr, result.duration_s)
+         for job, (_, nonce), result in zip(jobs, snippets, results)]
+        for snippets, results in zip(passes, outputs)
+    ]
+    runs = runs_by_pass[0]
     if cross_check:
-        seed = random.SystemRandom().randint(1, 2**32 - 1)
-        again = _run_once(jobs, sandbox, timeout_s, memory_mb, max(batch, 1), hash_seed=seed)
-        for run, other in zip(runs, again):
+        for run, other in zip(runs, runs_by_pass[1]):
             agree = _observable(run) == _observable(other)
             run.trace.deterministic = agree and run.trace.deterministic is not False
     return runs
@@ -314,20 +336,14 @@ def _observable(run: TracedRun) -> tuple:
     return (run.status, trace.result, trace.error, trace.anchor_text(), trace.anchor_lines, trace.program_stdout)
 
 
-def _run_once(jobs: list[TraceJob], sandbox, timeout_s: float, memory_mb: int, batch: int,
-              hash_seed: int | None) -> list[TracedRun]:
-    from stepcode_core.forked_batch import run_forked
+def _run_alone(jobs: list[TraceJob], sandbox, timeout_s: float, memory_mb: int) -> list[TracedRun]:
+    """One sandbox run per program."""
+    from sandbox import ExecutionRequest
 
     scripts = [build_trace_script(job.program, job.call, job.expected, repeats=job.repeats) for job in jobs]
-    if batch > 1 or hash_seed is not None:
-        results = run_forked([script for script, _ in scripts], sandbox, timeout_s=timeout_s, memory_mb=memory_mb,
-                             batch=batch, hash_seed=hash_seed)
-    else:
-        from sandbox import ExecutionRequest
-
-        results = sandbox.run_batch(
-            [ExecutionRequest(code=script, timeout_s=timeout_s, memory_mb=memory_mb) for script, _ in scripts]
-        )
+    results = sandbox.run_batch(
+        [ExecutionRequest(code=script, timeout_s=timeout_s, memory_mb=memory_mb) for script, _ in scripts]
+    )
     return [
         TracedRun(parse_trace(result.stdout, job.program, nonce), result.status, result.stderr, result.duration_s)
         for job, (_, nonce), result in zip(jobs, scripts, results)
