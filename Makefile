@@ -4,7 +4,7 @@ export STEPCODE_HOME ?= $(CURDIR)/.stepcode
 export DAGSTER_HOME ?= $(CURDIR)
 EXTRAS := dev,train
 
-.PHONY: demo test venv ui bench clean
+.PHONY: demo test venv ui bench bench-sandbox clean
 
 venv:
 	@scripts/bootstrap.sh $(EXTRAS)
@@ -20,6 +20,11 @@ ui: venv
 
 bench: venv
 	.venv/bin/python benchmarks/bench_trace.py
+	.venv/bin/python benchmarks/bench_pipeline.py
+	.venv/bin/python benchmarks/bench_cruxeval_score.py --mode output
+
+bench-sandbox: venv
+	.venv/bin/python benchmarks/bench_sandbox.py
 
 clean:
 	rm -rf .stepcode
