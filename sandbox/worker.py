@@ -167,11 +167,18 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     """chroot into a tmpfs holding read-only binds of /usr (and the interpreter's prefix), a few
     /etc files and device nodes, our own /proc, and writable tmpfs on /tmp, /var/tmp, /dev/shm."""
     root = "/tmp"  # a mount point that exists everywhere; the host's /tmp stays untouched below it
+    prefixes = {"/usr"}
+    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))):
+        if not any(prefix == p or prefix.startswith(p + "/") for p in prefixes):
+            prefixes.add(prefix)
+    # Opened before the new root covers /tmp: an interpreter there (a checkout's .venv under /tmp) would
+    # otherwise vanish from sight; binding from /proc/self/fd reaches it still.
+    prefix_fds = {prefix: os.open(prefix, os.O_PATH | os.O_DIRECTORY) for prefix in prefixes}
     _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"))
 
-    def bind(src: str, read_only: bool = True) -> None:
+    def bind(src: str, read_only: bool = True, source: str | None = None) -> None:
         dst = (root + src).encode()
-        _check(libc.mount(src.encode(), dst, None, MS_BIND | MS_REC, None))
+        _check(libc.mount((source or src).encode(), dst, None, MS_BIND | MS_REC, None))
         if read_only:
             libc.mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, None)
 
@@ -182,13 +189,11 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
         elif os.path.isdir(host):
             os.makedirs(root + host)
             bind(host)
-    prefixes = {"/usr"}
-    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))):
-        if not any(prefix == p or prefix.startswith(p + "/") for p in prefixes):
-            prefixes.add(prefix)
-    for prefix in sorted(prefixes):
+    scratch = ("/tmp", "/var/tmp", "/dev/shm")
+    under_scratch = {p for p in prefixes if any(p == d or p.startswith(d + "/") for d in scratch)}
+    for prefix in sorted(prefixes - under_scratch):
         os.makedirs(root + prefix, exist_ok=True)
-        bind(prefix)
+        bind(prefix, source=f"/proc/self/fd/{prefix_fds.pop(prefix)}")
     os.makedirs(root + "/etc")
     for name in _ETC:
         host = "/etc/" + name
@@ -211,8 +216,13 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
         os.makedirs(root + d)
     _check(libc.mount(b"proc", (root + "/proc").encode(), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
     opts = f"size={cfg.tmpfs_mb}m,nr_inodes=4096,mode=1777".encode()  # few inodes: quick to wipe
-    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+    for d in scratch:
         _check(libc.mount(b"tmpfs", (root + d).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts))
+    # An interpreter that lives under a scratch dir keeps its path: bound on top of the scratch tmpfs
+    # (the wipe after each run leaves mount points alone).
+    for prefix in sorted(under_scratch):
+        os.makedirs(root + prefix, exist_ok=True)
+        bind(prefix, source=f"/proc/self/fd/{prefix_fds.pop(prefix)}")
     _check(libc.mount(None, root.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None))
     os.chdir(root)
     _check(libc.mount(b".", b"/", None, MS_MOVE, None))
@@ -481,8 +491,11 @@ def _remove_tree(path: str) -> None:
     _empty_dir(path)
     try:
         os.rmdir(path)
-    except OSError:
-        pass
+    except OSError:  # it holds a mount point (an interpreter bound under /tmp): keep it traversable
+        try:
+            os.chmod(path, 0o755, follow_symlinks=False)
+        except OSError:
+            pass
 
 
 def _empty_dir(path: str) -> None:
@@ -490,9 +503,15 @@ def _empty_dir(path: str) -> None:
         entries = list(os.scandir(path))
     except OSError:
         return
+    try:
+        device = os.stat(path, follow_symlinks=False).st_dev
+    except OSError:
+        return
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
+                if entry.stat(follow_symlinks=False).st_dev != device:
+                    continue  # a mount point (an interpreter bound under /tmp): not scratch
                 _remove_tree(entry.path)
             else:
                 os.unlink(entry.path)
