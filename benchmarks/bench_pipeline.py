@@ -25,12 +25,13 @@ from pipelines.storage import ArtifactStore  # noqa: E402
 STAGES = ["raw_programs", "instrumented_programs", "execution_traces", "trace_dataset"]
 
 
-def materialize(root: Path, programs: int) -> tuple[float, dict[str, float], dict[str, dict]]:
+def materialize(root: Path, programs: int, cross_check: bool = True) -> tuple[float, dict[str, float], dict[str, dict]]:
     started = time.perf_counter()
     result = dg.materialize(
         [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset],
         resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local")},
-        run_config={"ops": {"raw_programs": {"config": {"generator_count": programs, "generator_seed": 0}}}},
+        run_config={"ops": {"raw_programs": {"config": {"generator_count": programs, "generator_seed": 0}},
+                            "execution_traces": {"config": {"cross_check": cross_check}}}},
     )
     elapsed = time.perf_counter() - started
     assert result.success
@@ -50,17 +51,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", type=int, default=10_000)
     parser.add_argument("--root", type=Path, default=None, help="storage root (default: a fresh temp dir)")
+    parser.add_argument("--no-cross-check", action="store_true",
+                        help="one run a program (no second run under another hash seed)")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="stepcode-bench-"))
 
     print(f"first run: {args.programs} programs, fresh storage at {root}", file=sys.stderr)
-    first_s, first_steps, first_meta = materialize(root, args.programs)
+    first_s, first_steps, first_meta = materialize(root, args.programs, not args.no_cross_check)
     print("second run: nothing changed", file=sys.stderr)
-    noop_s, noop_steps, noop_meta = materialize(root, args.programs)
+    noop_s, noop_steps, noop_meta = materialize(root, args.programs, not args.no_cross_check)
 
     dataset = first_meta["trace_dataset"]
     figures = {
         "programs": args.programs,
+        "cross_check": not args.no_cross_check,
         "first_s": round(first_s, 2),
         # From raw programs to the Parquet dataset: the stages' own time (steps summed), without run set-up.
         "raw_to_parquet_s": round(sum(first_steps.get(stage, 0.0) for stage in STAGES), 2),
