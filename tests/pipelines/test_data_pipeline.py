@@ -160,3 +160,9 @@ def test_kill_9_during_execution_leaves_no_partial_artifact(tmp_path):
     # The shards finished before the kill were reused, not run again.
     assert meta["execution_traces"]["executed_programs"].value < 4000
     assert len(_published_parquet(root, "execution_traces")) == 16
+
+
+def test_without_cross_check_determinism_comes_from_a_second_run_in_one_interpreter(tmp_path):
+    meta = materialize(tmp_path, {**generator(40, 8), "execution_traces": {"config": {"cross_check": False}}})
+    assert meta["execution_traces"]["determinism_rate"].value > 0.9
+    assert meta["trace_dataset"]["kept_programs"].value > 30
