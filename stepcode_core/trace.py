@@ -199,11 +199,6 @@ def build_trace_script(
     return TRACE_RUNTIME + "\n" + snippet, nonce
 
 
-def build_plain_script(code: str, call: str | None = None, expected: str | None = None, nonce: str | None = None) -> tuple[str, str]:
-    """The same runner for the uninstrumented program P, so that P and P' are compared like for like."""
-    return build_trace_script(uninstrumented(code), call, expected, nonce)
-
-
 def uninstrumented(code: str) -> InstrumentedProgram:
     """P itself, wrapped as a program without anchors."""
     return InstrumentedProgram(
