@@ -76,12 +76,6 @@ def approx_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-DROP_REASONS = (
-    "instrument_error", "run_failed", "exception", "incomplete", "nondeterministic", "unstable_repr",
-    "output_mismatch", "over_anchor_cap", "too_few_anchors", "prompt_too_long", "contaminated",
-)
-
-
 @dataclass
 class DatasetBuild:
     programs: list[dict] = field(default_factory=list)

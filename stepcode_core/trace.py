@@ -123,6 +123,8 @@ def _trace_program(nonce, record_limit, hit_cap, source, call, expected, repeats
 """The trace runner's code: ``_make_anchor`` (the anchor function, also timed by
 benchmarks/bench_trace.py) and ``_trace_program(...)``, which runs P' and prints the marker lines.
 Compiled once per sandbox batch; each program then costs a call, not a compile of the runner."""
+# The runtime binds the name that anchors.py writes into every harness.
+assert f"_builtins.{ANCHOR_FUNCTION} = anchor" in TRACE_RUNTIME
 
 
 @dataclass(frozen=True)
