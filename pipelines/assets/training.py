@@ -1,12 +1,22 @@
-"""Training assets (group ``training``). So far the base model; SFT and GRPO checkpoints build on it."""
+"""Training assets (group ``training``): the base model, the SFT warm start and the Bi-Level GRPO
+checkpoint, each a Hugging Face folder named by the ``model_dir`` metadata and versioned by its
+weights. Training runs in the ``gpu`` concurrency pool (one at a time); unchanged inputs, config and
+code reuse the cached checkpoint and train nothing."""
 
+import base64
+import json
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
+from pydantic import Field
 
-from pipelines.storage import ArtifactRef, ArtifactStore
+from pipelines.resources import SandboxResource
+from pipelines.storage import ArtifactRef, ArtifactStore, cached_output
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.paths import stepcode_home
+from stepcode_core.training import (TrainSettings, evaluate, load_tasks, plot_curves, preset, run_grpo, run_sft,
+                                    select_tasks)
 
 BASE_MODEL_VERSION = "base_model-v1"
 
@@ -39,3 +49,131 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, store
         metadata={"model_dir": dg.MetadataValue.path(str(folder)), "weights_hash": digest, "size_mb": round(size_mb, 1),
                   "source": config.source},
     )
+
+
+# ---- SFT and Bi-Level GRPO checkpoints -----------------------------------------------------------
+
+SFT_VERSION = "sft_checkpoint-v1"
+GRPO_VERSION = "grpo_checkpoint-v1"
+
+
+class SFTCheckpointConfig(dg.Config):
+    preset: str = Field(default="cpu-smoke", description="cpu-smoke (SmolLM2-135M on a CPU, minutes) or paper")
+    epochs: Optional[float] = Field(default=None, description="SFT epochs over the training tasks")
+    learning_rate: Optional[float] = None
+    max_tasks: Optional[int] = Field(default=None, description="train on this many tasks (0: all)")
+    lora: Optional[bool] = None
+    train_top_layers: Optional[int] = Field(default=None, description="> 0: train only the top N layers (0: all)")
+    eval_tasks: Optional[int] = Field(default=None, description="held-out (val) tasks scored after training (0: none)")
+    overrides_json: str = Field(default="", description='any other TrainSettings fields as JSON, e.g. {"seed": 1}')
+
+
+class GRPOCheckpointConfig(dg.Config):
+    preset: str = Field(default="cpu-smoke", description="cpu-smoke (SmolLM2-135M on a CPU, minutes) or paper")
+    mode: Optional[str] = Field(default=None, description="terminal | step | bilevel")
+    steps: Optional[int] = Field(default=None, description="optimizer steps (0: grpo_epochs over the tasks)")
+    learning_rate: Optional[float] = None
+    num_generations: Optional[int] = Field(default=None, description="G, samples per prompt")
+    prompts_per_step: Optional[int] = None
+    max_response_tokens: Optional[int] = None
+    lam: Optional[float] = Field(default=None, description="weight of the intra-trajectory advantage")
+    beta: Optional[float] = Field(default=None, description="KL coefficient (0: no reference model)")
+    lora: Optional[bool] = None
+    max_tasks: Optional[int] = None
+    train_top_layers: Optional[int] = None
+    rollout: Optional[str] = Field(default=None, description="auto | transformers | vllm")
+    eval_tasks: Optional[int] = None
+    overrides_json: str = Field(default="", description='any other TrainSettings fields as JSON, e.g. {"seed": 1}')
+
+
+_SFT_FIELDS = {"epochs": "sft_epochs", "learning_rate": "sft_learning_rate", "max_tasks": "sft_max_tasks",
+               "lora": "lora", "train_top_layers": "train_top_layers", "eval_tasks": "eval_tasks"}
+_GRPO_FIELDS = {"mode": "grpo_mode", "steps": "grpo_steps", "learning_rate": "grpo_learning_rate",
+                "num_generations": "grpo_num_generations", "prompts_per_step": "grpo_prompts_per_step",
+                "max_response_tokens": "grpo_max_response_tokens", "lam": "grpo_lambda", "beta": "grpo_beta",
+                "lora": "lora", "max_tasks": "grpo_max_tasks", "train_top_layers": "train_top_layers",
+                "rollout": "rollout", "eval_tasks": "eval_tasks"}
+
+
+def _settings(config: dg.Config, fields: dict[str, str]) -> TrainSettings:
+    """The preset, then the typed overrides, then ``overrides_json``."""
+    overrides = {target: getattr(config, name) for name, target in fields.items() if getattr(config, name) is not None}
+    try:
+        overrides.update(json.loads(config.overrides_json) if config.overrides_json.strip() else {})
+        return preset(config.preset, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise dg.Failure(f"training config: {exc}") from exc
+
+
+def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: SandboxResource, code_version: str,
+           settings: TrainSettings, start: ArtifactRef, start_dir: str, trace_dataset: ArtifactRef, phase: str,
+           train) -> dg.Output:
+    """The body both checkpoint assets share: train (or reuse the cached artifact), plot, score the
+    held-out tasks, version by the weights."""
+
+    def progress(name: str, step: int, total: int, row: dict) -> None:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step" and isinstance(v, float))
+        context.log.info(f"{name} step {step}/{total}: {shown}")
+
+    def write(folder: Path) -> dict:
+        tasks = load_tasks(trace_dataset.path, "train")
+        context.log.info(f"{phase}: preset {settings.name}, {len(tasks)} training tasks, from {start_dir}")
+        with sandbox.open() as opened:
+            result = train(start_dir, tasks, folder / "model", settings, opened, progress)
+            (folder / "curves.json").write_text(json.dumps(result.curves, indent=1))
+            plot_curves(result.curves, folder / "curves.png", title=f"{phase} ({settings.name})")
+            held_out = {}
+            val = select_tasks(load_tasks(trace_dataset.path, "val"), settings.tasks, settings.eval_tasks, settings.seed)
+            if settings.eval_tasks and val:
+                held_out = evaluate(result.checkpoint_dir, val, opened, max_tokens=settings.eval_max_tokens)
+                context.log.info(f"{phase}: held-out {held_out}")
+        return {"metrics": result.metrics, "held_out": held_out, "weights_hash": weights_hash(folder / "model"),
+                "settings": settings.to_dict()}
+
+    def to_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
+        shown = {
+            "model_dir": dg.MetadataValue.path(str(ref.file("model"))),
+            "weights_hash": meta["weights_hash"],
+            "preset": meta["settings"]["name"],
+            "training": dg.MetadataValue.json(meta["metrics"]),
+            "settings": dg.MetadataValue.json(meta["settings"]),
+        }
+        for key, value in meta["held_out"].items():
+            shown[f"held_out_{key}"] = value
+        plot = ref.file("curves.png")
+        if plot.is_file():
+            encoded = base64.b64encode(plot.read_bytes()).decode()
+            shown["curves"] = dg.MetadataValue.md(f"![{phase} curves](data:image/png;base64,{encoded})")
+        return shown
+
+    output = cached_output(context, store, code_version, settings.to_dict(), [start, trace_dataset], write, to_metadata)
+    # The checkpoint's version is its weights, as for base_model: evaluation keys partitions by it.
+    return dg.Output(output.value, data_version=dg.DataVersion(output.metadata["weights_hash"]), metadata=output.metadata)
+
+
+def _sft(start_dir, tasks, folder, settings, sandbox, progress):
+    return run_sft(start_dir, tasks, folder, settings, progress)
+
+
+def _grpo(start_dir, tasks, folder, settings, sandbox, progress):
+    return run_grpo(start_dir, tasks, folder, settings, sandbox=sandbox, progress=progress)
+
+
+@dg.asset(group_name="training", code_version=SFT_VERSION, pool="gpu")
+def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTCheckpointConfig, store: ArtifactStore,
+                   sandbox: SandboxResource, base_model: ArtifactRef, trace_dataset: ArtifactRef) -> dg.Output:
+    """Supervised warm start (TRL SFTTrainer) on the trace dataset's tasks, prompt → reference
+    response; a Hugging Face folder (``model_dir``), the loss curve, held-out step/final accuracy."""
+    settings = _settings(config, _SFT_FIELDS)
+    return _train(context, store, sandbox, SFT_VERSION, settings, base_model, base_model.path, trace_dataset, "sft",
+                  _sft)
+
+
+@dg.asset(group_name="training", code_version=GRPO_VERSION, pool="gpu")
+def grpo_checkpoint(context: dg.AssetExecutionContext, config: GRPOCheckpointConfig, store: ArtifactStore,
+                    sandbox: SandboxResource, sft_checkpoint: ArtifactRef, trace_dataset: ArtifactRef) -> dg.Output:
+    """Bi-Level GRPO (TRL GRPOTrainer with per-token step advantages) from the SFT checkpoint, rewards
+    verified in the sandbox; curves of reward, step/final accuracy, KL, response length and loss."""
+    settings = _settings(config, _GRPO_FIELDS)
+    return _train(context, store, sandbox, GRPO_VERSION, settings, sft_checkpoint, str(sft_checkpoint.file("model")),
+                  trace_dataset, "grpo", _grpo)

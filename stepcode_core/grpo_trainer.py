@@ -1,0 +1,126 @@
+"""Bi-Level GRPO on TRL: a ``GRPOTrainer`` subclass that feeds per-token advantages.
+
+What TRL 1.16 does and we use as is: batching and the prompt sampler that repeats each prompt G
+times, rollouts (transformers ``generate``, or vLLM with ``use_vllm``), the old/reference log-probs,
+the clipped per-token surrogate with optional KL (``beta``) and its token-mean aggregation
+(``loss_type="dapo"``, verl's default ``token-mean``), the optimizer, gradient accumulation,
+accelerate/FSDP/DeepSpeed, PEFT, logging.
+
+What we write by hand, because no library does it: TRL's advantage is one number per completion
+(its rewards are per sequence). Bi-Level GRPO needs one per *step* of a completion, mapped onto
+the tokens of that step's segment. So :class:`BiLevelGRPOTrainer` overrides
+``_generate_and_score_completions``: after TRL has generated and called the reward function (which
+verifies every response in the sandbox and keeps the per-step verdicts), it builds each group's
+step-reward matrix, computes the advantages with :mod:`stepcode_core.grpo`, maps them onto the
+completion tokens and replaces ``advantages`` (B,) with a (B, T) tensor. TRL's loss unsqueezes only
+1-D advantages (``_compute_loss``), so the (B, T) tensor multiplies the per-token ratios directly.
+TRL's own reward normalization (``scale_rewards``) then plays no part in the update.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+from trl import GRPOTrainer
+
+from stepcode_core.grpo import group_matrix, sample_token_steps, step_advantages, token_advantages, token_segments
+from stepcode_core.responses import parse_response
+from stepcode_core.verify import TaskSpec, Verdict, verify
+
+
+def completion_text(completion) -> str:
+    """TRL passes a conversational completion as a list of messages, a plain one as text."""
+    if isinstance(completion, list):
+        return "".join(str(message.get("content") or "") for message in completion if isinstance(message, dict))
+    return completion if isinstance(completion, str) else ""
+
+
+class SandboxReward:
+    """TRL reward function: verifies each response (:func:`stepcode_core.verify.verify`, in the
+    sandbox) and returns one scalar per completion (mean over the states and the final answer, for
+    TRL's logs); the per-step verdicts of the last call stay in ``last`` for the trainer."""
+
+    __name__ = "stepcode_reward"
+
+    def __init__(self, sandbox, timeout_s: float = 3.0, memory_mb: int = 512):
+        self.sandbox = sandbox
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self.last: list[Verdict] = []
+        self.seconds = 0.0  # time of the last call
+
+    def __call__(self, prompts, completions, task, entry_point, input, output, steps_json, code, policy, **_):
+        specs = [
+            TaskSpec(t, e, i, o or "None", tuple(tuple(pair) for pair in json.loads(s)), c, p)
+            for t, e, i, o, s, c, p in zip(task, entry_point, input, output, steps_json, code, policy)
+        ]
+        started = time.perf_counter()
+        self.last = verify(specs, [completion_text(c) for c in completions], self.sandbox,
+                           timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+        self.seconds = time.perf_counter() - started
+        return [verdict.reward for verdict in self.last]
+
+
+def group_token_advantages(verdicts: list[Verdict], mode: str, lam: float) -> list[np.ndarray]:
+    """Step advantages of one group, per sample: row g has the advantage of each of the sample's
+    states (``len(step_rewards)``), then of its final answer (last entry)."""
+    matrix = group_matrix([v.step_rewards for v in verdicts], [v.final_reward for v in verdicts])
+    advantages = step_advantages(matrix, mode, lam)
+    return [np.concatenate([row[: len(v.step_rewards)], row[-1:]]) for v, row in zip(verdicts, advantages)]
+
+
+def per_token(advantages: np.ndarray, text: str, token_ids: list[int], decode) -> np.ndarray:
+    """One sample's per-token advantages: token t gets the advantage of its step's segment."""
+    steps = len(advantages) - 1
+    bounds = [state.end for state in parse_response(text).states[:steps]]
+    segments = token_segments(token_ids, decode, bounds)
+    return token_advantages(advantages, sample_token_steps(segments, len(bounds), steps))
+
+
+class BiLevelGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose advantages are Bi-Level GRPO's, per token (see the module docstring).
+    ``mode``: ``terminal`` | ``step`` | ``bilevel``; ``lam``: weight of the intra-trajectory term."""
+
+    def __init__(self, *args, reward: SandboxReward, mode: str = "bilevel", lam: float = 0.3, **kwargs):
+        super().__init__(*args, reward_funcs=[reward], **kwargs)
+        self.step_reward = reward
+        self.advantage_mode = mode
+        self.lam = lam
+
+    def _generate(self, prompts):
+        started = time.perf_counter()  # the rollout (transformers generate or vLLM), timed for the curves
+        result = super()._generate(prompts)
+        self._metrics["train" if self.model.training else "eval"]["time/rollout_s"].append(time.perf_counter() - started)
+        return result
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        started = time.perf_counter()
+        mode = "train" if self.model.training else "eval"
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        local = self.step_reward.last
+        # Groups may straddle processes (TRL gathers rewards for the same reason): gather the verdicts.
+        everyone = gather_object(local)
+        advantages: list[np.ndarray] = []
+        for start in range(0, len(everyone), group):
+            advantages += group_token_advantages(everyone[start : start + group], self.advantage_mode, self.lam)
+        offset = self.accelerator.process_index * len(local)
+        ids, mask = output["completion_ids"], output["completion_mask"]
+        table = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+        decode = lambda part: self.processing_class.decode(part, skip_special_tokens=True)  # noqa: E731
+        for row in range(ids.size(0)):
+            length = int(mask[row].sum().item())
+            tokens = ids[row, :length].tolist()
+            values = per_token(advantages[offset + row], decode(tokens), tokens, decode)
+            table[row, :length] = torch.as_tensor(values, dtype=torch.float32)
+        output["advantages"] = table
+        metrics = self._metrics[mode]
+        metrics["step_accuracy"].append(float(np.mean([v.step_accuracy for v in everyone])))
+        metrics["final_accuracy"].append(float(np.mean([v.final_reward for v in everyone])))
+        metrics["time/reward_s"].append(self.step_reward.seconds)
+        metrics["time/advantages_s"].append(time.perf_counter() - started)
+        return output

@@ -1,0 +1,76 @@
+"""A small trace task for learning tests and benchmarks: short programs of two anchored steps, with compact prompts, so that a GRPO step of a real 135M model fits a CPU budget.
+
+Ground truth comes the same way as for the trace dataset: P' is built by :func:`instrument` and run
+in the sandbox by :func:`run_traces`; rows have the columns of ``tasks/*.parquet`` plus ``code`` and
+``policy`` (what :func:`stepcode_core.training.load_tasks` adds).
+"""
+
+from __future__ import annotations
+
+import random
+
+from stepcode_core import tasks as task_text
+from stepcode_core.anchors import instrument
+from stepcode_core.trace import TraceJob, run_traces
+
+_TEMPLATES = [  # one assignment, then the return: values a small model can learn to predict
+    ("int", "def f(x):\n    y = x + 1\n    return y\n"),
+    ("int", "def f(x):\n    y = x * 2\n    return y\n"),
+    ("int", "def f(x):\n    y = [x, {a}]\n    return y\n"),
+    ("str", "def f(s):\n    t = s + '{w}'\n    return t\n"),
+    ("str", "def f(s):\n    t = s.upper()\n    return t\n"),
+    ("list", "def f(xs):\n    ys = xs + [{a}]\n    return ys\n"),
+]
+_WORDS = ["ab", "c", "xy", "q", "no", "hi"]
+
+
+def compact_prompt(instrumented_code: str, entry_point: str, arguments: str, task: str, output: str) -> str:
+    if task == "output":
+        return (f"```python\n{instrumented_code}\n```\nFor `{entry_point}({arguments})`, write each printed line as "
+                "<state>NAME: value</state>, then <answer>the returned value</answer>.")
+    return (f"```python\n{instrumented_code}\n```\nFind an input with `{entry_point}(...) == {output}`. Write each "
+            f"printed line as <state>NAME: value</state>, then <answer>{entry_point}(...)</answer>.")
+
+
+def tiny_programs(count: int, seed: int) -> list[tuple[str, str]]:
+    """``count`` distinct (code, arguments) pairs."""
+    rng = random.Random(seed)
+    seen, programs = set(), []
+    while len(programs) < count:
+        kind, template = rng.choice(_TEMPLATES)
+        code = template.format(a=rng.randint(1, 9), w=rng.choice(_WORDS))
+        if kind == "int":
+            arguments = str(rng.randint(0, 12))
+        elif kind == "str":
+            arguments = repr(rng.choice(_WORDS))
+        else:
+            arguments = repr([rng.randint(0, 5) for _ in range(rng.randint(1, 3))])
+        if (code, arguments) not in seen:
+            seen.add((code, arguments))
+            programs.append((code, arguments))
+    return programs
+
+
+def tiny_task_rows(count: int, seed: int, sandbox, kinds: tuple[str, ...] = ("output",)) -> list[dict]:
+    """Task rows for ``count`` programs (one row per program and kind), traced in ``sandbox``."""
+    programs = tiny_programs(count, seed)
+    instrumented = [instrument(code) for code, _ in programs]
+    runs = run_traces([TraceJob(program, f"f({arguments})") for program, (_, arguments) in zip(instrumented, programs)],
+                      sandbox)
+    rows = []
+    for index, ((code, arguments), program, run) in enumerate(zip(programs, instrumented, runs)):
+        if run.status != "ok" or run.trace.error or run.trace.result is None:
+            raise RuntimeError(f"tiny program failed to trace: {code!r} on {arguments}: {run.trace.error or run.status}")
+        steps = [{"name": step.name, "value": step.value, "line": step.line} for step in run.trace.steps]
+        pairs = [(step["name"], step["value"]) for step in steps]
+        output = run.trace.result
+        for kind in kinds:
+            answer = output if kind == "output" else f"f({arguments})"
+            rows.append({
+                "task_id": f"tiny-{seed}-{index}:{kind}", "program_id": f"tiny-{seed}-{index}", "task": kind,
+                "source": "tiny", "entry_point": "f", "instrumented_code": program.code, "input": arguments,
+                "output": output, "steps": steps, "answer": answer, "split": "train",
+                "prompt": compact_prompt(program.code, "f", arguments, kind, output),
+                "reference": task_text.reference_response(pairs, answer), "code": code, "policy": "paper",
+            })
+    return rows
