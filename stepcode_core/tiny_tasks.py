@@ -13,23 +13,22 @@ from stepcode_core import tasks as task_text
 from stepcode_core.anchors import instrument
 from stepcode_core.trace import TraceJob, run_traces
 
-_TEMPLATES = [  # one assignment, then the return: values a small model can learn to predict
+_TEMPLATES = [  # one assignment, then the return: values a 135M model can learn to predict
+    ("int", "def f(x):\n    y = x\n    return y\n"),
     ("int", "def f(x):\n    y = x + 1\n    return y\n"),
-    ("int", "def f(x):\n    y = x * 2\n    return y\n"),
-    ("int", "def f(x):\n    y = [x, {a}]\n    return y\n"),
+    ("str", "def f(s):\n    t = s\n    return t\n"),
     ("str", "def f(s):\n    t = s + '{w}'\n    return t\n"),
-    ("str", "def f(s):\n    t = s.upper()\n    return t\n"),
+    ("list", "def f(xs):\n    ys = xs\n    return ys\n"),
     ("list", "def f(xs):\n    ys = xs + [{a}]\n    return ys\n"),
 ]
 _WORDS = ["ab", "c", "xy", "q", "no", "hi"]
 
 
 def compact_prompt(instrumented_code: str, entry_point: str, arguments: str, task: str, output: str) -> str:
+    # The format (<state>NAME: value</state> ... <answer>...</answer>) is taught by SFT, not spelled out.
     if task == "output":
-        return (f"```python\n{instrumented_code}\n```\nFor `{entry_point}({arguments})`, write each printed line as "
-                "<state>NAME: value</state>, then <answer>the returned value</answer>.")
-    return (f"```python\n{instrumented_code}\n```\nFind an input with `{entry_point}(...) == {output}`. Write each "
-            f"printed line as <state>NAME: value</state>, then <answer>{entry_point}(...)</answer>.")
+        return f"```python\n{instrumented_code}\n```\nTrace `{entry_point}({arguments})`."
+    return f"```python\n{instrumented_code}\n```\nFind x with `{entry_point}(x) == {output}`."
 
 
 def tiny_programs(count: int, seed: int) -> list[tuple[str, str]]:

@@ -214,13 +214,22 @@ def _lora_config(settings: TrainSettings):
                       target_modules="all-linear")
 
 
-def save_checkpoint(model, tokenizer, folder: Path) -> Path:
-    """Hugging Face folder loadable by transformers and vLLM; a LoRA adapter is merged first."""
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+def save_checkpoint(trainer, tokenizer, folder: Path, lora: bool) -> Path:
+    """A Hugging Face folder loadable by transformers and vLLM. Full fine-tuning goes through
+    ``trainer.save_model``, which gathers FSDP / ZeRO-3 shards and writes on the main process; a
+    LoRA adapter is merged into the base weights first."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    if lora:
+        model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+    else:
+        trainer.save_model(str(folder))
+        if trainer.accelerator.is_main_process:
+            tokenizer.save_pretrained(folder)
+    (folder / "training_args.bin").unlink(missing_ok=True)  # pickled run arguments, not weights (and not stable)
+    trainer.accelerator.wait_for_everyone()
     return folder
 
 
@@ -305,7 +314,7 @@ def run_sft(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, se
         output = trainer.train()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    folder = save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir)
+    folder = save_checkpoint(trainer, tokenizer, output_dir, settings.lora)
     metrics = {"train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 1), "steps": trainer.state.global_step,
                "tasks": len(chosen)}
     if curves.rows:
@@ -386,7 +395,7 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
             output = trainer.train()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    folder = save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tokenizer, output_dir)
+    folder = save_checkpoint(trainer, tokenizer, output_dir, settings.lora)
     metrics = {"train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 1), "steps": trainer.state.global_step,
                "tasks": len(chosen), "rollout": "vllm" if vllm else "transformers", "mode": settings.grpo_mode}
     if curves.rows:
@@ -398,13 +407,14 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
 
 
 def evaluate(model_dir: str | Path, tasks: list[dict], sandbox, *, max_tokens: int = 256, num_samples: int = 1,
-             temperature: float = 0.0, seed: int = 0, backend: str = "auto", engine=None) -> dict:
+             temperature: float = 0.0, seed: int = 0, backend: str = "auto", engine=None, batch_size: int = 32) -> dict:
     """Step accuracy (mean state reward per response), final accuracy (verified by execution) and
     mean reward of a checkpoint's responses to ``tasks``."""
     from stepcode_core.models import SamplingConfig, make_engine
 
     engine = engine or make_engine(model_dir, backend=backend)
-    sampling = SamplingConfig(max_new_tokens=max_tokens, temperature=temperature, num_samples=num_samples, seed=seed)
+    sampling = SamplingConfig(max_new_tokens=max_tokens, temperature=temperature, num_samples=num_samples, seed=seed,
+                              batch_size=batch_size)
     responses = engine.generate([row["prompt"] for row in tasks], sampling)
     specs = [TaskSpec.from_row(row) for row in tasks for _ in range(num_samples)]
     verdicts = verify(specs, [text for texts in responses for text in texts], sandbox)
@@ -446,3 +456,47 @@ def plot_curves(curves: list[dict], png_path: str | Path, title: str = "training
     path = Path(png_path)
     path.write_bytes(buffer.getvalue())
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stepcode_core.training sft|grpo --model DIR --dataset DIR --out DIR [--preset P]
+    [--set key=value ...]``: one training phase outside Dagster, e.g. under ``accelerate launch``
+    for several GPUs (README, "Training")."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m stepcode_core.training", description=main.__doc__.split("\n")[0])
+    parser.add_argument("phase", choices=["sft", "grpo"])
+    parser.add_argument("--model", required=True, help="Hugging Face folder to start from ('embedded': SmolLM2-135M)")
+    parser.add_argument("--dataset", required=True, help="a trace_dataset artifact folder (tasks/train.parquet ...)")
+    parser.add_argument("--out", required=True, help="where the checkpoint folder goes")
+    parser.add_argument("--preset", default="cpu-smoke", choices=sorted(PRESETS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a TrainSettings field (JSON values: 1e-6, true, \"vllm\")")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    settings = preset(args.preset, **overrides)
+    tasks = load_tasks(args.dataset, "train")
+    out = Path(args.out)
+
+    def progress(phase: str, step: int, total: int, row: dict) -> None:
+        print(json.dumps({"phase": phase, "step": step, "total": total, **row}), flush=True)
+
+    model = resolve_model(args.model)
+    if args.phase == "sft":
+        result = run_sft(model, tasks, out, settings, progress)
+    else:
+        result = run_grpo(model, tasks, out, settings, progress=progress)
+    (out / "curves.json").write_text(json.dumps(result.curves, indent=1))
+    plot_curves(result.curves, out / "curves.png", title=f"{args.phase} ({settings.name})")
+    print(json.dumps({"checkpoint_dir": str(result.checkpoint_dir), **result.metrics}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -148,7 +148,9 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
 
     output = cached_output(context, store, code_version, settings.to_dict(), [start, trace_dataset], write, to_metadata)
     # The checkpoint's version is its weights, as for base_model: evaluation keys partitions by it.
-    return dg.Output(output.value, data_version=dg.DataVersion(output.metadata["weights_hash"]), metadata=output.metadata)
+    digest = output.metadata["weights_hash"]
+    digest = getattr(digest, "value", digest)  # a TextMetadataValue once cached_output has wrapped it
+    return dg.Output(output.value, data_version=dg.DataVersion(digest), metadata=output.metadata)
 
 
 def _sft(start_dir, tasks, folder, settings, sandbox, progress):

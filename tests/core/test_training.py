@@ -1,0 +1,94 @@
+"""Training pieces that need no training run: presets, settings, data join, the per-token mapping
+with the real tokenizer, plots. The learning runs are in test_learning.py (marker ``learning``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stepcode_core.anchors import instrument
+from stepcode_core.grpo_trainer import group_token_advantages, per_token
+from stepcode_core.models import materialize_embedded_model
+from stepcode_core.paths import stepcode_home
+from stepcode_core.training import PRESETS, load_tasks, plot_curves, preset, select_tasks
+from stepcode_core.verify import Verdict
+
+
+def test_presets():
+    paper = PRESETS["paper"]
+    assert paper.model == "Qwen/Qwen2.5-Coder-7B-Instruct" and paper.bf16 and paper.rollout == "vllm"
+    assert (paper.grpo_num_generations, paper.grpo_learning_rate, paper.grpo_max_response_tokens, paper.grpo_lambda) == (
+        5, 1e-6, 4096, 0.3)
+    smoke = PRESETS["cpu-smoke"]
+    assert smoke.model == "embedded" and smoke.grpo_mode == "bilevel" and smoke.rollout == "auto"
+    assert preset("cpu-smoke", grpo_mode="terminal").grpo_mode == "terminal"
+    with pytest.raises(ValueError, match="grpo_mode"):
+        preset("cpu-smoke", grpo_mode="ppo")
+    with pytest.raises(ValueError, match="unknown training settings"):
+        preset("paper", learning_rate=1.0)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+
+
+def test_load_tasks_joins_code_and_policy(tmp_path):
+    code = "def f(x):\n    y = x + 1\n    return y\n"
+    (tmp_path / "tasks").mkdir()
+    rows = [{"task_id": f"p{i}:{kind}", "program_id": f"p{i}", "task": kind, "prompt": "...",
+             "instrumented_code": instrument(code, policy).code} for i, (kind, policy) in
+            enumerate([("output", "paper"), ("input", "dense")])]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "tasks" / "train.parquet")
+    pq.write_table(pa.Table.from_pylist([{"program_id": "p0", "code": code}, {"program_id": "p1", "code": code}]),
+                   tmp_path / "train.parquet")
+    tasks = load_tasks(tmp_path, "train")
+    assert [t["code"] for t in tasks] == [code, code]
+    assert tasks[0]["policy"] == "paper" and tasks[1]["policy"] in ("paper", "dense")
+    assert [t["task"] for t in select_tasks(tasks, "input", 0, seed=0)] == ["input"]
+    assert len(select_tasks(tasks, "output,input", 1, seed=0)) == 1
+
+
+def test_group_token_advantages_bilevel_by_hand():
+    # a group of 2 with traces of 2 states (output prediction): sample 0 all right, sample 1 all wrong
+    verdicts = [Verdict([1.0, 1.0], 1.0), Verdict([0.0, 0.0], 0.0)]
+    s = 1 / np.sqrt(2)  # every column {1, 0}: mean 1/2, sample std sqrt(1/2)
+    rows = group_token_advantages(verdicts, "bilevel", lam=0.3)
+    np.testing.assert_allclose(rows[0], [s + 0.3 * 2, s + 0.3 * 2, s + 0.3 * 1], atol=1e-5)
+    np.testing.assert_allclose(rows[1], [-s, -s, -s], atol=1e-5)
+    # ragged (input prediction): the second sample's predicted input traced to one state only
+    ragged = group_token_advantages([Verdict([1.0, 1.0], 1.0), Verdict([1.0], 0.0)], "step", lam=0.3)
+    assert [len(row) for row in ragged] == [3, 2] and np.isfinite(np.concatenate(ragged)).all()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(materialize_embedded_model(stepcode_home() / "models"))
+
+
+def test_per_token_with_the_real_tokenizer(tokenizer):
+    text = "First y.<state>y: 11</state>\nthen<state>return: 11</state>\n<answer>11</answer>"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    decode = lambda part: tokenizer.decode(part, skip_special_tokens=True)  # noqa: E731
+    values = per_token(np.array([0.5, -1.0, 2.0]), decode(ids), ids, decode)
+    assert len(values) == len(ids)
+    # tokens up to "</state>" of y get 0.5; then up to the second "</state>" -1.0; the answer (and EOS) 2.0
+    pieces = [decode(ids[: t + 1]) for t in range(len(ids))]
+    first_end = text.index("</state>") + len("</state>")
+    second_end = text.index("</state>", first_end) + len("</state>")
+    for t, value in enumerate(values):
+        start = len(decode(ids[:t]))
+        expected = 0.5 if start < first_end else (-1.0 if start < second_end else 2.0)
+        assert value == expected, (t, pieces[t], value)
+    # a response with more states than the trace: extra states belong to the final step
+    values = per_token(np.array([0.5, 2.0]), decode(ids), ids, decode)
+    assert set(values[: 3]) == {0.5} and values[-1] == 2.0
+
+
+def test_plot_curves(tmp_path):
+    curves = [{"step": 1, "reward": 0.1, "step_accuracy": 0.2, "loss": 0.5},
+              {"step": 2, "reward": 0.3, "step_accuracy": 0.4, "loss": 0.4}]
+    png = plot_curves(curves, tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_curves([], tmp_path / "empty.png").is_file()
