@@ -69,6 +69,10 @@ class TrainSettings:
     grpo_lambda: float = 0.3
     grpo_beta: float = 0.0  # KL coefficient; 0: no reference model (TRL's default)
     grpo_epsilon: float = 0.2  # clip range of the ratio
+    # DAPO's overlong filtering (TRL's mask_truncated_completions): a completion cut at the token limit
+    # gets no gradient. Step rewards do not punish states past the trace, so without it a policy can
+    # learn to run on past its answer until it is cut, and lose the final reward.
+    grpo_mask_truncated: bool = True
     grpo_max_tasks: int = 0  # 0: every training task
     verify_timeout_s: float = 3.0
     vllm_gpu_memory_utilization: float = 0.3
@@ -371,7 +375,8 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
         lr_scheduler_type="constant", per_device_train_batch_size=micro, gradient_accumulation_steps=per_step // micro,
         num_generations=settings.grpo_num_generations, max_completion_length=settings.grpo_max_response_tokens,
         temperature=settings.grpo_temperature, top_p=settings.grpo_top_p, beta=settings.grpo_beta,
-        epsilon=settings.grpo_epsilon, loss_type="dapo", logging_steps=1, save_strategy="no", report_to="none",
+        epsilon=settings.grpo_epsilon, loss_type="dapo", mask_truncated_completions=settings.grpo_mask_truncated,
+        logging_steps=1, save_strategy="no", report_to="none",
         seed=settings.seed, data_seed=settings.seed, bf16=settings.bf16 and cuda,
         gradient_checkpointing=settings.gradient_checkpointing, use_vllm=vllm, vllm_mode="colocate",
         vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization, disable_tqdm=True, log_completions=False,
