@@ -4,23 +4,17 @@ import os
 
 import dagster as dg
 
-from pipelines.assets import data, training
+from pipelines.assets import data, evaluation, training
 from pipelines.checks import DATA_CHECKS
+from pipelines.checkpoints import CheckpointRegistry
 from pipelines.instance import configure_environment
+from pipelines.jobs import data_refresh_job, eval_report_job, evaluation_job, stepcode_all_job
 from pipelines.resources import SandboxResource
+from pipelines.sensors import checkpoint_sensor, report_after_evaluation
 from pipelines.storage import ArtifactStore
 
 configure_environment()
 
-data_assets = dg.load_assets_from_modules([data])
-training_assets = dg.load_assets_from_modules([training])
-
-all_assets_job = dg.define_asset_job(
-    "stepcode_all", selection=dg.AssetSelection.all(), description="Materialize every asset (what `make demo` runs)."
-)
-data_refresh_job = dg.define_asset_job(
-    "data_refresh", selection=dg.AssetSelection.groups("data"), description="Refresh the data stages."
-)
 # Off until a person turns it on in the UI; the cron comes from the environment.
 data_refresh_schedule = dg.ScheduleDefinition(
     name="data_refresh_schedule",
@@ -30,9 +24,10 @@ data_refresh_schedule = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[*data_assets, *training_assets],
+    assets=dg.load_assets_from_modules([data, training, evaluation]),
     asset_checks=DATA_CHECKS,
-    resources={"store": ArtifactStore(), "sandbox": SandboxResource()},
-    jobs=[all_assets_job, data_refresh_job],
+    resources={"store": ArtifactStore(), "sandbox": SandboxResource(), "checkpoint_registry": CheckpointRegistry()},
+    jobs=[stepcode_all_job, data_refresh_job, evaluation_job, eval_report_job],
     schedules=[data_refresh_schedule],
+    sensors=[checkpoint_sensor, report_after_evaluation],
 )

@@ -1,0 +1,23 @@
+"""Asset jobs: the whole graph, the data refresh, one checkpoint's evaluation, and the report."""
+
+import dagster as dg
+
+from pipelines.checkpoints import CHECKPOINT_PARTITIONS
+
+EVAL_ASSET_KEYS = ("eval_cruxeval", "eval_livecodebench", "eval_reval", "eval_trace_gap")
+
+stepcode_all_job = dg.define_asset_job(
+    "stepcode_all", selection=dg.AssetSelection.groups("data", "training"),
+    description="Materialize the data and training assets (what `make demo` runs before evaluating).",
+)
+data_refresh_job = dg.define_asset_job(
+    "data_refresh", selection=dg.AssetSelection.groups("data"), description="Refresh the data stages."
+)
+evaluation_job = dg.define_asset_job(
+    "evaluation", selection=dg.AssetSelection.assets(*EVAL_ASSET_KEYS), partitions_def=CHECKPOINT_PARTITIONS,
+    description="Evaluate one checkpoint (a partition) on every benchmark.",
+)
+eval_report_job = dg.define_asset_job(
+    "eval_report_job", selection=dg.AssetSelection.assets("eval_report"),
+    description="Tabulate every evaluated checkpoint beside the published numbers.",
+)

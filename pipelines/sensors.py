@@ -1,0 +1,29 @@
+"""Sensors: evaluate each new or changed checkpoint alone, then refresh the report."""
+
+import dagster as dg
+
+from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry
+from pipelines.jobs import eval_report_job, evaluation_job
+
+
+@dg.sensor(job=evaluation_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Registers new checkpoints (training materializations and the external folder) as "
+                       "partitions and evaluates each one alone.")
+def checkpoint_sensor(context: dg.SensorEvaluationContext, checkpoint_registry: CheckpointRegistry) -> dg.SensorResult:
+    new, fingerprints = checkpoint_registry.discover(context.instance)
+    checkpoint_registry.register(new, fingerprints)
+    if not new:
+        return dg.SensorResult(skip_reason="no new or changed checkpoint")
+    for checkpoint in new:
+        context.log.info(f"new checkpoint {checkpoint.key}: {checkpoint.model_dir} ({checkpoint.origin})")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=checkpoint.key, partition_key=checkpoint.key) for checkpoint in new],
+        dynamic_partitions_requests=[CHECKPOINT_PARTITIONS.build_add_request([checkpoint.key for checkpoint in new])],
+    )
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[evaluation_job],
+                      request_job=eval_report_job, default_status=dg.DefaultSensorStatus.RUNNING,
+                      description="After a checkpoint's evaluation succeeds, rebuild eval_report.")
+def report_after_evaluation(context: dg.RunStatusSensorContext):
+    return dg.RunRequest(run_key=f"report-{context.dagster_run.run_id}")

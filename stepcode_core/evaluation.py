@@ -1,0 +1,313 @@
+"""Evaluation of a checkpoint: prompts, generation and scoring for CRUXEval, LiveCodeBench execution,
+REval, and the step-vs-final gap on the held-out trace split.
+
+Each benchmark is scored by the official-compatible scorers (``cruxeval.score_generations``,
+``reval.score_predictions``); this module adds what sits in front of them: a prompt per style, the
+engine call, and the extraction of the answer from the model's text. Three prompt styles:
+
+* ``direct``: the benchmark's answer-only format, few-shot, answer in ``[ANSWER]`` tags (REval ships
+  its own templates, which we use as they are);
+* ``cot``: the same with a worked example of step-by-step reasoning before the answer;
+* ``anchored``: our trace format (DESIGN §4): the program shown as P' (with anchors, for CRUXEval
+  and LiveCodeBench), each intermediate state written as ``<state>NAME: value</state>``, the answer
+  in ``<answer>`` tags. For REval the program is shown unchanged (its questions name lines of P) and
+  the states precede the ``[ANSWER]`` block.
+
+Every engine with ``generate(prompts, sampling, progress) -> list[list[str]]`` works
+(``models.TransformersEngine``, vLLM); scoring runs in the sandbox.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from stepcode_core import cruxeval, reval, tasks
+from stepcode_core.anchors import InstrumentationError, instrument
+from stepcode_core.responses import parse_response
+from stepcode_core.rewards import step_rewards
+
+STYLES = ("direct", "cot", "anchored")
+Progress = Callable[[int, int], None]
+
+# ---------------------------------------------------------------- prompts (CRUXEval, LiveCodeBench)
+
+_OUTPUT_INSTRUCTION = (
+    "You are given a Python function and an assertion with an input to the function. Complete the "
+    "assertion with a literal (no unsimplified expressions, no function calls) holding the value the "
+    "function returns on that input, even if the function looks wrong or incomplete."
+)
+_INPUT_INSTRUCTION = (
+    "You are given a Python function f and an output in the form f(??) == output. Find any input on "
+    "which f returns that output. Several inputs may work; give one."
+)
+_DIRECT_TAIL = " Write nothing else. Put the completed assertion in [ANSWER] and [/ANSWER] tags, as in the examples."
+_COT_TAIL = (" Execute the program step by step first, then put the completed assertion in [ANSWER] and "
+             "[/ANSWER] tags, as in the examples.")
+
+_OUTPUT_SHOTS = [
+    ("def f(xs):\n    return xs[::-1]", "f([3, 1])", "[1, 3]",
+     "xs is [3, 1]. Reversing it gives [1, 3], which f returns."),
+    ("def f(word):\n    word = word.upper()\n    return word + '!'", "f('ok')", "'OK!'",
+     "word starts as 'ok'. upper() makes it 'OK'. Appending '!' gives 'OK!', which f returns."),
+]
+_INPUT_SHOTS = [
+    ("def f(n):\n    return n * 2", "10", "f(5)", "f doubles its argument, so the input is 10 / 2 = 5."),
+    ("def f(a, b):\n    return a + b", "'spam'", "f('sp', 'am')",
+     "f concatenates its two arguments; 'sp' + 'am' is 'spam'."),
+]
+
+
+def _shot(code: str, question: str, answer: str, thought: str | None) -> str:
+    thinking = f"[THOUGHT]\n{thought}\n[/THOUGHT]\n" if thought else ""
+    return f"[PYTHON]\n{code}\n{question}\n[/PYTHON]\n{thinking}[ANSWER]\n{answer}\n[/ANSWER]"
+
+
+def split_call(call: str, function_name: str) -> str | None:
+    """The argument text of ``name(args)``; None when ``call`` is not such a call."""
+    text = call.strip()
+    if text.startswith(function_name + "(") and text.endswith(")"):
+        return text[len(function_name) + 1 : -1]
+    return None
+
+
+def execution_prompt(code: str, mode: str, style: str, call: str, output: str, function_name: str = "f") -> str:
+    """A CRUXEval-style prompt. ``call`` is the full call (``f(1, 2)``) in output mode; ``output``
+    the value's repr in input mode."""
+    if mode not in cruxeval.MODES or style not in STYLES:
+        raise ValueError(f"mode must be one of {cruxeval.MODES} and style one of {STYLES}, got {mode!r}, {style!r}")
+    if style == "anchored":
+        return _anchored_prompt(code, mode, call, output, function_name)
+    cot = style == "cot"
+    if mode == "output":
+        shots = [_shot(c, f"assert {q} == ??", f"assert {q} == {a}", t if cot else None) for c, q, a, t in _OUTPUT_SHOTS]
+        question = f"assert {call} == ??"
+        head = _OUTPUT_INSTRUCTION
+    else:
+        shots = [_shot(c, f"assert f(??) == {o}", f"assert {a} == {o}", t if cot else None) for c, o, a, t in _INPUT_SHOTS]
+        question = f"assert {function_name}(??) == {output}"
+        head = _INPUT_INSTRUCTION
+    tail = _COT_TAIL if cot else _DIRECT_TAIL
+    return "\n\n".join([head + tail, *shots, f"[PYTHON]\n{code}\n{question}\n[/PYTHON]"]) + "\n"
+
+
+def _anchored_prompt(code: str, mode: str, call: str, output: str, function_name: str) -> str:
+    try:
+        shown = instrument(code).code
+    except InstrumentationError:
+        shown = code  # a program the anchor engine cannot rewrite is shown as it is
+    if mode == "output":
+        arguments = split_call(call, function_name)
+        return tasks.output_prompt(shown, function_name, arguments if arguments is not None else call)
+    return tasks.input_prompt(shown, function_name, output)
+
+
+# ---------------------------------------------------------------- answer extraction
+
+_FENCE = re.compile(r"```(?:python)?\s*(.*?)```", re.DOTALL)
+
+
+def _answer_block(text: str, style: str) -> str:
+    if style == "anchored":
+        answer = parse_response(text).answer
+        if answer is not None:
+            return answer
+    start = text.rfind("[ANSWER]")
+    body = text[start + len("[ANSWER]") :] if start >= 0 else text
+    end = body.find("[/ANSWER]")
+    body = body[:end] if end >= 0 else body
+    fenced = _FENCE.search(body)
+    return (fenced.group(1) if fenced else body).strip()
+
+
+def _top_level_equals(text: str) -> int:
+    """Index of the first ``==`` outside brackets and strings, -1 if none."""
+    depth, quote, index = 0, None, 0
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0 and text.startswith("==", index):
+            return index
+        index += 1
+    return -1
+
+
+def extract_generation(text: object, mode: str, style: str, function_name: str = "f") -> str:
+    """The generation the official scorer checks: in output mode the predicted value's text, in
+    input mode the call ``f(...)``. Reads ``[ANSWER]`` blocks (or ``<answer>`` for the anchored
+    style) holding a bare answer or a whole ``assert ... == ...``; never raises."""
+    if not isinstance(text, str):
+        return ""
+    block = _answer_block(text, style)
+    line = next((ln.strip() for ln in block.splitlines() if ln.strip()), "")
+    if line.startswith("assert "):
+        line = line[len("assert ") :].strip()
+    cut = _top_level_equals(line)
+    if mode == "output":
+        return line[cut + 2 :].strip() if cut >= 0 else line
+    call = line[:cut].strip() if cut >= 0 else line
+    if not call.startswith(function_name + "("):
+        call = f"{function_name}({call})"  # a bare argument list
+    return call
+
+
+# ---------------------------------------------------------------- CRUXEval and LiveCodeBench
+
+@dataclass(frozen=True)
+class ExecutionItem:
+    """One problem of CRUXEval or LiveCodeBench execution: ``call`` is the full call of the function."""
+
+    id: str
+    code: str
+    call: str
+    output: str
+    function_name: str = "f"
+
+
+def cruxeval_items(problems: Sequence[cruxeval.Problem]) -> list[ExecutionItem]:
+    return [ExecutionItem(p.id, p.code, f"f({p.input})", p.output) for p in problems]
+
+
+def livecodebench_items(rows: Sequence[dict]) -> list[ExecutionItem]:
+    """LiveCodeBench execution rows; their ``input`` is the whole call or only its arguments."""
+    items = []
+    for row in rows:
+        name = row.get("function_name") or "f"
+        given = str(row["input"]).strip()
+        call = given if split_call(given, name) is not None else f"{name}({given})"
+        items.append(ExecutionItem(str(row["question_id"]), row["code"], call, row["output"], name))
+    return items
+
+
+def evaluate_execution(
+    engine,
+    items: Sequence[ExecutionItem],
+    mode: str,
+    style: str,
+    sampling,
+    sandbox,
+    cheat_rule: Callable[[str, str, cruxeval.Problem], bool] = cruxeval.cheats,
+    progress: Progress | None = None,
+) -> dict:
+    """Generate, extract and score (the official scored format, plus ``raw_responses``)."""
+    prompts = [execution_prompt(item.code, mode, style, item.call, item.output, item.function_name) for item in items]
+    responses = engine.generate(prompts, sampling, progress=progress)
+    generations = {
+        item.id: [extract_generation(text, mode, style, item.function_name) for text in texts]
+        for item, texts in zip(items, responses)
+    }
+    # The scorer's check is `assert output == generation`; the problem's input only feeds the cheat rule.
+    problems = [cruxeval.Problem(item.id, item.code, _input_of(item), item.output) for item in items]
+    scored = cruxeval.score_generations(generations, problems, mode, sandbox, cheat_rule=cheat_rule)
+    scored["raw_responses"] = {item.id: texts for item, texts in zip(items, responses)}
+    scored["prompts"] = {item.id: prompt for item, prompt in zip(items, prompts)}
+    return scored
+
+
+def _input_of(item: ExecutionItem) -> str:
+    if item.function_name == "f":  # CRUXEval's cheat rule looks for f(<input>)
+        return split_call(item.call, "f") or item.call
+    return item.call  # LiveCodeBench's rule looks for the input string, i.e. the call
+
+
+# ---------------------------------------------------------------- REval
+
+_REVAL_ANCHORED = (
+    "\n\nBefore answering, trace the execution: write each intermediate state you pass through as "
+    "<state>NAME: value</state>, in execution order. Then give the answer in [ANSWER] and [/ANSWER] tags."
+)
+
+
+def reval_rows(programs: Sequence[reval.RevalProgram], style: str, prompts_dir=None) -> list[dict]:
+    """One prediction row (without ``response``) per REval question of ``programs``, with its prompt."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    template_style = "direct" if style == "direct" else "cot"
+    rows = []
+    for program in programs:
+        for item in program.tasks:
+            for q, query in enumerate(item.queries):
+                for kind in ("coverage", "state", "path"):
+                    prompt = reval.reval_prompt(kind, template_style, program, item.input_idx, query.lineno,
+                                                query.var, prompts_dir)
+                    rows.append({"task_id": program.task_id, "input_idx": item.input_idx, "kind": kind,
+                                 "query_idx": q, "lineno": query.lineno, "var": query.var, "prompt": prompt})
+            prompt = reval.reval_prompt("output", template_style, program, item.input_idx, prompts_dir=prompts_dir)
+            rows.append({"task_id": program.task_id, "input_idx": item.input_idx, "kind": "output", "prompt": prompt})
+    if style == "anchored":
+        for row in rows:
+            row["prompt"] += _REVAL_ANCHORED
+    return rows
+
+
+def evaluate_reval(engine, programs: Sequence[reval.RevalProgram], style: str, sampling, sandbox,
+                   progress: Progress | None = None) -> tuple[list[dict], dict]:
+    """Every question of ``programs``, answered by the engine (first sample) and scored REval's way."""
+    rows = reval_rows(programs, style)
+    responses = engine.generate([row["prompt"] for row in rows], sampling, progress=progress)
+    for row, texts in zip(rows, responses):
+        row["response"] = texts[0] if texts else ""
+    return reval.score_predictions(rows, programs, sandbox)
+
+
+# ---------------------------------------------------------------- the step-vs-final gap
+
+def _truth_steps(row: dict) -> list[tuple[str, str]]:
+    return [(step["name"], step["value"]) for step in row.get("steps") or []]
+
+
+def trace_gap(task_rows: Sequence[dict], responses: Sequence[str], final_correct: Sequence[bool]) -> dict:
+    """Step accuracy (every true state, micro-averaged), final accuracy and their gap in points,
+    plus the share of "right answer, wrong logic" responses (final right, some state wrong)."""
+    step_marks, full_traces, right_wrong_logic = [], [], 0
+    for row, text, final in zip(task_rows, responses, final_correct):
+        marks = step_rewards(parse_response(text).pairs, _truth_steps(row))
+        step_marks += marks
+        all_right = all(m == 1.0 for m in marks)
+        full_traces.append(all_right)
+        right_wrong_logic += bool(final) and not all_right
+    n = len(task_rows)
+    step_accuracy = 100.0 * sum(step_marks) / len(step_marks) if step_marks else 0.0
+    final_accuracy = 100.0 * sum(bool(f) for f in final_correct) / n if n else 0.0
+    return {
+        "samples": n,
+        "steps": len(step_marks),
+        "step_accuracy": step_accuracy,
+        "trace_accuracy": 100.0 * sum(full_traces) / n if n else 0.0,
+        "final_accuracy": final_accuracy,
+        "gap": final_accuracy - step_accuracy,
+        "right_answer_wrong_logic": 100.0 * right_wrong_logic / n if n else 0.0,
+    }
+
+
+def output_answers_correct(task_rows: Sequence[dict], responses: Sequence[str], sandbox) -> list[bool]:
+    """Final correctness of output-prediction responses, checked in the sandbox the CRUXEval way
+    (``assert <true output> == <predicted>``)."""
+    problems, generations = [], {}
+    for index, (row, text) in enumerate(zip(task_rows, responses)):
+        key = f"trace_{index}"
+        problems.append(cruxeval.Problem(key, row["instrumented_code"], row["input"], row["output"]))
+        answer = parse_response(text).answer
+        generations[key] = [answer if answer is not None and _is_expression(answer) else "None is not None"]
+    scored = cruxeval.score_generations(generations, problems, "output", sandbox, cheat_rule=lambda *_: False)
+    return [scored["raw_scored_generations"][p.id][0] for p in problems]
+
+
+def _is_expression(text: str) -> bool:
+    try:
+        ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return False
+    return True
