@@ -90,6 +90,8 @@ class CheckpointRegistry(dg.ConfigurableResource):
         return found
 
     def register(self, checkpoints: list[Checkpoint], fingerprints: dict[str, list[str]] | None = None) -> None:
+        if not checkpoints and not fingerprints:
+            return  # nothing new: a sensor tick writes nothing
         data = self._read()
         for checkpoint in checkpoints:
             data["checkpoints"][checkpoint.key] = asdict(checkpoint)
@@ -101,13 +103,14 @@ class CheckpointRegistry(dg.ConfigurableResource):
         external folders looked at."""
         # Known: registered and still a partition of this instance.
         partitions = set(instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS.name))
-        known = {key for key in self.all() if key in partitions}
+        registry = self._read()
+        known = {key for key in registry["checkpoints"] if key in partitions}
         found: dict[str, Checkpoint] = {}
         for asset in TRAINED_CHECKPOINT_ASSETS:
             checkpoint = _trained_checkpoint(instance, asset)
             if checkpoint and checkpoint.key not in known:
                 found[checkpoint.key] = checkpoint
-        fingerprints = self._read()["fingerprints"]  # folder -> [fingerprint, partition key]
+        fingerprints = registry["fingerprints"]  # folder -> [fingerprint, partition key]
         seen: dict[str, list[str]] = {}
         external = self.external_path()
         for folder in sorted(external.iterdir()) if external.is_dir() else []:

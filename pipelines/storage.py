@@ -12,6 +12,7 @@ runs, keyed by content, is what this module adds.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -123,6 +124,17 @@ def _remove_abandoned_staging(base: Path) -> None:
         pid = staging.name.split("-")[1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def file_ref(path: Path, label: str) -> ArtifactRef:
+    """An input file as an ArtifactRef: its content hash enters the cache keys of the assets that read it."""
+    return ArtifactRef(label, "", str(path), hashlib.sha256(path.read_bytes()).hexdigest()[:20])
+
+
+def png_markdown(path: Path, alt: str) -> dg.MetadataValue:
+    """A PNG shown inline in the Dagster UI (markdown with a data URL)."""
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:

@@ -238,10 +238,9 @@ def score_generations(
     }
 
 
-def load_livecodebench(path: str | Path) -> list[Problem]:
+def read_livecodebench_rows(path: str | Path) -> list[dict]:
     """LiveCodeBench code-execution rows (``question_id, contest_id, contest_date, difficulty,
-    function_name, code, input, output, numsteps``) from JSONL or Parquet, as problems whose ids are
-    the question ids. The check is CRUXEval's, ``assert output == generation``."""
+    function_name, code, input, output, numsteps``) from JSONL or Parquet."""
     path = Path(path)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -252,6 +251,13 @@ def load_livecodebench(path: str | Path) -> list[Problem]:
     missing = [key for key in ("question_id", "code", "input", "output") if rows and key not in rows[0]]
     if missing:
         raise ValueError(f"{path}: LiveCodeBench rows lack {missing}")
+    return rows
+
+
+def load_livecodebench(path: str | Path) -> list[Problem]:
+    """LiveCodeBench execution rows as problems whose ids are the question ids. The check is
+    CRUXEval's, ``assert output == generation``."""
+    rows = read_livecodebench_rows(path)
     return [Problem(str(row["question_id"]), row["code"], row["input"], row["output"]) for row in rows]
 
 

@@ -19,7 +19,6 @@ Every engine with ``generate(prompts, sampling, progress) -> list[list[str]]`` w
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from stepcode_core import cruxeval, reval, tasks
 from stepcode_core.anchors import InstrumentationError, instrument
 from stepcode_core.responses import parse_response
-from stepcode_core.rewards import step_rewards
+from stepcode_core.verify import Verdict
 
 STYLES = ("direct", "cot", "anchored")
 Progress = Callable[[int, int], None]
@@ -264,23 +263,16 @@ def evaluate_reval(engine, programs: Sequence[reval.RevalProgram], style: str, s
 
 # ---------------------------------------------------------------- the step-vs-final gap
 
-def _truth_steps(row: dict) -> list[tuple[str, str]]:
-    return [(step["name"], step["value"]) for step in row.get("steps") or []]
-
-
-def trace_gap(task_rows: Sequence[dict], responses: Sequence[str], final_correct: Sequence[bool]) -> dict:
+def trace_gap(verdicts: Sequence[Verdict]) -> dict:
     """Step accuracy (every true state, micro-averaged), final accuracy and their gap in points,
-    plus the share of "right answer, wrong logic" responses (final right, some state wrong)."""
-    step_marks, full_traces, right_wrong_logic = [], [], 0
-    for row, text, final in zip(task_rows, responses, final_correct):
-        marks = step_rewards(parse_response(text).pairs, _truth_steps(row))
-        step_marks += marks
-        all_right = all(m == 1.0 for m in marks)
-        full_traces.append(all_right)
-        right_wrong_logic += bool(final) and not all_right
-    n = len(task_rows)
+    plus the share of "right answer, wrong logic" responses (final right, some state wrong), from
+    the verifier's verdicts (:func:`stepcode_core.verify.verify`)."""
+    step_marks = [mark for verdict in verdicts for mark in verdict.step_rewards]
+    full_traces = [all(mark == 1.0 for mark in verdict.step_rewards) for verdict in verdicts]
+    finals = [verdict.final_reward == 1.0 for verdict in verdicts]
+    n = len(verdicts)
     step_accuracy = 100.0 * sum(step_marks) / len(step_marks) if step_marks else 0.0
-    final_accuracy = 100.0 * sum(bool(f) for f in final_correct) / n if n else 0.0
+    final_accuracy = 100.0 * sum(finals) / n if n else 0.0
     return {
         "samples": n,
         "steps": len(step_marks),
@@ -288,26 +280,5 @@ def trace_gap(task_rows: Sequence[dict], responses: Sequence[str], final_correct
         "trace_accuracy": 100.0 * sum(full_traces) / n if n else 0.0,
         "final_accuracy": final_accuracy,
         "gap": final_accuracy - step_accuracy,
-        "right_answer_wrong_logic": 100.0 * right_wrong_logic / n if n else 0.0,
+        "right_answer_wrong_logic": 100.0 * sum(f and not t for f, t in zip(finals, full_traces)) / n if n else 0.0,
     }
-
-
-def output_answers_correct(task_rows: Sequence[dict], responses: Sequence[str], sandbox) -> list[bool]:
-    """Final correctness of output-prediction responses, checked in the sandbox the CRUXEval way
-    (``assert <true output> == <predicted>``)."""
-    problems, generations = [], {}
-    for index, (row, text) in enumerate(zip(task_rows, responses)):
-        key = f"trace_{index}"
-        problems.append(cruxeval.Problem(key, row["instrumented_code"], row["input"], row["output"]))
-        answer = parse_response(text).answer
-        generations[key] = [answer if answer is not None and _is_expression(answer) else "None is not None"]
-    scored = cruxeval.score_generations(generations, problems, "output", sandbox, cheat_rule=lambda *_: False)
-    return [scored["raw_scored_generations"][p.id][0] for p in problems]
-
-
-def _is_expression(text: str) -> bool:
-    try:
-        ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return False
-    return True

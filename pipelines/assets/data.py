@@ -1,7 +1,6 @@
 """Data assets (group ``data``): raw programs → instrumented programs → execution traces → the trace
 dataset (DESIGN §3). Thin bodies over stepcode_core; caching and atomic writes in pipelines.storage."""
 
-import base64
 import hashlib
 import io
 import json
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.resources import SandboxResource
-from pipelines.storage import ArtifactRef, ArtifactStore, cache_key, cached_output, write_parquet
+from pipelines.storage import ArtifactRef, ArtifactStore, cache_key, cached_output, file_ref, png_markdown, write_parquet
 from stepcode_core import schemas, sources
 from stepcode_core.anchors import DEFAULT_SETTINGS, POLICIES, AnchorSite, InstrumentedProgram, instrument_fields_star
 from stepcode_core.parallel import parallel_map
@@ -289,7 +288,7 @@ def trace_dataset(
     # The evaluation sets are inputs too: a changed benchmark file changes the cache key.
     eval_files = [p for p in (shared_data_dir() / "cruxeval" / "cruxeval.jsonl",
                               shared_data_dir() / "reval" / "DREval_data.jsonl", livecodebench) if p and p.is_file()]
-    eval_refs = [ArtifactRef(f"eval:{p.name}", "", str(p), _file_hash(p)) for p in eval_files]
+    eval_refs = [file_ref(p, f"eval:{p.name}") for p in eval_files]
 
     def write(folder: Path) -> dict:
         index = load_evaluation_index(shared_data_dir(), livecodebench)
@@ -333,17 +332,12 @@ def trace_dataset(
             "preview": _preview(pq.read_table(ref.file("train.parquet")), ["program_id", "input", "output", "anchor_lines"]),
         }
         if plot.is_file():
-            encoded = base64.b64encode(plot.read_bytes()).decode()
-            shown["anchor_lines_histogram"] = dg.MetadataValue.md(f"![anchor lines per program](data:image/png;base64,{encoded})")
+            shown["anchor_lines_histogram"] = png_markdown(plot, "anchor lines per program")
         return shown
 
     return cached_output(
         context, store, DATASET_VERSION, config.model_dump(), [execution_traces, *eval_refs], write, to_metadata
     )
-
-
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
 
 
 def _plot_histogram(counts: Counter, path: Path) -> None:

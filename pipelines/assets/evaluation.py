@@ -7,24 +7,26 @@ only its own partitions, and re-running an unchanged one reuses the artifact. ``
 tabulates every evaluated checkpoint beside the published numbers.
 """
 
-import base64
 import hashlib
-import io
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry
 from pipelines.resources import SandboxResource
-from pipelines.storage import ArtifactRef, ArtifactStore, cached_output
+from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, file_ref, png_markdown
 from stepcode_core import cruxeval, evaluation, reval
-from stepcode_core.models import SamplingConfig
+from stepcode_core.models import SamplingConfig, make_engine
+from stepcode_core.training import load_tasks
+from stepcode_core.verify import TaskSpec, verify
 from stepcode_core.paths import cruxeval_path, shared_data_dir
 
 EVAL_VERSION = "eval-v1"
+# Its final answers go through stepcode_core.verify, the training reward's verifier.
+TRACE_GAP_VERSION = "eval_trace_gap-v2"
 REPORT_VERSION = "eval_report-v1"
 EVAL_ASSETS = ("eval_cruxeval", "eval_livecodebench", "eval_reval", "eval_trace_gap")
 
@@ -78,22 +80,13 @@ class TraceGapConfig(dg.Config):
     generation: GenerationConfig = GenerationConfig(max_new_tokens=160)
 
 
-def _file_ref(path: Path) -> ArtifactRef:
-    return ArtifactRef(f"data:{path.name}", "", str(path), hashlib.sha256(path.read_bytes()).hexdigest()[:20])
-
-
 def _checkpoint_ref(context, registry: CheckpointRegistry) -> tuple[ArtifactRef, str]:
     checkpoint = registry.resolve(context.partition_key)
     return ArtifactRef("checkpoint", checkpoint.key, checkpoint.model_dir, checkpoint.weights_hash), checkpoint.model_dir
 
 
 def _engine(model_dir: str, generation: GenerationConfig):
-    from stepcode_core import models
-
-    make_engine = getattr(models, "make_engine", None)
-    if make_engine is not None:
-        return make_engine(model_dir, backend=generation.engine)
-    return models.TransformersEngine(model_dir)
+    return make_engine(model_dir, backend=generation.engine)
 
 
 def _progress(context, label: str):
@@ -127,6 +120,13 @@ def _summary_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
     return shown
 
 
+def _write_scored(folder: Path, stem: str, scored: dict) -> None:
+    """The official scored file and the raw responses of one mode and style."""
+    official = {k: scored[k] for k in ("raw_generations", "raw_scored_generations", "pass_at_1", "pass_at_5")}
+    (folder / f"{stem}_scored.json").write_text(json.dumps(official))
+    (folder / f"{stem}_responses.json").write_text(json.dumps(scored["raw_responses"]))
+
+
 def _markdown(rows: list[dict]) -> str:
     import pandas as pd
 
@@ -157,17 +157,15 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
                                                            progress=_progress(context, f"cruxeval {mode}/{style}"))
                     stem = f"{mode}_{style}"
                     (folder / f"{stem}_generations.json").write_text(json.dumps(scored["raw_generations"]))
-                    (folder / f"{stem}_scored.json").write_text(json.dumps(
-                        {k: scored[k] for k in ("raw_generations", "raw_scored_generations", "pass_at_1", "pass_at_5")}))
-                    (folder / f"{stem}_responses.json").write_text(json.dumps(scored["raw_responses"]))
+                    _write_scored(folder, stem, scored)
                     rows.append({"style": style, "mode": mode, "pass@1": scored["pass_at_1"],
                                  "pass@5": _pass_at_5(scored, config.generation)})
         first = [r["pass@1"] for r in rows if r["style"] == config.styles[0]]
         return {"checkpoint": context.partition_key, "problems": len(items), "results": rows,
                 "headline": sum(first) / len(first), "table": _markdown(rows)}
 
-    return cached_output(context, store, EVAL_VERSION, config.model_dump(), [checkpoint, _file_ref(data)], write,
-                         _summary_metadata)
+    inputs = [checkpoint, file_ref(data, f"data:{data.name}")]
+    return cached_output(context, store, EVAL_VERSION, config.model_dump(), inputs, write, _summary_metadata)
 
 
 @dg.asset(group_name="evaluation", code_version=EVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
@@ -175,8 +173,6 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                        sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
     """LiveCodeBench code execution (output prediction) with LCB's rule that an answer containing the
     input is wrong. Its data is not bundled: point ``path`` (or $STEPCODE_LIVECODEBENCH) at the rows."""
-    import os
-
     _check_styles(config.styles)
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
     configured = config.path or os.environ.get("STEPCODE_LIVECODEBENCH", "")
@@ -189,7 +185,7 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
             context.log.warning("no LiveCodeBench execution file configured (path or $STEPCODE_LIVECODEBENCH): skipped")
             return {"checkpoint": context.partition_key, "skipped": "no LiveCodeBench file configured",
                     "headline": None, "results": []}
-        rows = _read_rows(data)
+        rows = cruxeval.read_livecodebench_rows(data)
         rows = rows[: config.limit] if config.limit else rows
         items = evaluation.livecodebench_items(rows)
         engine = _engine(model_dir, config.generation)
@@ -199,22 +195,14 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                 scored = evaluation.evaluate_execution(engine, items, "output", style, config.generation.sampling(), sb,
                                                        cheat_rule=cruxeval.livecodebench_cheats,
                                                        progress=_progress(context, f"livecodebench/{style}"))
-                (folder / f"output_{style}_scored.json").write_text(json.dumps(
-                    {k: scored[k] for k in ("raw_generations", "raw_scored_generations", "pass_at_1", "pass_at_5")}))
-                (folder / f"output_{style}_responses.json").write_text(json.dumps(scored["raw_responses"]))
+                _write_scored(folder, f"output_{style}", scored)
                 results.append({"style": style, "pass@1": scored["pass_at_1"], "pass@5": _pass_at_5(scored, config.generation)})
         return {"checkpoint": context.partition_key, "problems": len(items), "results": results,
                 "headline": results[0]["pass@1"], "table": _markdown(results)}
 
-    inputs = [checkpoint] + ([_file_ref(data)] if data else [])
+    inputs = [checkpoint] + ([file_ref(data, f"data:{data.name}")] if data else [])
     return cached_output(context, store, EVAL_VERSION, {**config.model_dump(), "path": str(data or "")}, inputs, write,
                          _summary_metadata)
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @dg.asset(group_name="evaluation", code_version=EVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
@@ -248,10 +236,10 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
                 "headline": results[0]["mean"], "table": _markdown(results)}
 
     return cached_output(context, store, EVAL_VERSION, config.model_dump(),
-                         [checkpoint, *(_file_ref(p) for p in data_files)], write, _summary_metadata)
+                         [checkpoint, *(file_ref(p, f"data:{p.name}") for p in data_files)], write, _summary_metadata)
 
 
-@dg.asset(group_name="evaluation", code_version=EVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
+@dg.asset(group_name="evaluation", code_version=TRACE_GAP_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
 def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, store: ArtifactStore,
                    sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry,
                    trace_dataset: ArtifactRef) -> dg.Output:
@@ -261,8 +249,7 @@ def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, st
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
 
     def write(folder: Path) -> dict:
-        rows = [row for row in pq.read_table(trace_dataset.file("tasks/val.parquet")).to_pylist()
-                if row["task"] == "output"]
+        rows = [row for row in load_tasks(trace_dataset.path, "val") if row["task"] == "output"]
         rows = rows[: config.limit] if config.limit else rows
         if not rows:
             raise dg.Failure("the held-out split has no output-prediction tasks; raise trace_dataset's val_fraction")
@@ -270,15 +257,16 @@ def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, st
         responses = [texts[0] for texts in engine.generate([row["prompt"] for row in rows], config.generation.sampling(),
                                                            progress=_progress(context, "trace gap"))]
         with sandbox.open() as sb:
-            final = evaluation.output_answers_correct(rows, responses, sb)
-        gap = evaluation.trace_gap(rows, responses, final)
+            verdicts = verify([TaskSpec.from_row(row) for row in rows], responses, sb)
+        gap = evaluation.trace_gap(verdicts)
         with (folder / "responses.jsonl").open("w") as out:
-            for row, text, ok in zip(rows, responses, final):
-                out.write(json.dumps({"task_id": row["task_id"], "response": text, "final_correct": ok}) + "\n")
+            for row, text, verdict in zip(rows, responses, verdicts):
+                out.write(json.dumps({"task_id": row["task_id"], "response": text,
+                                      "final_correct": verdict.final_reward == 1.0}) + "\n")
         return {"checkpoint": context.partition_key, **gap, "headline": gap["gap"],
                 "table": _markdown([{k: v for k, v in gap.items()}])}
 
-    return cached_output(context, store, EVAL_VERSION, config.model_dump(), [checkpoint, trace_dataset], write,
+    return cached_output(context, store, TRACE_GAP_VERSION, config.model_dump(), [checkpoint, trace_dataset], write,
                          _summary_metadata)
 
 
@@ -345,10 +333,8 @@ def _plot_report(rows: list[dict], path: Path) -> None:
     axis.set_title("evaluated checkpoints beside published numbers (missing = 0)")
     axis.legend(fontsize=7)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(path, format="png")
     plt.close(figure)
-    path.write_bytes(buffer.getvalue())
 
 
 @dg.asset(group_name="evaluation", code_version=REPORT_VERSION, deps=list(EVAL_ASSETS))
@@ -368,10 +354,9 @@ def eval_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.O
         return {"checkpoints": sorted(summaries), "table": table}
 
     def to_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
-        encoded = base64.b64encode(ref.file("report.png").read_bytes()).decode()
         return {"checkpoints": dg.MetadataValue.json(meta["checkpoints"]), "rows": len(meta["checkpoints"]),
                 "report": dg.MetadataValue.md(meta["table"]),
-                "plot": dg.MetadataValue.md(f"![report](data:image/png;base64,{encoded})"),
+                "plot": png_markdown(ref.file("report.png"), "report"),
                 "report_md": dg.MetadataValue.path(str(ref.file("report.md")))}
 
     return cached_output(context, store, REPORT_VERSION, {}, inputs, write, to_metadata)

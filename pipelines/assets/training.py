@@ -3,7 +3,6 @@ checkpoint, each a Hugging Face folder named by the ``model_dir`` metadata and v
 weights. Training runs in the ``gpu`` concurrency pool (one at a time); unchanged inputs, config and
 code reuse the cached checkpoint and train nothing."""
 
-import base64
 import json
 from pathlib import Path
 from typing import Optional
@@ -12,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.resources import SandboxResource
-from pipelines.storage import ArtifactRef, ArtifactStore, cached_output
+from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.paths import stepcode_home
 from stepcode_core.training import (TrainSettings, evaluate, load_tasks, plot_curves, preset, run_grpo, run_sft,
@@ -142,8 +141,7 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
             shown[f"held_out_{key}"] = value
         plot = ref.file("curves.png")
         if plot.is_file():
-            encoded = base64.b64encode(plot.read_bytes()).decode()
-            shown["curves"] = dg.MetadataValue.md(f"![{phase} curves](data:image/png;base64,{encoded})")
+            shown["curves"] = png_markdown(plot, f"{phase} curves")
         return shown
 
     output = cached_output(context, store, code_version, settings.to_dict(), [start, trace_dataset], write, to_metadata)
