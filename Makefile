@@ -21,7 +21,7 @@ ui: venv
 bench: venv
 	.venv/bin/python benchmarks/bench_trace.py
 	.venv/bin/python benchmarks/bench_pipeline.py
-	.venv/bin/python benchmarks/bench_cruxeval_score.py --mode output
+	.venv/bin/python benchmarks/bench_score.py --mode output
 
 bench-sandbox: venv
 	.venv/bin/python benchmarks/bench_sandbox.py

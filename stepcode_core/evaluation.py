@@ -121,42 +121,53 @@ def _answer_block(text: str, style: str) -> str:
     return (fenced.group(1) if fenced else body).strip()
 
 
-def _top_level_equals(text: str) -> int:
-    """Index of the first ``==`` outside brackets and strings, -1 if none."""
-    depth, quote, index = 0, None, 0
+def _first_statement(text: str) -> tuple[str, int]:
+    """The first statement of ``text`` (it ends at a newline outside brackets and strings, so a
+    multi-line list or a triple-quoted string stays whole) and the index of its first top-level
+    ``==`` (-1 if none)."""
+    text = text.lstrip()
+    depth, quote, equals, index = 0, "", -1, 0
     while index < len(text):
-        char = text[index]
         if quote:
-            if char == "\\":
-                index += 1
-            elif char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
+            if len(quote) == 1 and text[index] == "\n":
+                quote = ""  # an unterminated one-line string ends with its line
+                continue
+            if text[index] == "\\":
+                index += 2
+                continue
+            if text.startswith(quote, index):
+                index += len(quote)
+                quote = ""
+                continue
+        elif text[index] in "'\"":
+            quote = text[index] * 3 if text.startswith(text[index] * 3, index) else text[index]
+            index += len(quote)
+            continue
+        elif text[index] in "([{":
             depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif depth == 0 and text.startswith("==", index):
-            return index
+        elif text[index] in ")]}":
+            depth = max(depth - 1, 0)
+        elif depth == 0 and text[index] == "\n":
+            break
+        elif depth == 0 and equals < 0 and text.startswith("==", index):
+            equals = index
         index += 1
-    return -1
+    return text[:index].rstrip(), equals
 
 
 def extract_generation(text: object, mode: str, style: str, function_name: str = "f") -> str:
     """The generation the official scorer checks: in output mode the predicted value's text, in
     input mode the call ``f(...)``. Reads ``[ANSWER]`` blocks (or ``<answer>`` for the anchored
-    style) holding a bare answer or a whole ``assert ... == ...``; never raises."""
+    style) holding a bare answer or a whole ``assert ... == ...``; a value may span lines (a
+    bracketed literal, a triple-quoted string). Never raises."""
     if not isinstance(text, str):
         return ""
-    block = _answer_block(text, style)
-    line = next((ln.strip() for ln in block.splitlines() if ln.strip()), "")
-    if line.startswith("assert "):
-        line = line[len("assert ") :].strip()
-    cut = _top_level_equals(line)
+    statement, cut = _first_statement(_answer_block(text, style))
+    if statement.startswith("assert "):
+        statement, cut = _first_statement(statement[len("assert ") :])
     if mode == "output":
-        return line[cut + 2 :].strip() if cut >= 0 else line
-    call = line[:cut].strip() if cut >= 0 else line
+        return statement[cut + 2 :].strip() if cut >= 0 else statement
+    call = statement[:cut].strip() if cut >= 0 else statement
     if not call.startswith(function_name + "("):
         call = f"{function_name}({call})"  # a bare argument list
     return call

@@ -8,32 +8,12 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from pipelines.assets import training
 from pipelines.resources import SandboxResource
-from pipelines.storage import ArtifactRef, ArtifactStore
+from pipelines.storage import ArtifactStore
 from stepcode_core.models import weights_hash
-from stepcode_core.tiny_tasks import tiny_task_rows
-
-
-@dg.asset(name="trace_dataset", group_name="data")
-def tiny_trace_dataset(store: ArtifactStore, sandbox: SandboxResource) -> dg.Output:
-    """Stands in for the data stages: the small trace task, in trace_dataset's layout."""
-    folder = Path(store.root_path()) / "tiny_trace_dataset"
-    if not (folder / "tasks" / "val.parquet").is_file():
-        (folder / "tasks").mkdir(parents=True, exist_ok=True)
-        with sandbox.open() as opened:
-            rows = tiny_task_rows(12, 5, opened, kinds=("output", "input"))
-        for split, part in (("train", rows[:20]), ("val", rows[20:])):
-            pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k not in ("code", "policy")} for r in part]),
-                           folder / "tasks" / f"{split}.parquet")
-            programs = {r["program_id"]: {"program_id": r["program_id"], "code": r["code"]} for r in part}
-            pq.write_table(pa.Table.from_pylist(list(programs.values())), folder / f"{split}.parquet")
-    return dg.Output(ArtifactRef("trace_dataset", "tiny", str(folder), "tiny-v1"), data_version=dg.DataVersion("tiny-v1"))
-
 
 RUN_CONFIG = {"ops": {
     "sft_checkpoint": {"config": {"max_tasks": 8, "eval_tasks": 2, "overrides_json": '{"sft_batch_size": 8, "eval_max_tokens": 24}'}},
@@ -42,7 +22,7 @@ RUN_CONFIG = {"ops": {
 }}
 
 
-def _materialize(root):
+def _materialize(root, tiny_trace_dataset):
     return dg.materialize(
         [training.base_model, tiny_trace_dataset, training.sft_checkpoint, training.grpo_checkpoint],
         resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local", workers=2)},
@@ -56,8 +36,8 @@ def _materialization(result, asset):
 
 
 @pytest.mark.slow
-def test_checkpoints_materialize_then_reuse(tmp_path):
-    first = _materialize(tmp_path)
+def test_checkpoints_materialize_then_reuse(tmp_path, tiny_trace_dataset):
+    first = _materialize(tmp_path, tiny_trace_dataset)
     assert first.success
     for asset in ("sft_checkpoint", "grpo_checkpoint"):
         materialization = _materialization(first, asset)
@@ -77,7 +57,7 @@ def test_checkpoints_materialize_then_reuse(tmp_path):
         _materialization(first, "sft_checkpoint").metadata["weights_hash"].value
 
     started = time.perf_counter()
-    second = _materialize(tmp_path)
+    second = _materialize(tmp_path, tiny_trace_dataset)
     assert second.success and time.perf_counter() - started < 60
     for asset in ("sft_checkpoint", "grpo_checkpoint"):
         again, before = _materialization(second, asset), _materialization(first, asset)

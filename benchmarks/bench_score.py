@@ -6,7 +6,7 @@ plus a ``Process`` running ``exec(code + assert)`` under a 3 s ``setitimer``. It
 sandbox run (model generations are untrusted), on a sample of problems, since it is slow; ours scores
 all of them. Both verdict lists are compared on the sample.
 
-Usage: python benchmarks/bench_cruxeval_score.py [--mode output] [--baseline-problems 80]
+Usage: python benchmarks/bench_score.py [--mode output] [--baseline-problems 80]
 The last line of output is one JSON object with the figures.
 """
 

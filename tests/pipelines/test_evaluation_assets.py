@@ -1,0 +1,111 @@
+"""Evaluation per checkpoint through Dagster: the checkpoint sensor registers a checkpoint as a
+partition and evaluates it; a second checkpoint runs only its own partitions, the first's results
+stay untouched; eval_report tabulates both. Real (tiny, random) Hugging Face checkpoints, the real
+sandbox, a real Dagster instance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines.assets import evaluation
+from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry
+from pipelines.jobs import EVAL_ASSET_KEYS, eval_report_job, evaluation_job
+from pipelines.resources import SandboxResource
+from pipelines.sensors import checkpoint_sensor
+from pipelines.storage import ArtifactStore
+from stepcode_core.models import weights_hash
+
+SMALL = {"max_new_tokens": 8, "engine": "transformers"}
+LCB_ROW = {"question_id": "q1", "contest_id": "c1", "contest_date": "2024-01-01", "difficulty": "easy",
+           "function_name": "f", "code": "def f(a):\n    return a + 1", "input": "f(1)", "output": "2", "numsteps": 3}
+
+
+def _run_config(lcb_path: Path) -> dict:
+    return {"ops": {
+        "eval_cruxeval": {"config": {"limit": 2, "modes": ["output"], "styles": ["direct"], "generation": SMALL}},
+        "eval_livecodebench": {"config": {"path": str(lcb_path), "limit": 1, "generation": SMALL}},
+        "eval_reval": {"config": {"limit": 1, "generation": SMALL}},
+        "eval_trace_gap": {"config": {"limit": 2, "generation": SMALL}},
+    }}
+
+
+def _materializations(instance, asset: str, partition: str) -> list:
+    return instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=100).records
+
+
+def _tick(instance, registry) -> dg.SensorResult:
+    result = checkpoint_sensor(dg.build_sensor_context(instance=instance, resources={"checkpoint_registry": registry}))
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+@pytest.mark.slow
+def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace_dataset, tiny_checkpoint):
+    external = tmp_path / "external"
+    registry = CheckpointRegistry(registry_file=str(tmp_path / "checkpoints.json"), external_dir=str(external))
+    lcb = tmp_path / "lcb.jsonl"
+    lcb.write_text(json.dumps(LCB_ROW) + "\n")
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "checkpoint_registry": registry,
+                 "sandbox": SandboxResource(backend="local", workers=2),
+                 "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "io"))}
+    defs = dg.Definitions(
+        assets=[tiny_trace_dataset, evaluation.eval_cruxeval, evaluation.eval_livecodebench, evaluation.eval_reval,
+                evaluation.eval_trace_gap, evaluation.eval_report],
+        jobs=[evaluation_job, eval_report_job], resources=resources)
+    job = defs.resolve_job_def("evaluation")
+
+    (tmp_path / "instance").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
+        assert dg.materialize([tiny_trace_dataset], instance=instance, resources=resources).success
+
+        def evaluate(result: dg.SensorResult) -> list[str]:
+            keys = [request.partition_key for request in result.run_requests]
+            for key in keys:
+                assert job.execute_in_process(instance=instance, partition_key=key, run_config=_run_config(lcb)).success
+            return keys
+
+        first_dir = tiny_checkpoint(external / "first", seed=1)
+        (first,) = evaluate(_tick(instance, registry))
+        assert first == f"ext_first-{weights_hash(first_dir)[:12]}"
+        assert _tick(instance, registry).run_requests == []  # nothing new: the sensor skips
+
+        tiny_checkpoint(external / "second", seed=2)
+        (second,) = evaluate(_tick(instance, registry))
+        assert second.startswith("ext_second-") and second != first
+
+        assert set(instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS.name)) == {first, second}
+        for asset in EVAL_ASSET_KEYS:  # one run each: the first checkpoint was not evaluated again
+            assert len(_materializations(instance, asset, first)) == 1, asset
+            assert len(_materializations(instance, asset, second)) == 1, asset
+        runs = instance.get_runs(dg.RunsFilter(job_name="evaluation"))
+        assert sorted(run.tags["dagster/partition"] for run in runs) == sorted([first, second])
+
+        # What the evaluation wrote: official files, numbers in range.
+        crux = _materializations(instance, "eval_cruxeval", second)[0].asset_materialization.metadata
+        folder = Path(str(crux["artifact"].value))
+        scored = json.loads((folder / "output_direct_scored.json").read_text())
+        assert set(scored) == {"raw_generations", "raw_scored_generations", "pass_at_1", "pass_at_5"}
+        assert len(scored["raw_generations"]) == 2 and 0.0 <= scored["pass_at_1"] <= 100.0
+        lcb_meta = _materializations(instance, "eval_livecodebench", second)[0].asset_materialization.metadata
+        assert lcb_meta["summary"].data["problems"] == 1
+        gap = _materializations(instance, "eval_trace_gap", second)[0].asset_materialization.metadata["summary"].data
+        assert 0.0 <= gap["step_accuracy"] <= 100.0 and 0.0 <= gap["final_accuracy"] <= 100.0
+
+        # A training materialization is picked up too, keyed by its DataVersion.
+        trained = tiny_checkpoint(tmp_path / "sft", seed=3)
+        digest = weights_hash(trained)
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "sft_checkpoint", metadata={"model_dir": dg.MetadataValue.path(str(trained))},
+            tags={"dagster/data_version": digest}))
+        assert [r.partition_key for r in _tick(instance, registry).run_requests] == [f"sft_checkpoint-{digest[:12]}"]
+
+        result = defs.resolve_job_def("eval_report_job").execute_in_process(instance=instance)
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        assert sorted(event.step_materialization_data.materialization.metadata["checkpoints"].data) == sorted([first, second])
