@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export STEPCODE_HOME ?= $(CURDIR)/.stepcode
 export DAGSTER_HOME ?= $(CURDIR)
-EXTRAS := dev,train
+EXTRAS := dev,train,reval
 
 .PHONY: demo test venv ui bench bench-sandbox clean
 

@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/bootstrap.sh dev,train || exit 1
+scripts/bootstrap.sh dev,train,reval || exit 1
 
 dockerd_pid="$(scripts/ensure_docker.sh)" || { echo "Docker set-up failed" >&2; exit 1; }
 stop_dockerd() {

@@ -25,8 +25,8 @@ from stepcode_core.verify import TaskSpec, verify
 from stepcode_core.paths import cruxeval_path, shared_data_dir
 
 EVAL_VERSION = "eval-v1"
-# Its final answers go through stepcode_core.verify, the training reward's verifier.
-TRACE_GAP_VERSION = "eval_trace_gap-v2"
+# v2: final answers through stepcode_core.verify (the training reward's verifier); v3: input tasks too.
+TRACE_GAP_VERSION = "eval_trace_gap-v3"
 REPORT_VERSION = "eval_report-v1"
 EVAL_ASSETS = ("eval_cruxeval", "eval_livecodebench", "eval_reval", "eval_trace_gap")
 
@@ -76,7 +76,8 @@ class RevalConfig(dg.Config):
 
 
 class TraceGapConfig(dg.Config):
-    limit: int = Field(default=8, description="first N held-out output-prediction tasks; 0: all")
+    tasks: list[str] = Field(default=["output", "input"], description="task kinds of the held-out split scored")
+    limit: int = Field(default=8, description="first N held-out tasks of each kind; 0: all")
     generation: GenerationConfig = GenerationConfig(max_new_tokens=160)
 
 
@@ -243,28 +244,38 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
 def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, store: ArtifactStore,
                    sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry,
                    trace_dataset: ArtifactRef) -> dg.Output:
-    """The step-vs-final gap on the held-out trace split (anchored output prediction): step accuracy,
-    final accuracy verified in the sandbox, and the gap in points (the paper's "right answer, wrong
-    logic": 10.9 points for StepCodeReasoner, 22-24 for the baselines)."""
+    """The step-vs-final gap on the held-out trace split (anchored prompts, output and input
+    prediction): step accuracy, final accuracy verified in the sandbox, and the gap in points (the
+    paper's "right answer, wrong logic": 10.9 points for StepCodeReasoner, 22-24 for the baselines).
+    Input prediction's states are compared with the trace of the predicted input."""
+    if not config.tasks or any(kind not in ("output", "input") for kind in config.tasks):
+        raise dg.Failure(f"tasks must be a non-empty list of 'output' and 'input', got {config.tasks}")
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
 
     def write(folder: Path) -> dict:
-        rows = [row for row in load_tasks(trace_dataset.path, "val") if row["task"] == "output"]
-        rows = rows[: config.limit] if config.limit else rows
+        held_out = load_tasks(trace_dataset.path, "val")
+        rows = []
+        for kind in config.tasks:
+            of_kind = [row for row in held_out if row["task"] == kind]
+            rows += of_kind[: config.limit] if config.limit else of_kind
         if not rows:
-            raise dg.Failure("the held-out split has no output-prediction tasks; raise trace_dataset's val_fraction")
+            raise dg.Failure(f"the held-out split has no {config.tasks} tasks; raise trace_dataset's val_fraction")
         engine = _engine(model_dir, config.generation)
         responses = [texts[0] for texts in engine.generate([row["prompt"] for row in rows], config.generation.sampling(),
                                                            progress=_progress(context, "trace gap"))]
         with sandbox.open() as sb:
             verdicts = verify([TaskSpec.from_row(row) for row in rows], responses, sb)
+        by_task = {kind: evaluation.trace_gap([v for row, v in zip(rows, verdicts) if row["task"] == kind])
+                   for kind in config.tasks}
         gap = evaluation.trace_gap(verdicts)
         with (folder / "responses.jsonl").open("w") as out:
             for row, text, verdict in zip(rows, responses, verdicts):
-                out.write(json.dumps({"task_id": row["task_id"], "response": text,
-                                      "final_correct": verdict.final_reward == 1.0}) + "\n")
-        return {"checkpoint": context.partition_key, **gap, "headline": gap["gap"],
-                "table": _markdown([{k: v for k, v in gap.items()}])}
+                out.write(json.dumps({"task_id": row["task_id"], "task": row["task"], "response": text,
+                                      "step_rewards": verdict.step_rewards,
+                                      "final_correct": verdict.final_reward == 1.0, "note": verdict.note}) + "\n")
+        table = [{"tasks": kind, **numbers} for kind, numbers in by_task.items()] + [{"tasks": "all", **gap}]
+        return {"checkpoint": context.partition_key, **gap, "by_task": by_task, "headline": gap["gap"],
+                "table": _markdown(table)}
 
     return cached_output(context, store, TRACE_GAP_VERSION, config.model_dump(), [checkpoint, trace_dataset], write,
                          _summary_metadata)

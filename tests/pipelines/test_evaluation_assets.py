@@ -96,6 +96,8 @@ def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace
         assert lcb_meta["summary"].data["problems"] == 1
         gap = _materializations(instance, "eval_trace_gap", second)[0].asset_materialization.metadata["summary"].data
         assert 0.0 <= gap["step_accuracy"] <= 100.0 and 0.0 <= gap["final_accuracy"] <= 100.0
+        assert set(gap["by_task"]) == {"output", "input"} and gap["samples"] == sum(
+            part["samples"] for part in gap["by_task"].values())
 
         # A training materialization is picked up too, keyed by its DataVersion.
         trained = tiny_checkpoint(tmp_path / "sft", seed=3)
