@@ -13,8 +13,9 @@ compared here: they are text matched against trusted data.
 Runtime: the local sandbox is opened with this interpreter (``open_reval_sandbox``), whose
 site-packages the in-sandbox script adds to its path, because 5 ClassEval programs import numpy and
 State answers of type datetime need dateutil. DREval/117 needs bs4, lxml and gensim and DREval/149
-gensim (with scipy, smart_open, wrapt); where those are missing the program cannot load and its
-questions are reported unavailable (their answers score as wrong). ``$STEPCODE_REVAL_SITE_DIRS`` adds
+gensim (with scipy, smart_open, wrapt): the ``reval`` extra, which ``make test`` installs; where those
+are missing the program cannot load and its questions are reported unavailable (their answers score
+as wrong). ``$STEPCODE_REVAL_SITE_DIRS`` adds
 package folders for them.
 """
 
