@@ -3,7 +3,9 @@
 Each asset generates with the checkpoint of its partition, scores in the sandbox the official way and
 stores the official files beside a ``summary.json``. The cache key holds the checkpoint's weights
 hash, the benchmark file's hash, the config and the code version: evaluating a new checkpoint runs
-only its own partitions, and re-running an unchanged one reuses the artifact. ``eval_report``
+only its own partitions, and re-running an unchanged one reuses the artifact (so does a partition
+whose weights equal another's: a GRPO run whose rewards were all equal leaves the SFT weights as they
+were). Results therefore name the weights hash, not the partition. ``eval_report``
 tabulates every evaluated checkpoint beside the published numbers.
 """
 
@@ -115,7 +117,7 @@ def _pass_at_5(scored: dict, generation: GenerationConfig) -> float | None:
 
 def _summary_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
     shown = {"headline": dg.MetadataValue.float(float(meta["headline"])) if meta.get("headline") is not None else "-",
-             "summary": dg.MetadataValue.json(meta), "checkpoint": meta.get("checkpoint", "")}
+             "summary": dg.MetadataValue.json(meta), "weights_hash": meta.get("weights_hash", "")}
     if meta.get("table"):
         shown["scores"] = dg.MetadataValue.md(meta["table"])
     return shown
@@ -162,7 +164,7 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
                     rows.append({"style": style, "mode": mode, "pass@1": scored["pass_at_1"],
                                  "pass@5": _pass_at_5(scored, config.generation)})
         first = [r["pass@1"] for r in rows if r["style"] == config.styles[0]]
-        return {"checkpoint": context.partition_key, "problems": len(items), "results": rows,
+        return {"weights_hash": checkpoint.content_hash, "problems": len(items), "results": rows,
                 "headline": sum(first) / len(first), "table": _markdown(rows)}
 
     inputs = [checkpoint, file_ref(data, f"data:{data.name}")]
@@ -184,7 +186,7 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
     def write(folder: Path) -> dict:
         if data is None:
             context.log.warning("no LiveCodeBench execution file configured (path or $STEPCODE_LIVECODEBENCH): skipped")
-            return {"checkpoint": context.partition_key, "skipped": "no LiveCodeBench file configured",
+            return {"weights_hash": checkpoint.content_hash, "skipped": "no LiveCodeBench file configured",
                     "headline": None, "results": []}
         rows = cruxeval.read_livecodebench_rows(data)
         rows = rows[: config.limit] if config.limit else rows
@@ -198,7 +200,7 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                                                        progress=_progress(context, f"livecodebench/{style}"))
                 _write_scored(folder, f"output_{style}", scored)
                 results.append({"style": style, "pass@1": scored["pass_at_1"], "pass@5": _pass_at_5(scored, config.generation)})
-        return {"checkpoint": context.partition_key, "problems": len(items), "results": results,
+        return {"weights_hash": checkpoint.content_hash, "problems": len(items), "results": results,
                 "headline": results[0]["pass@1"], "table": _markdown(results)}
 
     inputs = [checkpoint] + ([file_ref(data, f"data:{data.name}")] if data else [])
@@ -233,7 +235,7 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
                 results.append({"style": style, **{k: 100 * summary[k] for k in reval.KINDS if summary[k] is not None},
                                 "ic": summary["ic"], "mean": 100 * sum(accuracies) / len(accuracies),
                                 "questions": len(scored)})
-        return {"checkpoint": context.partition_key, "programs": len(programs), "results": results,
+        return {"weights_hash": checkpoint.content_hash, "programs": len(programs), "results": results,
                 "headline": results[0]["mean"], "table": _markdown(results)}
 
     return cached_output(context, store, EVAL_VERSION, config.model_dump(),
@@ -274,7 +276,7 @@ def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, st
                                       "step_rewards": verdict.step_rewards,
                                       "final_correct": verdict.final_reward == 1.0, "note": verdict.note}) + "\n")
         table = [{"tasks": kind, **numbers} for kind, numbers in by_task.items()] + [{"tasks": "all", **gap}]
-        return {"checkpoint": context.partition_key, **gap, "by_task": by_task, "headline": gap["gap"],
+        return {"weights_hash": checkpoint.content_hash, **gap, "by_task": by_task, "headline": gap["gap"],
                 "table": _markdown(table)}
 
     return cached_output(context, store, TRACE_GAP_VERSION, config.model_dump(), [checkpoint, trace_dataset], write,
