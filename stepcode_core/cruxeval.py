@@ -152,6 +152,23 @@ print(json.dumps(verdicts))
 '''
 
 
+CHECKS_PER_RUN = 16  # checks that share one sandbox run (they run in parallel, each in its own process)
+
+
+def _chunks(sizes: list[int], limit: int) -> list[list[int]]:
+    """Consecutive indices grouped so that each group's sizes sum to at most ``limit`` (a larger
+    single item gets a group of its own)."""
+    chunks: list[list[int]] = []
+    total = 0
+    for index, size in enumerate(sizes):
+        if not chunks or total + size > limit:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(index)
+        total += size
+    return chunks
+
+
 def _batch_request(programs: list[str]):
     from sandbox import ExecutionRequest
 
@@ -204,15 +221,19 @@ def score_generations(
             check_program(problem, g): None for g in generations[problem.id] if not cheat_rule(mode, g, problem)
         }
         unique.append(list(programs))
-    results = sandbox.run_batch([_batch_request(programs) for programs in unique])
-    verdict_of: list[dict[str, bool]] = []
+    # Several problems per sandbox run: the run's set-up, not the checks, dominated the time.
+    chunks = _chunks([len(programs) for programs in unique], CHECKS_PER_RUN)
+    results = sandbox.run_batch([_batch_request([p for i in chunk for p in unique[i]]) for chunk in chunks])
+    verdict_of: list[dict[str, bool]] = [{} for _ in unique]
     retry: list[tuple[int, str]] = []
-    for index, (programs, result) in enumerate(zip(unique, results)):
+    for chunk, result in zip(chunks, results):
+        programs = [(i, p) for i in chunk for p in unique[i]]
         verdicts = _verdicts(result, len(programs)) if programs else []
         if verdicts is None:  # the whole run failed: check each program alone
-            retry += [(index, program) for program in programs]
+            retry += programs
             verdicts = [False] * len(programs)
-        verdict_of.append(dict(zip(programs, verdicts)))
+        for (index, program), verdict in zip(programs, verdicts):
+            verdict_of[index][program] = verdict
     if retry:
         alone = sandbox.run_batch([_batch_request([program]) for _, program in retry])
         for (index, program), result in zip(retry, alone):

@@ -133,7 +133,8 @@ def _write_scored(folder: Path, stem: str, scored: dict) -> None:
 def _markdown(rows: list[dict]) -> str:
     import pandas as pd
 
-    return pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f")
+    frame = pd.DataFrame(rows)
+    return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, floatfmt=".1f", missingval="-")
 
 
 @dg.asset(group_name="evaluation", code_version=EVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
