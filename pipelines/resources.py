@@ -21,7 +21,7 @@ class SandboxResource(dg.ConfigurableResource):
     memory_mb: int = Field(default=512, description="default memory limit of a run, MiB")
     output_limit_bytes: int = Field(default=1024 * 1024, description="default cap on each of stdout and stderr")
     docker_image: str = Field(default="", description="sandbox image; empty: built from sandbox/Dockerfile")
-    docker_memory_mb: int = Field(default=1024, description="largest per-run memory a Docker worker accepts")
+    docker_memory_mb: int = Field(default=2048, description="largest per-run memory a Docker worker accepts (the CRUXEval scorer asks 2048)")
     pids_limit: int = Field(default=128, description="processes and threads per Docker container")
     tmpfs_mb: int = Field(default=64, description="size of each worker's writable scratch space, MiB")
 

@@ -149,7 +149,7 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, *, image: str | None = None, memory_mb: int = 1024, pids_limit: int = 128,
+    def __init__(self, *, image: str | None = None, memory_mb: int = 2048, pids_limit: int = 128,
                  tmpfs_mb: int = 64, cpus: float = 1.0, client=None, direct: bool | None = None):
         try:
             self.client = client or docker_client()
