@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox import ExecutionRequest, open_sandbox  # noqa: E402
-from stepcode_core.anchors import instrument  # noqa: E402
+from stepcode_core.tracing.anchors import instrument  # noqa: E402
 from stepcode_core.paths import cruxeval_path  # noqa: E402
-from stepcode_core.trace import TRACE_RUNTIME  # noqa: E402
+from stepcode_core.tracing.runner import TRACE_RUNTIME  # noqa: E402
 
 # Runs inside the sandbox. PROGRAMS, REPEATS and TRACE_RUNTIME are prepended.
 _MEASURE = r'''

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 
 from pipelines.assets.data import execution_traces, trace_dataset
 from pipelines.storage import ArtifactRef
-from stepcode_core import schemas
-from stepcode_core.decontaminate import load_evaluation_index
+from stepcode_core.data import schemas
+from stepcode_core.data.decontaminate import load_evaluation_index
 from stepcode_core.paths import shared_data_dir
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from stepcode_core import anchors
+from stepcode_core.tracing import anchors
 
 
 def add_instrument_parser(commands: argparse._SubParsersAction) -> None:
@@ -114,7 +114,7 @@ def add_score_parser(commands: argparse._SubParsersAction) -> None:
     crux.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
     crux.set_defaults(func=_score_cruxeval)
 
-    from stepcode_core.reval import add_reval_parser
+    from stepcode_core.evaluation.reval import add_reval_parser
 
     add_reval_parser(benchmarks)
 
@@ -123,7 +123,7 @@ def _score_cruxeval(args: argparse.Namespace) -> int:
     import time
 
     from sandbox import open_sandbox
-    from stepcode_core.cruxeval import load_problems, score_generations
+    from stepcode_core.evaluation.cruxeval import load_problems, score_generations
     from stepcode_core.paths import cruxeval_path
 
     data = Path(args.data) if args.data else cruxeval_path()

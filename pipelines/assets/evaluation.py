@@ -20,14 +20,16 @@ from pydantic import Field
 from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry
 from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, file_ref, png_markdown
-from stepcode_core import cruxeval, evaluation, reval
+from stepcode_core.evaluation import cruxeval
+from stepcode_core.evaluation import harness
+from stepcode_core.evaluation import reval
 from stepcode_core.models import SamplingConfig, make_engine
-from stepcode_core.training import load_tasks
-from stepcode_core.verify import TaskSpec, verify
+from stepcode_core.training.core import load_tasks
+from stepcode_core.rewards.verify import TaskSpec, verify
 from stepcode_core.paths import cruxeval_path, shared_data_dir
 
 EVAL_VERSION = "eval-v1"
-# v2: final answers through stepcode_core.verify (the training reward's verifier); v3: input tasks too.
+# v2: final answers through stepcode_core.rewards.verify (the training reward's verifier); v3: input tasks too.
 TRACE_GAP_VERSION = "eval_trace_gap-v3"
 REPORT_VERSION = "eval_report-v1"
 EVAL_ASSETS = ("eval_cruxeval", "eval_livecodebench", "eval_reval", "eval_trace_gap")
@@ -106,9 +108,9 @@ def _progress(context, label: str):
 
 
 def _check_styles(styles: list[str]) -> None:
-    unknown = [s for s in styles if s not in evaluation.STYLES]
+    unknown = [s for s in styles if s not in harness.STYLES]
     if unknown or not styles:
-        raise dg.Failure(f"styles must be a non-empty list of {evaluation.STYLES}, got {styles}")
+        raise dg.Failure(f"styles must be a non-empty list of {harness.STYLES}, got {styles}")
 
 
 def _pass_at_5(scored: dict, generation: GenerationConfig) -> float | None:
@@ -151,13 +153,13 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
     def write(folder: Path) -> dict:
         problems = cruxeval.load_problems(data)
         problems = problems[: config.limit] if config.limit else problems
-        items = evaluation.cruxeval_items(problems)
+        items = harness.cruxeval_items(problems)
         engine = _engine(model_dir, config.generation)
         rows = []
         with sandbox.open() as sb:
             for style in config.styles:
                 for mode in config.modes:
-                    scored = evaluation.evaluate_execution(engine, items, mode, style, config.generation.sampling(), sb,
+                    scored = harness.evaluate_execution(engine, items, mode, style, config.generation.sampling(), sb,
                                                            progress=_progress(context, f"cruxeval {mode}/{style}"))
                     stem = f"{mode}_{style}"
                     (folder / f"{stem}_generations.json").write_text(json.dumps(scored["raw_generations"]))
@@ -191,12 +193,12 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                     "headline": None, "results": []}
         rows = cruxeval.read_livecodebench_rows(data)
         rows = rows[: config.limit] if config.limit else rows
-        items = evaluation.livecodebench_items(rows)
+        items = harness.livecodebench_items(rows)
         engine = _engine(model_dir, config.generation)
         results = []
         with sandbox.open() as sb:
             for style in config.styles:
-                scored = evaluation.evaluate_execution(engine, items, "output", style, config.generation.sampling(), sb,
+                scored = harness.evaluate_execution(engine, items, "output", style, config.generation.sampling(), sb,
                                                        cheat_rule=cruxeval.livecodebench_cheats,
                                                        progress=_progress(context, f"livecodebench/{style}"))
                 _write_scored(folder, f"output_{style}", scored)
@@ -227,7 +229,7 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
         # REval runs on this interpreter's packages (numpy, dateutil): the local sandbox backend.
         with reval.open_reval_sandbox() as sb:
             for style in config.styles:
-                scored, summary = evaluation.evaluate_reval(engine, programs, style, config.generation.sampling(), sb,
+                scored, summary = harness.evaluate_reval(engine, programs, style, config.generation.sampling(), sb,
                                                             progress=_progress(context, f"reval/{style}"))
                 with (folder / f"{style}_scored.jsonl").open("w") as out:
                     for row in scored:
@@ -268,9 +270,9 @@ def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, st
                                                            progress=_progress(context, "trace gap"))]
         with sandbox.open() as sb:
             verdicts = verify([TaskSpec.from_row(row) for row in rows], responses, sb)
-        by_task = {kind: evaluation.trace_gap([v for row, v in zip(rows, verdicts) if row["task"] == kind])
+        by_task = {kind: harness.trace_gap([v for row, v in zip(rows, verdicts) if row["task"] == kind])
                    for kind in config.tasks}
-        gap = evaluation.trace_gap(verdicts)
+        gap = harness.trace_gap(verdicts)
         with (folder / "responses.jsonl").open("w") as out:
             for row, text, verdict in zip(rows, responses, verdicts):
                 out.write(json.dumps({"task_id": row["task_id"], "task": row["task"], "response": text,

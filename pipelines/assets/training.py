@@ -14,7 +14,7 @@ from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.paths import stepcode_home
-from stepcode_core.training import (TrainSettings, evaluate, load_tasks, plot_curves, preset, run_grpo, run_sft,
+from stepcode_core.training.core import (TrainSettings, evaluate, load_tasks, plot_curves, preset, run_grpo, run_sft,
                                     select_tasks)
 
 BASE_MODEL_VERSION = "base_model-v1"

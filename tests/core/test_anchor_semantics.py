@@ -355,8 +355,8 @@ def f(n):
 # ---------------------------------------------------------------------------------------------------
 import pytest
 
-from stepcode_core.anchors import instrument
-from stepcode_core.trace import TraceJob, run_traces, uninstrumented
+from stepcode_core.tracing.anchors import instrument
+from stepcode_core.tracing.runner import TraceJob, run_traces, uninstrumented
 
 
 def _run_both(sandbox, code: str, call: str | None, policy: str):

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepcode_core.anchors import ANCHOR_FUNCTION, InstrumentationError, instrument
-from stepcode_core.trace import build_trace_script, parse_anchor_lines, parse_trace
+from stepcode_core.tracing.anchors import ANCHOR_FUNCTION, InstrumentationError, instrument
+from stepcode_core.tracing.runner import build_trace_script, parse_anchor_lines, parse_trace
 
 
 def test_syntax_error_is_a_clear_instrumentation_error():

@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from stepcode_core.anchors import instrument
-from stepcode_core.trace import TraceJob, run_traces, uninstrumented
+from stepcode_core.tracing.anchors import instrument
+from stepcode_core.tracing.runner import TraceJob, run_traces, uninstrumented
 
 
 @pytest.mark.slow

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepcode_core import cruxeval
-from stepcode_core.evaluation import STYLES, execution_prompt, extract_generation, trace_gap
+from stepcode_core.evaluation import cruxeval
+from stepcode_core.evaluation.harness import STYLES, execution_prompt, extract_generation, trace_gap
 from stepcode_core.paths import shared_data_dir
-from stepcode_core.verify import Verdict
+from stepcode_core.rewards.verify import Verdict
 
 SAMPLES = shared_data_dir() / "cruxeval" / "samples"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from stepcode_core.forked_batch import run_forked
+from stepcode_core.tracing.forked_batch import run_forked
 
 
 def test_each_program_gets_its_own_verdict(local_sandbox):

@@ -4,7 +4,7 @@ reward on held-out prompts must rise by a margin. Fixed seeds. The ``step`` and 
 run too (one step each: they must train and save a checkpoint, not show a gain).
 
 Sizes are set by a 2-core CPU. The model is a 2-layer, 128-wide Llama trained from scratch
-(:func:`stepcode_core.tiny_tasks.tiny_model`, a 400-token BPE): SmolLM2-135M's rollouts cost ~15 s a
+(:func:`stepcode_core.training.tiny_task.tiny_model`, a 400-token BPE): SmolLM2-135M's rollouts cost ~15 s a
 GRPO step here, the tiny model's ~1 s, so a hundred steps fit. SFT is stopped on purpose while
 copying values is half learned (it has just emerged by step ~220 of 272), so the policy samples right
 and wrong states and GRPO has room. The held-out reward is measured by sampling at the training
@@ -17,8 +17,8 @@ import torch
 
 from stepcode_core.models import materialize_embedded_model
 from stepcode_core.paths import stepcode_home
-from stepcode_core.tiny_tasks import tiny_model, tiny_task_rows
-from stepcode_core.training import evaluate, preset, run_grpo, run_sft
+from stepcode_core.training.tiny_task import tiny_model, tiny_task_rows
+from stepcode_core.training.core import evaluate, preset, run_grpo, run_sft
 
 pytestmark = pytest.mark.learning
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from stepcode_core.reval import (
+from stepcode_core.evaluation.reval import (
     KINDS,
     add_reval_parser,
     coverage_correct,

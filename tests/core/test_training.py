@@ -8,12 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stepcode_core.anchors import instrument
-from stepcode_core.grpo_trainer import group_token_advantages, per_token
+from stepcode_core.tracing.anchors import instrument
+from stepcode_core.training.trainer import group_token_advantages, per_token
 from stepcode_core.models import materialize_embedded_model
 from stepcode_core.paths import stepcode_home
-from stepcode_core.training import PRESETS, load_tasks, plot_curves, preset, select_tasks
-from stepcode_core.verify import Verdict
+from stepcode_core.training.core import PRESETS, load_tasks, plot_curves, preset, select_tasks
+from stepcode_core.rewards.verify import Verdict
 
 
 def test_presets():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepcode_core.verify import TaskSpec, policy_of, predicted_call, verify
+from stepcode_core.rewards.verify import TaskSpec, policy_of, predicted_call, verify
 
 CODE = "def f(x):\n    y = x + 3\n    z = y * 2\n    return z\n"
 TRUTH = (("y", "7"), ("z", "14"), ("return", "14"))
@@ -59,7 +59,7 @@ def test_predicted_call_and_policy():
     assert predicted_call(" f([1, 2], k=3) ", "f") == "f([1, 2], k=3)"
     assert predicted_call("f(1)(2)", "f") is None and predicted_call("f(1", "f") is None
     assert predicted_call("solve(1)", "solve") == "solve(1)" and predicted_call(None, "f") is None
-    from stepcode_core.anchors import instrument
+    from stepcode_core.tracing.anchors import instrument
 
     assert policy_of(CODE, instrument(CODE, "dense").code) in ("paper", "dense")
     assert policy_of(CODE, instrument(CODE, "paper").code) == "paper"

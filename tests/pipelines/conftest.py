@@ -13,7 +13,7 @@ from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore
 from stepcode_core.models import materialize_embedded_model
 from stepcode_core.paths import stepcode_home
-from stepcode_core.tiny_tasks import tiny_task_rows
+from stepcode_core.training.tiny_task import tiny_task_rows
 
 
 @dg.asset(name="trace_dataset", group_name="data")

@@ -30,7 +30,7 @@ def test_cruxeval_scoring_fits_the_docker_pool_the_pipeline_opens(docker_image):
     """The evaluation assets' Docker pool (the resource's defaults) accepts the scorer's batch
     requests; it once refused them (memory_mb 2048 against a 1024 MiB pool)."""
     from pipelines.resources import SandboxResource
-    from stepcode_core.cruxeval import Problem, score_generations
+    from stepcode_core.evaluation.cruxeval import Problem, score_generations
 
     problem = Problem("sample_0", "def f(xs):\n    return sorted(xs)\n", "[3, 1]", "[1, 3]")
     with SandboxResource(backend="docker", workers=1, docker_image=docker_image).open() as sb:

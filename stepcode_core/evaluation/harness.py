@@ -23,10 +23,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from stepcode_core import cruxeval, reval, tasks
-from stepcode_core.anchors import InstrumentationError, instrument
-from stepcode_core.responses import parse_response
-from stepcode_core.verify import Verdict
+from stepcode_core.data import tasks
+from stepcode_core.evaluation import cruxeval, reval
+from stepcode_core.tracing.anchors import InstrumentationError, instrument
+from stepcode_core.rewards.responses import parse_response
+from stepcode_core.rewards.verify import Verdict
 
 STYLES = ("direct", "cot", "anchored")
 Progress = Callable[[int, int], None]
@@ -277,7 +278,7 @@ def evaluate_reval(engine, programs: Sequence[reval.RevalProgram], style: str, s
 def trace_gap(verdicts: Sequence[Verdict]) -> dict:
     """Step accuracy (every true state, micro-averaged), final accuracy and their gap in points,
     plus the share of "right answer, wrong logic" responses (final right, some state wrong), from
-    the verifier's verdicts (:func:`stepcode_core.verify.verify`)."""
+    the verifier's verdicts (:func:`stepcode_core.rewards.verify.verify`)."""
     step_marks = [mark for verdict in verdicts for mark in verdict.step_rewards]
     full_traces = [all(mark == 1.0 for mark in verdict.step_rewards) for verdict in verdicts]
     finals = [verdict.final_reward == 1.0 for verdict in verdicts]

@@ -6,7 +6,7 @@ The paper asked GPT-4o to insert ``print`` anchors; we insert them deterministic
 * ``code`` — what a model reads: each anchor is ``print(f"NAME: {NAME!r}")``;
 * ``harness`` — what the sandbox executes for ground truth: each anchor is
   ``__stepcode_anchor__(SITE, NAME)``, which writes the value to a channel that the program's own
-  prints cannot imitate (see :mod:`stepcode_core.trace`), keeps count for the anchor-line cap and
+  prints cannot imitate (see :mod:`stepcode_core.tracing.runner`), keeps count for the anchor-line cap and
   never raises, so P' keeps P's behaviour even when a ``repr`` fails.
 
 Rules (policy ``paper``): an anchor after each significant assignment (plain names, tuple unpacking,

@@ -16,7 +16,7 @@ import re
 import secrets
 from dataclasses import asdict, dataclass, field
 
-from stepcode_core.anchors import ANCHOR_FUNCTION, InstrumentedProgram
+from stepcode_core.tracing.anchors import ANCHOR_FUNCTION, InstrumentedProgram
 
 _MARK = "\x1e"
 # A default object repr holds a memory address: it changes from run to run.
@@ -300,7 +300,7 @@ def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_
                batch: int = 64, cross_check: bool = False) -> list[TracedRun]:
     """Execute every job in ``sandbox`` (anything with ``run_batch``, see :mod:`sandbox`), in order,
     ``batch`` programs to a sandbox run, each in a process of its own (see
-    :mod:`stepcode_core.forked_batch`); ``batch=1`` gives every program a sandbox run of its own.
+    :mod:`stepcode_core.tracing.forked_batch`); ``batch=1`` gives every program a sandbox run of its own.
 
     ``cross_check`` runs every job a second time in a fresh interpreter under another
     ``PYTHONHASHSEED``, and ``Trace.deterministic`` says whether both runs agree: this catches
@@ -308,7 +308,7 @@ def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_
     which two runs in one interpreter cannot show."""
     if batch <= 1 and not cross_check:
         return _run_alone(jobs, sandbox, timeout_s, memory_mb)
-    from stepcode_core.forked_batch import batch_size, run_forked_passes
+    from stepcode_core.tracing.forked_batch import batch_size, run_forked_passes
 
     seeds = [None, random.SystemRandom().randint(1, 2**32 - 1)] if cross_check else [None]
     passes = [[trace_call(job.program, job.call, job.expected, repeats=job.repeats) for job in jobs] for _ in seeds]

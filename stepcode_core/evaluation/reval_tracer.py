@@ -1,5 +1,5 @@
 """In-sandbox half of the REval scorer: never imported by StepCode, only sent as the program text of a
-sandbox run (``stepcode_core.reval`` reads this file). It traces one (program, input) of DREval the way
+sandbox run (``stepcode_core.evaluation.reval`` reads this file). It traces one (program, input) of DREval the way
 REval's ``Sandbox`` does, derives the ground truth of every query, and checks the answers that need
 Python evaluation (State answers are ``eval``-ed, Output completions are executed), each in a forked
 child with a time limit, so that a hostile answer cannot take the run down.
@@ -9,7 +9,7 @@ data: line events of frames compiled from ``code`` (filename ``<internals>``), c
 line merged with the last snapshot kept, snapshots taken before the line runs and deep-copied without
 modules, functions, builtins, iterators and generators; ClassEval ``setUp`` runs before tracing.
 
-stdin: one JSON object (see ``stepcode_core.reval._payload``); stdout: one JSON line.
+stdin: one JSON object (see ``stepcode_core.evaluation.reval._payload``); stdout: one JSON line.
 """
 
 import ast

@@ -11,7 +11,7 @@ What we write by hand, because no library does it: TRL's advantage is one number
 the tokens of that step's segment. So :class:`BiLevelGRPOTrainer` overrides
 ``_generate_and_score_completions``: after TRL has generated and called the reward function (which
 verifies every response in the sandbox and keeps the per-step verdicts), it builds each group's
-step-reward matrix, computes the advantages with :mod:`stepcode_core.grpo`, maps them onto the
+step-reward matrix, computes the advantages with :mod:`stepcode_core.training.advantages`, maps them onto the
 completion tokens and replaces ``advantages`` (B,) with a (B, T) tensor. TRL's loss unsqueezes only
 1-D advantages (``_compute_loss``), so the (B, T) tensor multiplies the per-token ratios directly.
 TRL's own reward normalization (``scale_rewards``) then plays no part in the update.
@@ -27,9 +27,9 @@ import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from stepcode_core.grpo import group_matrix, sample_token_steps, step_advantages, token_advantages, token_segments
-from stepcode_core.responses import parse_response
-from stepcode_core.verify import TaskSpec, Verdict, verify
+from stepcode_core.training.advantages import group_matrix, sample_token_steps, step_advantages, token_advantages, token_segments
+from stepcode_core.rewards.responses import parse_response
+from stepcode_core.rewards.verify import TaskSpec, Verdict, verify
 
 
 def completion_text(completion) -> str:
@@ -40,7 +40,7 @@ def completion_text(completion) -> str:
 
 
 class SandboxReward:
-    """TRL reward function: verifies each response (:func:`stepcode_core.verify.verify`, in the
+    """TRL reward function: verifies each response (:func:`stepcode_core.rewards.verify.verify`, in the
     sandbox) and returns one scalar per completion (mean over the states and the final answer, for
     TRL's logs); the per-step verdicts of the last call stay in ``last`` for the trainer."""
 

@@ -2,7 +2,7 @@
 
 * :func:`run_sft` — TRL's ``SFTTrainer`` on the tasks' prompt → reference response (chat format,
   loss on the response only);
-* :func:`run_grpo` — :class:`stepcode_core.grpo_trainer.BiLevelGRPOTrainer` (TRL's ``GRPOTrainer``
+* :func:`run_grpo` — :class:`stepcode_core.training.trainer.BiLevelGRPOTrainer` (TRL's ``GRPOTrainer``
   with per-token Bi-Level advantages), rewards verified in the sandbox;
 * :func:`evaluate` — held-out step and final accuracy of a checkpoint (rollout engine + verifier);
 * :func:`plot_curves` — the training curves as a PNG.
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stepcode_core.grpo import MODES
-from stepcode_core.verify import TaskSpec, policy_of, verify
+from stepcode_core.training.advantages import MODES
+from stepcode_core.rewards.verify import TaskSpec, policy_of, verify
 
 Progress = Callable[[str, int, int, dict], None]  # (phase, step, total steps, logged numbers)
 
@@ -351,7 +351,7 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
     from transformers import set_seed
     from trl import GRPOConfig
 
-    from stepcode_core.grpo_trainer import BiLevelGRPOTrainer, SandboxReward
+    from stepcode_core.training.trainer import BiLevelGRPOTrainer, SandboxReward
 
     set_seed(settings.seed)
     output_dir = Path(output_dir)
@@ -464,12 +464,12 @@ def plot_curves(curves: list[dict], png_path: str | Path, title: str = "training
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stepcode_core.training sft|grpo --model DIR --dataset DIR --out DIR [--preset P]
+    """``python -m stepcode_core.training.core sft|grpo --model DIR --dataset DIR --out DIR [--preset P]
     [--set key=value ...]``: one training phase outside Dagster, e.g. under ``accelerate launch``
     for several GPUs (README, "Training")."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m stepcode_core.training", description=main.__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stepcode_core.training.core", description=main.__doc__.split("\n")[0])
     parser.add_argument("phase", choices=["sft", "grpo"])
     parser.add_argument("--model", required=True, help="Hugging Face folder to start from ('embedded': SmolLM2-135M)")
     parser.add_argument("--dataset", required=True, help="a trace_dataset artifact folder (tasks/train.parquet ...)")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from stepcode_core.generator import generate_programs
+from stepcode_core.data.generator import generate_programs
 
 
 class SourceError(ValueError):

@@ -94,7 +94,7 @@ def sample_token_steps(segments: list[int], sample_steps: int, matrix_steps: int
 
 def token_advantages(advantages: np.ndarray, token_steps: list[int]) -> np.ndarray:
     """Per-token advantages of one sample: token t gets the advantage of the step its segment
-    belongs to (see :func:`stepcode_core.responses.step_of_offsets`)."""
+    belongs to (see :func:`stepcode_core.rewards.responses.step_of_offsets`)."""
     advantages = np.asarray(advantages, dtype=np.float64)
     steps = np.asarray(token_steps, dtype=np.int64)
     if steps.size and (steps.min() < 0 or steps.max() >= advantages.shape[0]):
@@ -106,7 +106,7 @@ def token_segments(token_ids: list[int], decode, bounds: list[int]) -> list[int]
     """Segment of each token of a completion: ``bounds`` are the character offsets where segments end
     (the ends of the states, ascending), ``decode(ids)`` the tokenizer's decoding. Token ``t`` starts
     at ``len(decode(token_ids[:t]))`` and belongs to the segment of that offset (as
-    :func:`stepcode_core.responses.step_of_offsets` assigns characters). Each bound costs a binary
+    :func:`stepcode_core.rewards.responses.step_of_offsets` assigns characters). Each bound costs a binary
     search of O(log T) decodes, not a decode per token, so 4096-token completions stay cheap."""
     length = len(token_ids)
     start = {}

@@ -7,10 +7,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from stepcode_core import tasks
-from stepcode_core.anchors import InstrumentedProgram
-from stepcode_core.decontaminate import NgramIndex
-from stepcode_core.trace import TracedRun, TraceJob
+from stepcode_core.data import tasks
+from stepcode_core.tracing.anchors import InstrumentedProgram
+from stepcode_core.data.decontaminate import NgramIndex
+from stepcode_core.tracing.runner import TracedRun, TraceJob
 
 
 def shard_of(program_id: str, num_shards: int) -> int:

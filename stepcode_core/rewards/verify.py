@@ -2,10 +2,10 @@
 
 * output prediction: the states are compared with the trace of the given input; the answer is right
   when ``assert <true output> == <answer>`` passes, run the way CRUXEval's harness runs it
-  (:func:`stepcode_core.cruxeval.score_generations`: a forked process per check, 3 s limit, its
+  (:func:`stepcode_core.evaluation.cruxeval.score_generations`: a forked process per check, 3 s limit, its
   anti-cheat rule), all answers to one prompt in one sandbox run;
 * input prediction: the answer must be one call of the entry point (read with ``ast``, never run
-  here); the sandbox runs P' on it with :func:`stepcode_core.trace.run_traces`, which gives both
+  here); the sandbox runs P' on it with :func:`stepcode_core.tracing.runner.run_traces`, which gives both
   ``f(pred) == output`` and the trace of the *predicted* input, against which the states are scored.
 
 Model text only ever runs inside the sandbox. Nothing here raises on arbitrary response text: an
@@ -18,11 +18,11 @@ import ast
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from stepcode_core.anchors import POLICIES, InstrumentationError, InstrumentedProgram, instrument
-from stepcode_core.cruxeval import Problem, score_generations
-from stepcode_core.responses import parse_response
-from stepcode_core.rewards import step_rewards
-from stepcode_core.trace import TraceJob, run_traces
+from stepcode_core.tracing.anchors import POLICIES, InstrumentationError, InstrumentedProgram, instrument
+from stepcode_core.evaluation.cruxeval import Problem, score_generations
+from stepcode_core.rewards.responses import parse_response
+from stepcode_core.rewards.steps import step_rewards
+from stepcode_core.tracing.runner import TraceJob, run_traces
 
 MAX_ANSWER_CHARS = 20_000  # longer answers are not run (a literal that long is not a plausible output)
 

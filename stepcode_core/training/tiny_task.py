@@ -4,16 +4,16 @@ enough to train on it by SFT and GRPO in minutes.
 
 Ground truth comes the same way as for the trace dataset: P' is built by :func:`instrument` and run
 in the sandbox by :func:`run_traces`; rows have the columns of ``tasks/*.parquet`` plus ``code`` and
-``policy`` (what :func:`stepcode_core.training.load_tasks` adds).
+``policy`` (what :func:`stepcode_core.training.core.load_tasks` adds).
 """
 
 from __future__ import annotations
 
 import random
 
-from stepcode_core import tasks as task_text
-from stepcode_core.anchors import instrument
-from stepcode_core.trace import TraceJob, run_traces
+from stepcode_core.data import tasks as task_text
+from stepcode_core.tracing.anchors import instrument
+from stepcode_core.tracing.runner import TraceJob, run_traces
 
 _TEMPLATES = [  # one assignment, then the return: values a 135M model can learn to predict
     ("int", "def f(x):\n    y = x\n    return y\n"),
