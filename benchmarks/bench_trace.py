@@ -25,15 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sandbox import ExecutionRequest, open_sandbox  # noqa: E402
 from stepcode_core.tracing.anchors import instrument  # noqa: E402
 from stepcode_core.paths import cruxeval_path  # noqa: E402
-from stepcode_core.tracing.runner import TRACE_RUNTIME  # noqa: E402
+from stepcode_core.tracing.runner import RUNTIME_SOURCE  # noqa: E402
 
-# Runs inside the sandbox. PROGRAMS, REPEATS and TRACE_RUNTIME are prepended.
+# Runs inside the sandbox. PROGRAMS, REPEATS and RUNTIME_SOURCE are prepended.
 _MEASURE = r'''
 import sys, time, json, builtins
 
-exec(TRACE_RUNTIME)
+exec(RUNTIME_SOURCE)
 # No record limit: every anchor does its full work (repr + record), the worst case.
-__stepcode_anchor__, _records, _ = _make_anchor(10 ** 9, None)
+__stepcode_anchor__, _records, _ = make_anchor(10 ** 9, None)
 builtins.__stepcode_anchor__ = __stepcode_anchor__
 
 _events = []
@@ -108,7 +108,7 @@ def main() -> int:
     instrument_s = time.perf_counter() - started
     payload = [(row["code"], program.harness, f"f({row['input']})") for row, program in zip(rows, programs)]
     script = (
-        f"PROGRAMS = {payload!r}\nREPEATS = {args.repeats}\nTRACE_RUNTIME = {TRACE_RUNTIME!r}\n" + _MEASURE
+        f"PROGRAMS = {payload!r}\nREPEATS = {args.repeats}\nRUNTIME_SOURCE = {RUNTIME_SOURCE!r}\n" + _MEASURE
     )
     print(f"timing {len(rows)} programs x 4 variants x {args.repeats} calls in the local sandbox ...", file=sys.stderr)
     with open_sandbox(backend="local", workers=1) as sandbox:

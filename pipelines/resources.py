@@ -1,13 +1,16 @@
-"""Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers (DESIGN §5).
+"""Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers.
 
-The resource holds configuration only; ``open()`` starts a pool that the asset closes (use it as a
-context manager), so a run whose work is all cached starts no worker and no container.
+The resource holds configuration; ``open()`` hands out the run's pool, started on first use and
+closed when the run's resources are torn down, so a run whose work is all cached starts no worker
+and no container, and the steps of one run process share warm workers instead of starting their own.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from sandbox import ExecutionRequest, Sandbox, open_sandbox
 
@@ -25,8 +28,27 @@ class SandboxResource(dg.ConfigurableResource):
     pids_limit: int = Field(default=128, description="processes and threads per Docker container")
     tmpfs_mb: int = Field(default=64, description="size of each worker's writable scratch space, MiB")
 
-    def open(self) -> Sandbox:
-        """Start the pool; close it when done (``with resource.open() as sb: ...``)."""
+    _pool: Sandbox | None = PrivateAttr(default=None)
+    _in_run: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._in_run = True
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def open(self) -> contextlib.AbstractContextManager[Sandbox]:
+        """``with resource.open() as sb: ...``: in a run, the run's pool (kept open for the next
+        step); outside one, a pool of its own, closed at the end of the block."""
+        if not self._in_run:
+            return self._start()
+        if self._pool is None or self._pool.closed:
+            self._pool = self._start()
+        return contextlib.nullcontext(self._pool)
+
+    def _start(self) -> Sandbox:
         docker_options = {"memory_mb": self.docker_memory_mb, "pids_limit": self.pids_limit, "tmpfs_mb": self.tmpfs_mb}
         if self.docker_image:
             docker_options["image"] = self.docker_image

@@ -7,8 +7,8 @@
 See DESIGN §5. This package imports nothing from stepcode_core, pipelines or dagster.
 """
 
-from sandbox.contract import STATUSES, ExecutionRequest, ExecutionResult, SandboxError
+from sandbox.contract import STATUSES, Batch, ExecutionRequest, ExecutionResult, SandboxError
 from sandbox.open import open_sandbox
 from sandbox.pool import Sandbox
 
-__all__ = ["STATUSES", "ExecutionRequest", "ExecutionResult", "Sandbox", "SandboxError", "open_sandbox"]
+__all__ = ["STATUSES", "Batch", "ExecutionRequest", "ExecutionResult", "Sandbox", "SandboxError", "open_sandbox"]

@@ -1,4 +1,10 @@
-"""The one request/result contract every backend honours (DESIGN §5)."""
+"""The one request/result contract every backend honours.
+
+A request is one Python program with its limits; a :class:`Batch` is many of them that share a
+prelude (code compiled once, run before each item) and a string-hash seed. Every item runs in a
+process of its own, under its own limits, and gets its own :class:`ExecutionResult`; nothing an
+item starts outlives it, and it cannot see or change another item's files, processes or result.
+"""
 
 from __future__ import annotations
 
@@ -71,6 +77,38 @@ class ExecutionResult:
             raise ValueError(f"bad status from worker: {status!r}")
         return cls(status, raw.get("exit_code"), raw.get("stdout", ""), raw.get("stderr", ""),
                    float(raw.get("duration_s", 0.0)))
+
+
+MAX_HASH_SEED = 2**32 - 1  # PYTHONHASHSEED's range
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Items that run together: in order, one process each, packed into as few sandbox runs as
+    keeps every worker busy.
+
+    ``prelude`` is Python code compiled once per sandbox run and executed in each item's process
+    before the item's own code, in the same ``__main__`` namespace (a runtime the items call, for
+    example); it is untrusted like the items. ``hash_seed`` runs the items under that
+    ``PYTHONHASHSEED`` (a fresh interpreter when the worker's differs); None takes the worker's.
+    """
+
+    items: tuple[ExecutionRequest, ...]
+    prelude: str = ""
+    hash_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", tuple(self.items))
+        for index, item in enumerate(self.items):
+            if not isinstance(item, ExecutionRequest):
+                raise TypeError(f"item {index} is a {type(item).__name__}, not an ExecutionRequest")
+        if not isinstance(self.prelude, str):
+            raise TypeError(f"prelude must be str, not {type(self.prelude).__name__}")
+        if len(self.prelude) > 64 * MIB:
+            raise ValueError("prelude must be under 64 MiB")
+        seed = self.hash_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_HASH_SEED):
+            raise ValueError(f"hash_seed must be None or an int in [0, {MAX_HASH_SEED}], got {seed!r}")
 
 
 class SandboxError(RuntimeError):

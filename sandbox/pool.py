@@ -1,15 +1,16 @@
 """A pool of warm workers behind one synchronous API, shared by both backends.
 
-Each worker runs one program at a time; ``run_batch`` keeps every worker busy from a shared queue
-(one host thread per worker, which only waits on I/O; the next request already waits in the worker's
-pipe when a run ends) and returns results in request order. A
-worker whose channel breaks or stalls is replaced, and the run it held gets a fitting status.
+``run_batches`` cuts every batch into chunks (consecutive items, as many as keep every worker busy
+until the end), sends each chunk to a free worker as one sandbox run (one frame: the prelude once,
+then the items) and collects one result per item, in order. One host thread per worker, which only
+waits on I/O. A worker whose channel breaks or stalls is replaced; the item it was running and
+every item after it in the chunk are run again one by one, each alone in a sandbox run, so a run
+that fails as a whole costs a re-run and nothing else.
 """
 
 from __future__ import annotations
 
 import atexit
-import collections
 import logging
 import queue
 import struct
@@ -17,15 +18,17 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from sandbox.contract import ExecutionRequest, ExecutionResult, SandboxError
+from sandbox.contract import Batch, ExecutionRequest, ExecutionResult, SandboxError
 from sandbox.worker import encode_frame
 
 log = logging.getLogger("sandbox")
 _HEADER = struct.Struct(">I")
 GRACE_S = 5.0  # the worker enforces the limit itself; the host waits this much longer at most
-QUEUE_FRAME_MAX = 16 * 1024  # requests up to this size may wait in the worker's pipe
+REEXEC_S = 30.0  # what a batch under another hash seed may take to start a fresh interpreter
+MAX_CHUNK = 64  # items per sandbox run at most: a broken run re-runs no more than this
+MAX_CHUNK_BYTES = 8 * 1024 * 1024  # a sandbox run's frame, above which a chunk is split
 
 
 class ChannelBroken(Exception):
@@ -110,17 +113,32 @@ class WorkerHandle:
                 raise ChannelBroken("worker closed its channel")
             self.reader.feed(data)
 
-    def execute(self, request: ExecutionRequest) -> ExecutionResult:
-        start = time.monotonic()
+    def run_chunk(self, items: Sequence[ExecutionRequest], prelude: str, hash_seed: int | None,
+                  put: Callable[[int, ExecutionResult], None]) -> None:
+        """Run ``items`` as one sandbox run; ``put(index, result)`` for each, in order. When the
+        worker breaks, it is replaced and the items without a result are run again, each alone."""
+        frame = encode_frame({"batch": {"prelude": prelude, "hash_seed": hash_seed,
+                                        "items": [item.to_wire() for item in items]}})
+        started = time.monotonic()
+        done = 0
         try:
-            self._send(encode_frame(request.to_wire()))
-            raw = self._recv(start + request.timeout_s + GRACE_S)
-            return ExecutionResult.from_wire(raw)
+            self._send(frame)
+            allowance = REEXEC_S if hash_seed is not None else 0.0  # a fresh interpreter first
+            for index, item in enumerate(items):
+                raw = self._recv(started + allowance + item.timeout_s + GRACE_S)
+                put(index, ExecutionResult.from_wire(raw))
+                done, started, allowance = index + 1, time.monotonic(), 0.0
         except (ChannelBroken, OSError, ValueError) as exc:
-            return self._lost(exc, request, start)
+            if len(items) - done == 1:
+                put(done, self._lost(exc, items[done], started))
+                return
+            log.warning("%s broke during a batch (%s): replacing it, running the rest alone", self.label, exc)
+            self.replace()
+            for index in range(done, len(items)):
+                self.run_chunk([items[index]], prelude, hash_seed, lambda _, result, i=index: put(i, result))
 
     def _lost(self, exc: Exception, request: ExecutionRequest, start: float) -> ExecutionResult:
-        """The worker broke during ``request``: its result, after the worker is replaced."""
+        """The worker broke during ``request``, run alone: its result, after the worker is replaced."""
         stalled = time.monotonic() - start >= request.timeout_s
         status = self._death_status()
         if status == "killed" and stalled:
@@ -128,59 +146,6 @@ class WorkerHandle:
         log.warning("%s misbehaved (%s): replacing it", self.label, exc)
         self.replace()
         return ExecutionResult(status, None, "", f"sandbox: worker lost ({exc})", time.monotonic() - start)
-
-    def run_stream(self, take, put) -> None:
-        """Run the requests ``take()`` hands out (``(index, request)``, None when done), ``put`` each
-        result, keeping a second request queued in the worker so it never waits for us between runs.
-        Only small frames are queued (two always fit a pipe buffer, so a write never blocks while
-        the worker writes a large result). A request queued behind one that broke the worker is run
-        again on the replacement: it never got its turn."""
-        inflight: collections.deque = collections.deque()  # (index, request, frame size)
-        held = None  # taken, not yet sent
-        exhausted = False
-        ready_at = time.monotonic()  # when the head request could start running
-        while True:
-            while len(inflight) < 2:
-                if held is None:
-                    item = None if exhausted else take()
-                    if item is None:
-                        exhausted = True
-                        break
-                    held = (item[0], item[1], encode_frame(item[1].to_wire()))
-                index, request, frame = held
-                if inflight and (len(frame) > QUEUE_FRAME_MAX or inflight[0][2] > QUEUE_FRAME_MAX):
-                    break
-                if not inflight:
-                    ready_at = time.monotonic()
-                try:
-                    self._send(frame)
-                except OSError as exc:
-                    held = None
-                    earlier = list(inflight)  # sent to the worker that just broke: run them again
-                    inflight.clear()
-                    put(index, self._lost(exc, request, ready_at))
-                    for again, queued, _ in earlier:
-                        put(again, self.execute(queued))
-                    ready_at = time.monotonic()
-                    continue
-                inflight.append((index, request, len(frame)))
-                held = None
-            if not inflight:
-                if exhausted and held is None:
-                    return
-                continue
-            index, request, _ = inflight.popleft()
-            try:
-                result = ExecutionResult.from_wire(self._recv(ready_at + request.timeout_s + GRACE_S))
-            except (ChannelBroken, OSError, ValueError) as exc:
-                put(index, self._lost(exc, request, ready_at))
-                for again, queued, _ in inflight:
-                    put(again, self.execute(queued))
-                inflight.clear()
-                ready_at = time.monotonic()
-                continue
-            put(index, result)
-            ready_at = time.monotonic()
 
     def replace(self) -> None:
         self._destroy()
@@ -226,49 +191,66 @@ class Sandbox:
         return handle
 
     def run(self, request: ExecutionRequest) -> ExecutionResult:
-        return self.run_batch([request])[0]
+        """One program, alone in a sandbox run."""
+        return self.run_batches([Batch((request,))], chunk_size=1)[0][0]
 
-    def run_batch(self, requests: Iterable[ExecutionRequest]) -> list[ExecutionResult]:
-        """Run every request, results in request order. Bad requests raise before anything runs."""
-        reqs: Sequence[ExecutionRequest] = list(requests)
+    def run_batch(self, requests: Iterable[ExecutionRequest], *, prelude: str = "",
+                  hash_seed: int | None = None) -> list[ExecutionResult]:
+        """Every request as an item of one :class:`~sandbox.contract.Batch`; results in order."""
+        return self.run_batches([Batch(tuple(requests), prelude, hash_seed)])[0]
+
+    def run_batches(self, batches: Sequence[Batch], *, chunk_size: int | None = None) -> list[list[ExecutionResult]]:
+        """Run every batch, one result list per batch, in order. Submitting batches together
+        keeps the workers busy across them. Items go to sandbox runs in chunks small enough that every
+        worker gets several (so that the last ones end together), at most ``chunk_size`` each. Bad requests raise before anything runs."""
         validate = getattr(self.backend, "validate", None)
-        for i, r in enumerate(reqs):
-            if not isinstance(r, ExecutionRequest):
-                raise TypeError(f"request {i} is a {type(r).__name__}, not an ExecutionRequest")
+        for batch in batches:
+            if not isinstance(batch, Batch):
+                raise TypeError(f"expected a Batch, got {type(batch).__name__}")
             if validate is not None:
-                validate(r)
+                for item in batch.items:
+                    validate(item)
         if self._closed:
             raise SandboxError("sandbox is closed")
-        results: list[ExecutionResult | None] = [None] * len(reqs)
-        pending = iter(enumerate(reqs))
+        total = sum(len(batch.items) for batch in batches)
+        size = max(1, min(chunk_size or MAX_CHUNK, MAX_CHUNK, -(-total // (4 * len(self.workers)))))
+        chunks = [(b, start, batch.items[start : start + size])
+                  for b, batch in enumerate(batches) for start in range(0, len(batch.items), size)]
+        chunks = [piece for chunk in chunks for piece in _split_by_bytes(*chunk)]
+        results: list[list[ExecutionResult | None]] = [[None] * len(batch.items) for batch in batches]
+        pending = iter(chunks)
         lock = threading.Lock()
-
-        def take():
-            with lock:
-                return next(pending, None)
-
-        def put(index: int, result: ExecutionResult) -> None:
-            results[index] = result
 
         def drain() -> None:
             worker = self._free.get()
             try:
-                worker.run_stream(take, put)
+                while True:
+                    with lock:
+                        chunk = next(pending, None)
+                    if chunk is None:
+                        return
+                    b, start, items = chunk
+
+                    def put(index: int, result: ExecutionResult, b=b, start=start) -> None:
+                        results[b][start + index] = result
+
+                    worker.run_chunk(items, batches[b].prelude, batches[b].hash_seed, put)
             finally:
                 self._free.put(worker)
 
-        n = min(len(self.workers), len(reqs))
+        n = min(len(self.workers), len(chunks))
         if n <= 1:
-            drain()
+            if chunks:
+                drain()
         else:
             threads = [threading.Thread(target=drain, daemon=True) for _ in range(n)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-        missing = [i for i, r in enumerate(results) if r is None]
+        missing = sum(r is None for batch in results for r in batch)
         if missing:
-            raise SandboxError(f"{len(missing)} run(s) got no result")
+            raise SandboxError(f"{missing} item(s) got no result")
         return results  # type: ignore[return-value]
 
     @staticmethod
@@ -290,6 +272,10 @@ class Sandbox:
         else:
             Sandbox._close_handles(getattr(self, "workers", []), self.backend)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def __enter__(self) -> "Sandbox":
         return self
 
@@ -302,3 +288,16 @@ def _quietly(fn) -> None:
         fn()
     except Exception as exc:  # noqa: BLE001 - closing must go on for the others
         log.warning("sandbox cleanup: %s", exc)
+
+
+def _split_by_bytes(batch_index: int, start: int, items: tuple) -> list[tuple[int, int, tuple]]:
+    """A chunk cut so that no sandbox run's frame is much over MAX_CHUNK_BYTES."""
+    pieces, first, size = [], 0, 0
+    for offset, item in enumerate(items):
+        weight = len(item.code) + len(item.stdin)
+        if offset > first and size + weight > MAX_CHUNK_BYTES:
+            pieces.append((batch_index, start + first, items[first:offset]))
+            first, size = offset, 0
+        size += weight
+    pieces.append((batch_index, start + first, items[first:]))
+    return pieces

@@ -1,17 +1,26 @@
-"""The in-sandbox worker: a warm Python interpreter that forks one child per program.
+"""The in-sandbox worker: a warm Python interpreter that runs batches of items, one process each.
 
 Both backends run this file: the local backend as a root-started process that first moves itself
 into fresh pid/mount/net/ipc/uts namespaces, the Docker backend as PID 1 of a locked-down container.
 Forking from an interpreter that is already started and has common modules imported is what makes
-a run cost a few milliseconds of CPU instead of a Python start-up (tens of milliseconds).
+an item cost about a millisecond of CPU instead of a Python start-up (tens of milliseconds).
 
-Protocol (stdin -> stdout): frames of a 4-byte big-endian length plus a JSON object. The worker
-first sends ``{"ready": true, ...}``; then for each request ``{code, stdin, timeout_s, memory_mb,
-output_limit_bytes}`` it answers ``{status, exit_code, stdout, stderr, duration_s}``. EOF ends it.
+Protocol (host -> worker -> host): frames of a 4-byte big-endian length plus a JSON object. The
+worker first sends ``{"ready": true, ...}``; then for each ``{"batch": {"prelude", "hash_seed",
+"items": [{code, stdin, timeout_s, memory_mb, output_limit_bytes}, ...]}}`` it sends one result frame
+``{status, exit_code, stdout, stderr, duration_s}`` per item, in order. EOF ends it.
 
-Why the worker is PID 1 of its pid namespace: ``kill(-1, SIGKILL)`` from namespace init kills every
-other process in the namespace, so a daemonized grandchild cannot outlive its run, and init cannot
-be killed by its own (non-root or same-uid) children. Stdlib only: it is copied into the image.
+Isolation between items: the worker is the *supervisor*. It compiles the batch's prelude once; each
+item is a child forked from the supervisor that runs the prelude and then the item's code, under the
+item's own limits. When the item ends, the supervisor kills every other process of the sandbox
+(``kill(-1)`` from the pid namespace's init, so double-forked ``setsid`` daemons die too), reaps
+them, and wipes the scratch space and System V IPC before the next item starts: no item can see or
+change what an earlier one left. Init of a pid namespace cannot be signalled by its children, and the
+worker is not dumpable by them (no ptrace, no /proc/1/mem), so an item cannot stop the supervisor or
+forge another item's verdict. A batch whose ``hash_seed`` differs from the interpreter's re-executes
+the worker in place (same pid, same namespaces) under ``PYTHONHASHSEED`` first.
+
+Stdlib only: it is copied into the image.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import io
 import json
 import os
 import resource
+import _signal
 import select
 import signal
 import struct
@@ -45,6 +55,7 @@ import string  # noqa: F401,E402
 import traceback  # noqa: F401,E402
 
 _HEADER = struct.Struct(">I")
+ITEM_HOOK = "__run_item__"  # a prelude that defines it runs each item's code object itself
 MAX_FRAME = 256 * 1024 * 1024
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -311,26 +322,45 @@ class Worker:
             cfg.undumpable = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Runs get an empty environment: emptied once here, since clearing it in every child costs
+        # half a millisecond of copy-on-write faults. A fresh interpreter gets the original back.
+        self.environment = dict(os.environ)
+        os.environ.clear()
+        _prepare_item_interpreter(os.path.join(cfg.scratch, "run", "program.py"))
         gc.freeze()  # our objects leave the collector's sight, so neither side touches their pages
 
-    def run(self, req: dict) -> dict:
+    def compile_prelude(self, prelude: str):
+        """A batch's shared code, compiled once (None when empty; the SyntaxError when it fails)."""
+        if not prelude:
+            return None
+        try:  # dont_inherit: this file's __future__ imports must not change the program
+            return compile(prelude, os.path.join(self.cfg.scratch, "prelude.py"), "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            return exc
+
+    def run_item(self, req: dict, prelude=None) -> dict:
         cfg = self.cfg
         self.runs += 1
-        workdir = os.path.join(cfg.scratch, f"run-{self.runs}-{os.urandom(4).hex()}")
-        os.mkdir(workdir, 0o700)
+        # The same path for every item: an item's result must not depend on its place in a batch.
+        workdir = os.path.dirname(sys.argv[0])
         try:
-            return self._run_in(req, workdir)
+            os.mkdir(workdir, 0o700)
+        except FileExistsError:  # left by a worker that died mid-item
+            _remove_tree(workdir)
+            os.mkdir(workdir, 0o700)
+        try:
+            return self._run_in(req, workdir, prelude)
         finally:
             _remove_tree(workdir)
-            for d in self.wipe:  # shared scratch space must not carry anything to the next run
+            for d in self.wipe:  # shared scratch space must not carry anything to the next item
                 _empty_dir(d)
             if self.own_ipc:
                 _remove_sysv_ipc()
 
-    def _run_in(self, req: dict, workdir: str) -> dict:
+    def _run_in(self, req: dict, workdir: str, prelude) -> dict:
         cfg = self.cfg
         code = req["code"]
-        try:  # dont_inherit: this file's __future__ imports must not change the program
+        try:
             compiled = compile(code, os.path.join(workdir, "program.py"), "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as exc:
             compiled = exc
@@ -364,7 +394,7 @@ class Worker:
         pid = os.fork()
         if pid == 0:
             try:
-                _child(cfg, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, memory_mb)
+                _child(cfg, prelude, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, memory_mb)
             except BaseException as exc:  # noqa: BLE001 - set-up failed: say so on the run's stderr
                 try:
                     os.write(2, f"sandbox: run set-up failed: {exc!r}\n".encode())
@@ -484,11 +514,12 @@ class Worker:
 
 def _remove_tree(path: str) -> None:
     """rmtree that never follows links and copes with modes a run set (no shutil: see imports)."""
-    try:
-        os.chmod(path, 0o700, follow_symlinks=False)
-    except OSError:
-        pass
-    _empty_dir(path)
+    if not _empty_dir(path):
+        try:  # a run may have taken its own permissions away
+            os.chmod(path, 0o700, follow_symlinks=False)
+        except OSError:
+            pass
+        _empty_dir(path)
     try:
         os.rmdir(path)
     except OSError:  # it holds a mount point (an interpreter bound under /tmp): keep it traversable
@@ -498,15 +529,23 @@ def _remove_tree(path: str) -> None:
             pass
 
 
-def _empty_dir(path: str) -> None:
+_DEVICES_OF: dict[str, int] = {}  # scratch dirs: their filesystem, to tell mount points inside apart
+
+
+def _empty_dir(path: str) -> bool:
+    """Remove everything in ``path`` except mount points; False when it cannot be listed."""
     try:
         entries = list(os.scandir(path))
     except OSError:
-        return
-    try:
-        device = os.stat(path, follow_symlinks=False).st_dev
-    except OSError:
-        return
+        return False
+    device = _DEVICES_OF.get(path)
+    if device is None:
+        try:
+            device = os.stat(path, follow_symlinks=False).st_dev
+        except OSError:
+            return False
+        if path in _SCRATCH_ROOTS:
+            _DEVICES_OF[path] = device
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -517,14 +556,32 @@ def _empty_dir(path: str) -> None:
                 os.unlink(entry.path)
         except OSError:
             pass
+    return True
+
+
+_SCRATCH_ROOTS = {"/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"}
+
+
+def _read_proc(path: str) -> bytes:
+    """A small /proc file in three system calls (``open`` adds a stat, an ioctl and a seek)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _remove_sysv_ipc() -> None:
     """Remove System V shared memory, queues and semaphores a run left in our IPC namespace."""
     for kind in ("shm", "msg", "sem"):
         try:
-            with open(f"/proc/sysvipc/{kind}") as fh:
-                ids = [int(line.split()[1]) for line in fh.readlines()[1:] if line.strip()]
+            lines = _read_proc(f"/proc/sysvipc/{kind}").splitlines()[1:]
+            ids = [int(line.split()[1]) for line in lines if line.strip()]
         except (OSError, ValueError, IndexError):
             continue
         if ids:
@@ -580,13 +637,15 @@ def _classify(wait_status, stderr: bytes, oom: bool):
 
 # ---------------------------------------------------------------- inside the forked child
 
-def _child(cfg, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, memory_mb):
+def _child(cfg, prelude, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, memory_mb):
     os.setsid()
     os.dup2(stdin_fd, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.closerange(3, 65536)  # the protocol pipes above all
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the only handler the worker changed
+    # The only handler the worker changed. _signal's C function: signal.signal's enum wrapping costs a
+    # third of a millisecond of copy-on-write faults here.
+    _signal.signal(signal.SIGINT, _signal.default_int_handler)
     cpu = int(timeout_s) + 2
     limits = [
         (resource.RLIMIT_AS, memory_mb * 1024 * 1024),
@@ -609,44 +668,58 @@ def _child(cfg, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, m
     elif cfg.undumpable:
         _prctl(PR_SET_DUMPABLE, 1)
     os.chdir(workdir)
-    os.environ.clear()
-    _exec_program(compiled, program, workdir)
+    _exec_program(prelude, compiled, workdir)
 
 
-_STDIN = _STDOUT = _STDERR = None  # made once by main(), reused (fresh copies) by every child
+_MAIN: types.ModuleType | None = None  # the items' __main__, made once, never run in the supervisor
 
 
-def _make_std_streams() -> None:
-    """The program's sys.std* over fds 0-2; in the worker those are /dev/null and never written."""
-    global _STDIN, _STDOUT, _STDERR
-    _STDIN = io.open(0, "r", encoding="utf-8", closefd=False)
-    _STDOUT = io.open(1, "w", encoding="utf-8", closefd=False)
-    _STDERR = io.TextIOWrapper(io.open(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace",
-                               line_buffering=True)
+def _prepare_item_interpreter(program: str) -> None:
+    """What every item's interpreter starts from, set up once in the supervisor so that children
+    do not pay copy-on-write faults for it: ``sys.std*`` over fds 0-2 (in the supervisor those are
+    /dev/null and never written), ``sys.argv`` and a pristine ``__main__`` module."""
+    global _MAIN
+    stdin = io.open(0, "r", encoding="utf-8", closefd=False)
+    stdout = io.open(1, "w", encoding="utf-8", closefd=False)
+    stderr = io.TextIOWrapper(io.open(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace",
+                              line_buffering=True)
+    sys.stdin = sys.__stdin__ = stdin
+    sys.stdout = sys.__stdout__ = stdout
+    sys.stderr = sys.__stderr__ = stderr
+    sys.argv = [program]
+    _MAIN = types.ModuleType("__main__")
+    _MAIN.__file__ = program
+    _MAIN.__builtins__ = builtins
+    sys.modules["__main__"] = _MAIN
 
 
-def _exec_program(compiled, program: str, workdir: str) -> None:
+def _exec_program(prelude, compiled, workdir: str) -> None:
     """Run the compiled program as ``python3 program.py`` would, then exit with its status.
 
-    ``compiled`` is a code object, or the SyntaxError that compiling raised (compiling in the worker
-    before the fork halves the cost of a run: the child would pay copy-on-write faults for it).
+    ``prelude`` (a batch's shared code, or None) runs first in the same ``__main__`` namespace.
+    When it defines :data:`ITEM_HOOK`, the item's compiled code is handed to that function instead
+    of being executed (a runtime that runs the program its own way: tracing it, or checking it).
+    Each is a code object, or the SyntaxError that compiling raised (compiling in the worker before
+    the fork halves the cost of a run: the child would pay copy-on-write faults for it).
     """
-    sys.stdin = sys.__stdin__ = _STDIN
-    sys.stdout = sys.__stdout__ = _STDOUT
-    sys.stderr = sys.__stderr__ = _STDERR
-    sys.argv = [program]
     sys.path.insert(0, workdir)
-    main = types.ModuleType("__main__")
-    main.__file__ = program
-    main.__builtins__ = builtins
-    sys.modules["__main__"] = main
+    main = _MAIN
     exit_code = 0
     try:
-        if isinstance(compiled, BaseException):
-            sys.excepthook(type(compiled), compiled.with_traceback(None), None)
+        if isinstance(prelude, BaseException):
+            sys.excepthook(type(prelude), prelude.with_traceback(None), None)
             exit_code = 1
         else:
-            exec(compiled, main.__dict__)
+            if prelude is not None:
+                exec(prelude, main.__dict__)
+            hook = main.__dict__.get(ITEM_HOOK) if prelude is not None else None
+            if callable(hook):
+                hook(compiled)
+            elif isinstance(compiled, BaseException):
+                sys.excepthook(type(compiled), compiled.with_traceback(None), None)
+                exit_code = 1
+            else:
+                exec(compiled, main.__dict__)
     except SystemExit as exc:
         exit_code = _exit_code(exc)
     except BaseException as exc:  # noqa: BLE001 - what the interpreter would print
@@ -684,11 +757,52 @@ def _exit_code(exc: SystemExit) -> int:
 
 # ---------------------------------------------------------------- main loop
 
+def _reexec(raw: dict, cfg: Config, environment: dict, channel: tuple[int, int], hash_seed: int, pending: dict) -> None:
+    """Replace this interpreter by a fresh one under ``PYTHONHASHSEED=hash_seed`` (same pid, same
+    namespaces, same channel), which then runs ``pending`` before serving on. String hashing is
+    seeded once per interpreter: a new one is the only way to run under another seed."""
+    batch = os.memfd_create("sandbox-batch", 0)
+    _write_all(batch, json.dumps(pending).encode())
+    keep = [*channel, batch, *(fd for _, fd in cfg.cg.limits), *cfg.cg.oom]
+    script = raw.get("script_fd")
+    if script is not None:
+        keep.append(script)
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    raw = {**raw, "channel": list(channel), "pending_fd": batch, "hash_seed": hash_seed, "cg": cfg.cg.to_wire()}
+    path = f"/proc/self/fd/{script}" if script is not None else os.path.abspath(__file__)
+    # Not -I: it implies -E, which would ignore PYTHONHASHSEED; the environment is ours anyway.
+    env = {**environment, "PYTHONHASHSEED": str(hash_seed)}
+    os.execve(sys.executable, [sys.executable, "-s", "-S", "-P", path, json.dumps(raw)], env)
+
+
+def _serve(worker: Worker, raw: dict, cfg: Config, rfd: int, wfd: int, pending: dict | None) -> int:
+    """Answer batch frames until EOF: one result frame per item."""
+    while True:
+        req = pending if pending is not None else read_frame(rfd)
+        pending = None
+        if req is None:
+            return 0
+        batch = req.get("batch") or {}
+        seed = batch.get("hash_seed")
+        if seed is not None and seed != raw.get("hash_seed"):
+            _reexec(raw, cfg, worker.environment, (rfd, wfd), int(seed), req)
+        prelude = worker.compile_prelude(batch.get("prelude") or "")
+        for item in batch.get("items") or []:
+            try:
+                reply = worker.run_item(item, prelude)
+            except Exception as exc:  # noqa: BLE001 - report, keep serving
+                reply = {"status": "killed", "exit_code": None, "stdout": "",
+                         "stderr": f"sandbox worker error: {exc!r}", "duration_s": 0.0}
+            _write_all(wfd, encode_frame(reply))
+
+
 def main() -> int:
     raw = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     cfg = Config(raw)
-    info = {"ready": True, "isolated": bool(raw.get("serving")), "python": sys.version.split()[0]}
     if raw.get("serving"):  # re-executed inside the namespaces and the minimal root
+        cfg.cg = CgroupFiles([], wire=raw["cg"])
+    elif raw.get("channel"):  # re-executed under another hash seed
         cfg.cg = CgroupFiles([], wire=raw["cg"])
     else:
         joined = []
@@ -706,37 +820,39 @@ def main() -> int:
             with open(__file__, "rb") as fh:
                 _write_all(script, fh.read())
             _enter_namespaces(cfg)
+            for fd in (script, *(fd for _, fd in cfg.cg.limits), *cfg.cg.oom):
+                os.set_inheritable(fd, True)  # the cgroup files are needed after the exec too
             # Start afresh (-S, no ctypes, nothing of the set-up): a worker half the size forks faster.
-            raw = {**raw, "serving": True, "cgroups": joined, "cg": cfg.cg.to_wire()}
+            raw = {**raw, "serving": True, "cgroups": joined, "cg": cfg.cg.to_wire(), "script_fd": script}
             os.execv(sys.executable, [sys.executable, "-I", "-S", f"/proc/self/fd/{script}", json.dumps(raw)])
-    info["cgroups"] = cfg.cgroups
-    # Keep the protocol on private fds; 0/1 become /dev/null so nothing stray corrupts it.
-    if raw.get("connect"):  # Docker on this machine: the host's unix socket, not the attach stream
-        import socket
-
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(raw["connect"])
-        rfd = wfd = conn.detach()
+    pending = None
+    if raw.get("channel"):
+        rfd, wfd = raw["channel"]
+        with os.fdopen(raw.pop("pending_fd"), "rb") as fh:
+            fh.seek(0)
+            pending = json.loads(fh.read())
     else:
-        rfd, wfd = os.dup(0), os.dup(1)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
-    _make_std_streams()
+        # Keep the protocol on private fds; 0/1 become /dev/null so nothing stray corrupts it.
+        if raw.get("connect"):  # Docker on this machine: the host's unix socket, not the attach stream
+            import socket
+
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(raw["connect"])
+            rfd = wfd = conn.detach()
+        else:
+            rfd, wfd = os.dup(0), os.dup(1)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+    for fd in {rfd, wfd}:
+        os.set_inheritable(fd, False)
     worker = Worker(cfg)
-    info["pid1"] = worker.is_init
-    _write_all(wfd, encode_frame(info))
-    while True:
-        req = read_frame(rfd)
-        if req is None:
-            return 0
-        try:
-            reply = worker.run(req)
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            reply = {"status": "killed", "exit_code": None, "stdout": "", "stderr": f"sandbox worker error: {exc!r}",
-                     "duration_s": 0.0}
-        _write_all(wfd, encode_frame(reply))
+    if pending is None:
+        info = {"ready": True, "isolated": bool(raw.get("serving")), "python": sys.version.split()[0],
+                "cgroups": cfg.cgroups, "pid1": worker.is_init}
+        _write_all(wfd, encode_frame(info))
+    return _serve(worker, raw, cfg, rfd, wfd, pending)
 
 
 if __name__ == "__main__":

@@ -179,8 +179,9 @@ def plan_trace_shards(config: TraceConfig, instrumented_programs: ArtifactRef):
 def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: SandboxResource, spec: ShardSpec) -> ShardResult:
     """Run one shard's programs in the sandbox (each twice, under two hash seeds); the shard's artifact is
     cached by its content, so a re-run after a crash runs only the shards that were missing."""
-    rows = [row for row in spec.programs.read_table().to_pylist()
-            if shard_of(row["program_id"], spec.num_shards) == spec.index]
+    table = spec.programs.read_table()
+    mine = [i for i, pid in enumerate(table.column("program_id").to_pylist()) if shard_of(pid, spec.num_shards) == spec.index]
+    rows = table.take(mine).to_pylist()
     limits = {"timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb, "cross_check": spec.cross_check}
     key = cache_key("execution_traces_shard", TRACES_VERSION, limits, [ArtifactRef("shard", "", "", _rows_hash(rows))])
     cached = store.lookup("execution_traces_shards", key)

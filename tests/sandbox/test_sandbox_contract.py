@@ -152,7 +152,7 @@ def test_bad_requests_are_rejected_clearly(kwargs):
 
 
 def test_bad_batch_items_raise_before_anything_runs(local_pool):
-    with pytest.raises(TypeError, match="request 1"):
+    with pytest.raises(TypeError, match="item 1"):
         local_pool.run_batch([R(code="print(1)"), "print(2)"])
 
 
