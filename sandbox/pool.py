@@ -28,6 +28,7 @@ _HEADER = struct.Struct(">I")
 GRACE_S = 5.0  # the worker enforces the limit itself; the host waits this much longer at most
 REEXEC_S = 30.0  # what a batch under another hash seed may take to start a fresh interpreter
 MAX_CHUNK = 64  # items per sandbox run at most: a broken run re-runs no more than this
+MAX_WORKERS = 64  # a pool's workers, temporary ones included (the local backend has 64 uids per pool)
 MAX_CHUNK_BYTES = 8 * 1024 * 1024  # a sandbox run's frame, above which a chunk is split
 
 
@@ -181,6 +182,7 @@ class Sandbox:
             raise errors[0]
         for w in self.workers:
             self._free.put(w)
+        self._spare = list(range(workers, MAX_WORKERS))  # indices for temporary workers (``parallel``)
         self._finalizer = weakref.finalize(self, Sandbox._close_handles, list(self.workers), backend)
         atexit.register(self._finalizer)
         log.info("sandbox backend: %s with %d warm worker(s)", self.name, workers)
@@ -199,10 +201,14 @@ class Sandbox:
         """Every request as an item of one :class:`~sandbox.contract.Batch`; results in order."""
         return self.run_batches([Batch(tuple(requests), prelude, hash_seed)])[0]
 
-    def run_batches(self, batches: Sequence[Batch], *, chunk_size: int | None = None) -> list[list[ExecutionResult]]:
+    def run_batches(self, batches: Sequence[Batch], *, chunk_size: int | None = None,
+                    parallel: int | None = None) -> list[list[ExecutionResult]]:
         """Run every batch, one result list per batch, in order. Submitting batches together
-        keeps the workers busy across them. Items go to sandbox runs in chunks small enough that every
-        worker gets several (so that the last ones end together), at most ``chunk_size`` each. Bad requests raise before anything runs."""
+        keeps the workers busy across them. Items go to sandbox runs in chunks small enough that
+        every worker gets several (so that the last ones end together), at most ``chunk_size``
+        each. ``parallel`` above the pool's size starts extra workers for this call, for items that
+        mostly wait (ones expected to run into their time limit). Bad requests raise before anything
+        runs."""
         validate = getattr(self.backend, "validate", None)
         for batch in batches:
             if not isinstance(batch, Batch):
@@ -238,20 +244,52 @@ class Sandbox:
             finally:
                 self._free.put(worker)
 
-        n = min(len(self.workers), len(chunks))
-        if n <= 1:
-            if chunks:
-                drain()
-        else:
-            threads = [threading.Thread(target=drain, daemon=True) for _ in range(n)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        wanted = min(max(parallel or 0, len(self.workers)), len(chunks), MAX_WORKERS)
+        extra = self._start_extra(wanted - len(self.workers))
+        try:
+            n = min(len(self.workers) + len(extra), len(chunks))
+            if n <= 1:
+                if chunks:
+                    drain()
+            else:
+                threads = [threading.Thread(target=drain, daemon=True) for _ in range(n)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+        finally:
+            self._stop_extra(extra)
         missing = sum(r is None for batch in results for r in batch)
         if missing:
             raise SandboxError(f"{missing} item(s) got no result")
         return results  # type: ignore[return-value]
+
+    def _start_extra(self, count: int) -> list[WorkerHandle]:
+        """``count`` temporary workers, in the free queue until :meth:`_stop_extra`."""
+        if count <= 0:
+            return []
+        with self._lock:
+            indices, self._spare = self._spare[:count], self._spare[count:]
+        with ThreadPoolExecutor(max_workers=min(len(indices), 8)) as ex:
+            started = list(ex.map(self._start_one, indices))
+        for handle in started:
+            self._free.put(handle)
+        return started
+
+    def _stop_extra(self, extra: list[WorkerHandle]) -> None:
+        """Close the temporary workers once they are back in the free queue."""
+        waiting, kept = set(map(id, extra)), []
+        while waiting:
+            handle = self._free.get()
+            if id(handle) in waiting:
+                waiting.discard(id(handle))
+                _quietly(handle.close)
+                with self._lock:
+                    self._spare.append(handle.index)
+            else:
+                kept.append(handle)
+        for handle in kept:
+            self._free.put(handle)
 
     @staticmethod
     def _close_handles(handles: list[WorkerHandle], backend) -> None:

@@ -6,13 +6,11 @@ The official harness (facebookresearch/cruxeval, ``evaluation/``) checks each ge
 anti-cheat rules: in input mode a generation without ``f(`` fails, in output mode a generation that
 contains ``f(<input>)`` fails. pass@k is the unbiased estimator, averaged over the 800 problems ×100.
 
-We keep those semantics check for check — each check still runs in a process of its own, forked
-inside the sandbox, with the same wall-clock limit and the same disabled calls — and change only the
-cost: one sandbox run per problem forks all its checks at once from a warm interpreter (their limits
-overlap, as they do across the official process pool), and identical generations of a problem are
-checked once. A problem whose sandbox run fails as a whole is re-checked one generation per sandbox
-run. One approximation: ``shutil`` and ``subprocess`` are imported (and their calls disabled) only
-when a check names them, which spares every other check their import time.
+We keep those semantics check for check — each check runs in a process of its own, an item of a
+sandbox batch (:mod:`stepcode_core.evaluation.check_runtime` is the prelude that runs it as the
+official harness does), with the same wall-clock limit and the same disabled calls — and change only
+the cost: checks are items forked from a warm interpreter, identical generations of a problem are
+checked once, and the few checks that run into the limit run side by side (see :func:`run_checks`).
 """
 
 from __future__ import annotations
@@ -24,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-TIMEOUT_S = 3.0
+from sandbox import Batch, ExecutionRequest
+from stepcode_core.evaluation import check_runtime
+
+TIMEOUT_S = check_runtime.TIMEOUT_S
 MODES = ("input", "output")
 
 
@@ -59,138 +60,39 @@ def check_program(problem: Problem, generation: str) -> str:
     return f"{problem.code}\nassert {problem.output} == {generation}"
 
 
-# Runs inside the sandbox: reads {"programs": [...], "timeout": s} on stdin, forks one child per
-# program, prints one JSON list of booleans. Each child disables what the official harness disables.
-_BATCH_RUNNER = r'''
-import json, os, select, signal, sys, time
-
-class _Timeout(Exception):
-    pass
-
-def _guard():
-    import builtins
-    builtins.exit = None
-    builtins.quit = None
-    os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
-                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod",
-                 "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
-        setattr(os, name, None)
-    if "shutil" in sys.modules:
-        sys.modules["shutil"].rmtree = sys.modules["shutil"].move = sys.modules["shutil"].chown = None
-    if "subprocess" in sys.modules:
-        sys.modules["subprocess"].Popen = None
-    builtins.help = None
-    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
-        sys.modules[name] = None
-
-class _WriteOnly:
-    def write(self, text):
-        return len(text)
-    def flush(self):
-        pass
-    def read(self, *args):
-        raise OSError
-    readline = readlines = read
-    def readable(self):
-        return False
-
-def _check(program, timeout):
-    def on_alarm(signum, frame):
-        raise _Timeout()
-    signal.signal(signal.SIGALRM, on_alarm)
-    sink = _WriteOnly()
-    sys.stdout = sys.stderr = sys.stdin = sink
-    try:
-        _guard()
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            exec(program, {})
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        return b"passed"
-    except _Timeout:
-        return b"timed out"
-    except BaseException:
-        return b"failed"
-
-payload = json.loads(sys.stdin.read())
-timeout, programs = payload["timeout"], payload["programs"]
-if any("shutil" in p or "subprocess" in p for p in programs):
-    import shutil, subprocess  # imported before the fork, so that the guard can disable them
-# Every check of the problem at once, each in its own process: their time limits overlap, as they
-# do across the official harness's process pool.
-children = {}
-for index, program in enumerate(programs):
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        os.write(write_end, _check(program, timeout))
-        os._exit(0)
-    os.close(write_end)
-    children[read_end] = (index, pid, time.monotonic() + timeout + 1)  # the official join(timeout + 1)
-verdicts = [False] * len(programs)
-while children:
-    now = time.monotonic()
-    wait = max(0.0, min(deadline for _, _, deadline in children.values()) - now)
-    ready, _, _ = select.select(list(children), [], [], wait)
-    now = time.monotonic()
-    for fd in list(children):
-        index, pid, deadline = children[fd]
-        if fd in ready or now >= deadline:
-            answer = os.read(fd, 64) if fd in ready else b""
-            verdicts[index] = answer == b"passed"
-            os.close(fd)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
-            del children[fd]
-print(json.dumps(verdicts))
-'''
+CHECK_RUNTIME = Path(check_runtime.__file__).read_text(encoding="utf-8")
+"""The prelude of every check batch (:mod:`stepcode_core.evaluation.check_runtime`)."""
+QUICK_S = 0.25  # first pass: a check still running by then is run again with the full limit
+MEMORY_MB = 2048
+SLOW_PARALLEL = 16  # checks that run into the limit, run side by side (the official pool overlaps them too)
 
 
-CHECKS_PER_RUN = 16  # checks that share one sandbox run (they run in parallel, each in its own process)
+def run_checks(programs: Sequence[str], sandbox) -> list[bool]:
+    """Whether each check program passes, the official way (see :mod:`check_runtime`), one sandbox
+    item each. Almost every check ends in milliseconds: all of them first run under a short limit,
+    and the few that reach it run again under the official limit, many at once on extra workers,
+    so that generations that loop until the limit cost about one limit in all, not one each."""
+    if not programs:
+        return []
+
+    def items(limit: float, chosen: Sequence[str]) -> Batch:
+        return Batch([ExecutionRequest(code=p, timeout_s=limit, memory_mb=MEMORY_MB, output_limit_bytes=4096)
+                      for p in chosen], prelude=CHECK_RUNTIME)
+
+    first = sandbox.run_batches([items(QUICK_S, programs)])[0]
+    verdicts = [_verdict(result) for result in first]
+    slow = [i for i, result in enumerate(first) if result.status == "timeout"]
+    if slow:
+        # The official join waits the limit plus one second; the sandbox adds its own start-up.
+        again = sandbox.run_batches([items(TIMEOUT_S + 1.5, [programs[i] for i in slow])], chunk_size=1,
+                                    parallel=min(len(slow), SLOW_PARALLEL))[0]
+        for index, result in zip(slow, again):
+            verdicts[index] = _verdict(result)
+    return verdicts
 
 
-def _chunks(sizes: list[int], limit: int) -> list[list[int]]:
-    """Consecutive indices grouped so that each group's sizes sum to at most ``limit`` (a larger
-    single item gets a group of its own)."""
-    chunks: list[list[int]] = []
-    total = 0
-    for index, size in enumerate(sizes):
-        if not chunks or total + size > limit:
-            chunks.append([])
-            total = 0
-        chunks[-1].append(index)
-        total += size
-    return chunks
-
-
-def _batch_request(programs: list[str]):
-    from sandbox import ExecutionRequest
-
-    budget = TIMEOUT_S + 1 + 0.5 * len(programs) + 5
-    return ExecutionRequest(
-        code=_BATCH_RUNNER,
-        stdin=json.dumps({"programs": programs, "timeout": TIMEOUT_S}),
-        timeout_s=min(budget, 3600),
-        memory_mb=2048,
-    )
-
-
-def _verdicts(result, expected: int) -> list[bool] | None:
-    if result.status != "ok":
-        return None
-    try:
-        verdicts = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None
-    if not isinstance(verdicts, list) or len(verdicts) != expected:
-        return None
-    return [verdict is True for verdict in verdicts]
+def _verdict(result) -> bool:
+    return result.status == "ok" and result.stdout == "passed"
 
 
 def score_generations(
@@ -221,24 +123,9 @@ def score_generations(
             check_program(problem, g): None for g in generations[problem.id] if not cheat_rule(mode, g, problem)
         }
         unique.append(list(programs))
-    # Several problems per sandbox run: the run's set-up, not the checks, dominated the time.
-    chunks = _chunks([len(programs) for programs in unique], CHECKS_PER_RUN)
-    results = sandbox.run_batch([_batch_request([p for i in chunk for p in unique[i]]) for chunk in chunks])
-    verdict_of: list[dict[str, bool]] = [{} for _ in unique]
-    retry: list[tuple[int, str]] = []
-    for chunk, result in zip(chunks, results):
-        programs = [(i, p) for i in chunk for p in unique[i]]
-        verdicts = _verdicts(result, len(programs)) if programs else []
-        if verdicts is None:  # the whole run failed: check each program alone
-            retry += programs
-            verdicts = [False] * len(programs)
-        for (index, program), verdict in zip(programs, verdicts):
-            verdict_of[index][program] = verdict
-    if retry:
-        alone = sandbox.run_batch([_batch_request([program]) for _, program in retry])
-        for (index, program), result in zip(retry, alone):
-            verdicts = _verdicts(result, 1)
-            verdict_of[index][program] = bool(verdicts and verdicts[0])
+    flat = [program for programs in unique for program in programs]
+    passed = iter(run_checks(flat, sandbox))
+    verdict_of = [{program: next(passed) for program in programs} for programs in unique]
 
     scored: dict[str, list[bool]] = {}
     pass1, pass5 = [], []
