@@ -1,8 +1,11 @@
 """Docker backend: a pool of warm, locked-down containers, each running the in-sandbox worker.
 
-Every container: no network, read-only root, a small noexec tmpfs on /tmp, all capabilities dropped,
-no-new-privileges, uid 65000, memory/pid/CPU limits, no log driver (results never touch disk). The
-worker is the container's PID 1, so after each run it kills every other process in the container.
+Every container: no network, read-only root, small noexec tmpfs on /tmp, /var/tmp and /dev/shm,
+no-new-privileges, memory/pid/CPU limits, no log driver (results never touch disk). The worker is the
+container's PID 1 and runs as root with six capabilities (set uids, kill, clean up files); every item
+runs as an unprivileged uid of its own per worker with none, so an item cannot signal, trace,
+renice or otherwise touch the supervisor, and after each item the supervisor kills every other
+process in the container.
 With a daemon on this machine the host talks to it over a unix socket of its own (bind-mounted
 read-only, unlinked as soon as the worker connects, so a program finds nothing there); with a remote
 daemon, over the attach stream. Either way a run costs no ``docker exec`` and no container start. Containers carry labels, are removed on close and at interpreter exit, and
@@ -15,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import struct
@@ -31,6 +35,8 @@ log = logging.getLogger("sandbox")
 HERE = Path(__file__).resolve().parent
 LABEL = "org.stepcode.sandbox"
 DEFAULT_BASES = ("stepcode-sandbox-base:bookworm", "python:3.11-slim")
+# The supervisor's capabilities: drop to the items' uid, kill them, clean what they leave in scratch.
+SUPERVISOR_CAPS = ("SETUID", "SETGID", "KILL", "CHOWN", "FOWNER", "DAC_OVERRIDE")
 _MUX = struct.Struct(">BxxxI")
 
 
@@ -150,7 +156,8 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, *, image: str | None = None, memory_mb: int = 2048, pids_limit: int = 128,
-                 tmpfs_mb: int = 64, cpus: float = 1.0, client=None, direct: bool | None = None):
+                 tmpfs_mb: int = 64, cpus: float = 1.0, client=None, direct: bool | None = None, nproc: int = 64,
+                 uid_base: int | None = None):
         try:
             self.client = client or docker_client()
             self.client.ping()
@@ -158,6 +165,10 @@ class DockerBackend:
             raise SandboxError(f"no Docker daemon answers: {exc}") from exc
         self.image = image or ensure_image(self.client)
         self.memory_mb, self.pids_limit, self.tmpfs_mb, self.cpus = memory_mb, pids_limit, tmpfs_mb, cpus
+        # Items run as a uid of their own per worker, random per pool (as the local backend does):
+        # RLIMIT_NPROC counts a uid's processes across every container of the host.
+        self.nproc = nproc
+        self.uid_base = uid_base if uid_base is not None else 200_000 + secrets.randbelow(1_000_000) * 64
         self.session = uuid.uuid4().hex[:12]
         # With a daemon on this machine, each worker talks over a unix socket of ours (bind-mounted
         # read-only, unlinked once connected) instead of the attach stream that dockerd relays.
@@ -210,7 +221,8 @@ class DockerWorker(WorkerHandle):
         from docker.types import LogConfig
 
         b = self.backend
-        cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/dev/shm", "/dev/mqueue"], "fsize_mb": 16}
+        cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"], "fsize_mb": 16,
+               "uid": b.uid_base + self.index, "nproc": b.nproc}
         self.raw, self.err, self.eof = bytearray(), bytearray(), False
         listener, volumes = None, None
         if b.ipc_dir:
@@ -226,8 +238,10 @@ class DockerWorker(WorkerHandle):
             b.image, command=[json.dumps(cfg)], stdin_open=True, tty=False, network_disabled=True,
             network_mode="none", read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={b.tmpfs_mb}m,nr_inodes=4096,mode=1777",
+                   "/var/tmp": "rw,nosuid,nodev,noexec,size=16m,nr_inodes=1024,mode=1777",
                    "/dev/shm": "rw,nosuid,nodev,noexec,size=16m,nr_inodes=1024,mode=1777"}, ipc_mode="none",
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], user="65000:65000",
+            # The supervisor is root with just what supervising needs; every item drops to its own uid.
+            cap_drop=["ALL"], cap_add=list(SUPERVISOR_CAPS), security_opt=["no-new-privileges"], user="0:0",
             mem_limit=f"{b.memory_mb + 64}m", memswap_limit=f"{b.memory_mb + 64}m", pids_limit=b.pids_limit,
             nano_cpus=int(b.cpus * 1e9), labels=b.labels(), log_config=LogConfig(type="none"),
             name=f"stepcode-sandbox-{b.session}-{self.index}-{self.replacements}", volumes=volumes)

@@ -115,9 +115,10 @@ class WorkerHandle:
             self.reader.feed(data)
 
     def run_chunk(self, items: Sequence[ExecutionRequest], prelude: str, hash_seed: int | None,
-                  put: Callable[[int, ExecutionResult], None]) -> None:
+                  put: Callable[[int, ExecutionResult], None], *, rerun: bool = False) -> None:
         """Run ``items`` as one sandbox run; ``put(index, result)`` for each, in order. When the
-        worker breaks, it is replaced and the items without a result are run again, each alone."""
+        worker breaks, it is replaced and every item without a result (the one it was running
+        included) is run again alone; an item that breaks its worker alone too gets the verdict."""
         frame = encode_frame({"batch": {"prelude": prelude, "hash_seed": hash_seed,
                                         "items": [item.to_wire() for item in items]}})
         started = time.monotonic()
@@ -130,13 +131,14 @@ class WorkerHandle:
                 put(index, ExecutionResult.from_wire(raw))
                 done, started, allowance = index + 1, time.monotonic(), 0.0
         except (ChannelBroken, OSError, ValueError) as exc:
-            if len(items) - done == 1:
+            if rerun:
                 put(done, self._lost(exc, items[done], started))
                 return
             log.warning("%s broke during a batch (%s): replacing it, running the rest alone", self.label, exc)
             self.replace()
             for index in range(done, len(items)):
-                self.run_chunk([items[index]], prelude, hash_seed, lambda _, result, i=index: put(i, result))
+                self.run_chunk([items[index]], prelude, hash_seed, lambda _, result, i=index: put(i, result),
+                               rerun=True)
 
     def _lost(self, exc: Exception, request: ExecutionRequest, start: float) -> ExecutionResult:
         """The worker broke during ``request``, run alone: its result, after the worker is replaced."""

@@ -355,7 +355,7 @@ class Worker:
             for d in self.wipe:  # shared scratch space must not carry anything to the next item
                 _empty_dir(d)
             if self.own_ipc:
-                _remove_sysv_ipc()
+                _remove_sysv_ipc(cfg.uid)
 
     def _run_in(self, req: dict, workdir: str, prelude) -> dict:
         cfg = self.cfg
@@ -576,23 +576,40 @@ def _read_proc(path: str) -> bytes:
         os.close(fd)
 
 
-def _remove_sysv_ipc() -> None:
-    """Remove System V shared memory, queues and semaphores a run left in our IPC namespace."""
+def _remove_sysv_ipc(uid: int | None) -> None:
+    """Remove System V shared memory, queues and semaphores a run left in our IPC namespace. Only an
+    object's owner (or CAP_SYS_ADMIN, which a Docker supervisor lacks) may remove it: what the
+    supervisor cannot remove, a helper running as the items' uid does."""
+    left = []
     for kind in ("shm", "msg", "sem"):
         try:
             lines = _read_proc(f"/proc/sysvipc/{kind}").splitlines()[1:]
-            ids = [int(line.split()[1]) for line in lines if line.strip()]
+            left += [(kind, int(line.split()[1])) for line in lines if line.strip()]
         except (OSError, ValueError, IndexError):
             continue
-        if ids:
-            libc = _libc()
-            for ipc_id in ids:
-                if kind == "shm":
-                    libc.shmctl(ipc_id, 0, None)  # IPC_RMID
-                elif kind == "msg":
-                    libc.msgctl(ipc_id, 0, None)
-                else:
-                    libc.semctl(ipc_id, 0, 0)
+    if not left:
+        return
+    failed = [(kind, ipc_id) for kind, ipc_id in left if _ipc_rmid(kind, ipc_id) != 0]
+    if failed and uid is not None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+                for kind, ipc_id in failed:
+                    _ipc_rmid(kind, ipc_id)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+
+
+def _ipc_rmid(kind: str, ipc_id: int) -> int:
+    libc = _libc()
+    if kind == "shm":
+        return libc.shmctl(ipc_id, 0, None)  # IPC_RMID
+    if kind == "msg":
+        return libc.msgctl(ipc_id, 0, None)
+    return libc.semctl(ipc_id, 0, 0)
 
 
 def _children() -> list[int]:
