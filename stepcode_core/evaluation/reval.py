@@ -6,8 +6,9 @@ the data (``shared/data/reval``): ground truth from a line-level ``sys.settrace`
 merging and snapshot rules, and each kind's answer parsing and comparison.
 
 The programs and the model's answers are untrusted, so everything that runs them — the traced run,
-``eval`` of State answers, execution of Output completions — happens inside the sandbox, in the
-script ``reval_tracer.py`` (one sandbox run per (program, input)). Coverage and Path answers are
+``eval`` of State answers, execution of Output completions — happens inside the sandbox, in
+:mod:`stepcode_core.evaluation.reval_tracer`, the prelude of a batch with one item per (program,
+input). Coverage and Path answers are
 compared here: they are text matched against trusted data.
 
 Runtime: the local sandbox is opened with this interpreter (``open_reval_sandbox``), whose
@@ -30,9 +31,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import ExecutionRequest, open_sandbox
+from stepcode_core.evaluation import reval_tracer
+from stepcode_core.paths import shared_data_dir
+
 KINDS = ("coverage", "state", "path", "output")
 STYLES = ("direct", "cot")
-TRACER_SCRIPT = Path(__file__).with_name("reval_tracer.py")
+TRACER_SOURCE = Path(reval_tracer.__file__).read_text(encoding="utf-8")  # the prelude of every REval batch
 # points per query for the C,S,P,O patterns REval's Consistency.run rewards (prefixes only)
 IC_POINTS = {(1, 1, 1, 1): 1.0, (1, 1, 1, 0): 0.5, (1, 1, 0, 0): 0.25, (1, 0, 0, 0): 0.125}
 
@@ -71,8 +76,6 @@ class RevalProgram:
 
 
 def default_data_dir() -> Path:
-    from stepcode_core.paths import shared_data_dir
-
     return shared_data_dir() / "reval"
 
 
@@ -201,8 +204,6 @@ def ic_points(c: bool, s: bool, p: bool, o: bool) -> float:
 def open_reval_sandbox(backend: str = "local", workers: int | None = None):
     """A sandbox whose local workers run this interpreter, so that the programs' third-party imports
     (numpy) resolve from our site-packages, mounted read-only like the interpreter's prefix."""
-    from sandbox import open_sandbox
-
     options = {"python": sys.executable} if backend in ("local", "auto") else None
     return open_sandbox(backend=backend, workers=workers, local_options=options)
 
@@ -228,12 +229,10 @@ def _payload(program: RevalProgram, item: RevalInput, *, state_answers=(), compl
     }
 
 
-def _request(payload: dict):
-    from sandbox import ExecutionRequest
-
+def _request(payload: dict) -> ExecutionRequest:
     n = len(payload["state_answers"]) + len(payload["completions"])
-    return ExecutionRequest(code=TRACER_SCRIPT.read_text(encoding="utf-8"), stdin=json.dumps(payload),
-                            timeout_s=min(60 + 6 * n, 3600), memory_mb=4096, output_limit_bytes=64 * 1024 * 1024)
+    return ExecutionRequest(code="main()\n", stdin=json.dumps(payload), timeout_s=min(60 + 6 * n, 3600),
+                            memory_mb=4096, output_limit_bytes=64 * 1024 * 1024)
 
 
 def _report(result) -> dict:
@@ -246,11 +245,38 @@ def _report(result) -> dict:
 
 
 def run_groups(sandbox, groups: Sequence[tuple[RevalProgram, RevalInput, dict]]) -> list[dict]:
-    """One sandbox run per (program, input, options); reports in order. A report has ``ok``; when ok,
-    ``queries`` (per query: covered, path, n_values, values [[repr, type]], accepted), ``state`` and
-    ``output`` (verdicts of the sent answers, in order), ``value_repr`` (HumanEval return value)."""
-    requests = [_request(_payload(program, item, **options)) for program, item, options in groups]
-    return [_report(result) for result in sandbox.run_batch(requests)]
+    """One sandbox item per (program, input, options), all in one batch whose prelude is the tracer;
+    reports in order. A report has ``ok``; when ok, ``queries`` (per query: covered, path, n_values,
+    values [[repr, type]], accepted), ``state`` and ``output`` (verdicts of the sent answers, in order),
+    ``value_repr`` (HumanEval return value). A pair whose item fails while it had answers to check is
+    checked again with one item for its ground truth and one per answer, so that an answer that ends
+    its process or outlasts the limit costs only its own verdict."""
+    payloads = [_payload(program, item, **options) for program, item, options in groups]
+    reports = [_report(r) for r in sandbox.run_batch([_request(p) for p in payloads], prelude=TRACER_SOURCE)]
+    again = [i for i, (report, payload) in enumerate(zip(reports, payloads))
+             if not report.get("ok") and (payload["state_answers"] or payload["completions"])]
+    if not again:
+        return reports
+    singles, owners = [], []
+    for i in again:
+        payload = payloads[i]
+        singles.append({**payload, "state_answers": [], "completions": []})
+        owners.append((i, None, None))
+        for j, answer in enumerate(payload["state_answers"]):
+            singles.append({**payload, "state_answers": [answer], "completions": []})
+            owners.append((i, "state", j))
+        for j, completion in enumerate(payload["completions"]):
+            singles.append({**payload, "state_answers": [], "completions": [completion]})
+            owners.append((i, "output", j))
+    answers = [_report(r) for r in sandbox.run_batch([_request(p) for p in singles], prelude=TRACER_SOURCE)]
+    for (i, kind, j), report in zip(owners, answers):
+        if kind is None:  # the pair's ground truth; every answer False until its own item says otherwise
+            reports[i] = report if not report.get("ok") else {
+                **report, "state": [False] * len(payloads[i]["state_answers"]),
+                "output": [False] * len(payloads[i]["completions"])}
+        elif reports[i].get("ok") and report.get("ok"):
+            reports[i][kind][j] = report[kind][0]
+    return reports
 
 
 def ground_truth(sandbox, programs: Iterable[RevalProgram], want_accepted: bool = False) -> dict:

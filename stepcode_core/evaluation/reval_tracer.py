@@ -1,15 +1,20 @@
-"""In-sandbox half of the REval scorer: never imported by StepCode, only sent as the program text of a
-sandbox run (``stepcode_core.evaluation.reval`` reads this file). It traces one (program, input) of DREval the way
-REval's ``Sandbox`` does, derives the ground truth of every query, and checks the answers that need
-Python evaluation (State answers are ``eval``-ed, Output completions are executed), each in a forked
-child with a time limit, so that a hostile answer cannot take the run down.
+"""In-sandbox half of the REval scorer: traces one (program, input) of DREval the way REval's
+``Sandbox`` does, derives the ground truth of every query, and checks the answers that need Python
+evaluation (State answers are ``eval``-ed, Output completions are executed).
+
+Not imported by StepCode's own process at run time: :mod:`stepcode_core.evaluation.reval` sends this
+file's source as the prelude of a sandbox batch whose items each call :func:`main` on one
+(program, input); stdin is one JSON object (see ``stepcode_core.evaluation.reval._payload``), stdout
+one JSON line. The answers of one (program, input) are checked one after another in its item's
+process, each under a time limit, as REval's own harness checks them in its process; an answer that
+ends that process or outlasts the item's limit makes the scorer check that pair again, one answer per
+item (see :func:`stepcode_core.evaluation.reval.run_groups`). Stdlib only, plus what the programs
+themselves import.
 
 Hand-written because REval ships no reusable library; the semantics follow SEMANTICS.md beside the
 data: line events of frames compiled from ``code`` (filename ``<internals>``), consecutive events on one
 line merged with the last snapshot kept, snapshots taken before the line runs and deep-copied without
 modules, functions, builtins, iterators and generators; ClassEval ``setUp`` runs before tracing.
-
-stdin: one JSON object (see ``stepcode_core.evaluation.reval._payload``); stdout: one JSON line.
 """
 
 import ast
@@ -18,7 +23,6 @@ import io
 import itertools
 import json
 import os
-import select
 import signal
 import sys
 import types
@@ -383,34 +387,29 @@ def run_output(task, completion):
     return True
 
 
-# ---------------------------------------------------------------- isolation of each answer
+# ---------------------------------------------------------------- a time limit for each answer
 
-def isolated(fn, timeout):
-    """fn() -> bool in a forked child under a wall-clock limit; any failure is False."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        ok = False
-        try:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-            ok = bool(fn())
-        except BaseException:
-            ok = False
-        try:
-            os.write(write_end, b"1" if ok else b"0")
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    ready, _, _ = select.select([read_end], [], [], timeout + 1)
-    answer = os.read(read_end, 1) if ready else b""
-    os.close(read_end)
+class AnswerTimeout(BaseException):
+    """Raised by the timer in an answer that runs too long (a BaseException, so that the answer's own
+    ``except Exception`` does not swallow it)."""
+
+
+def limited(fn, timeout):
+    """fn() -> bool under a wall-clock limit; any failure, the limit included, is False."""
+    def on_alarm(signum, frame):
+        raise AnswerTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    os.waitpid(pid, 0)
-    return answer == b"1"
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return bool(fn())
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except BaseException:  # noqa: BLE001 - a wrong, hostile or endless answer scores False
+        return False
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _numpy_1_aliases():
@@ -474,14 +473,11 @@ def main():
                 import dateutil.parser  # noqa: F401
             except ImportError:
                 pass
-        state_verdicts = [isolated(lambda a=a: state_correct(parse_state(a[1]), values_of[a[0]]), timeout)
+        state_verdicts = [limited(lambda a=a: state_correct(parse_state(a[1]), values_of[a[0]]), timeout)
                           for a in task.get("state_answers", [])]
-        output_verdicts = [isolated(lambda c=c: run_output(task, c), timeout) for c in task.get("completions", [])]
+        output_verdicts = [limited(lambda c=c: run_output(task, c), timeout) for c in task.get("completions", [])]
         report = {"ok": True, "error": error, "lines": tracer.lines if task.get("want_lines") else None,
                   "value_repr": _safe_repr(result, 10**6) if task["test"] is None else None,
                   "queries": queries, "state": state_verdicts, "output": output_verdicts}
     os.write(out_fd, (json.dumps(report) + "\n").encode())
 
-
-if __name__ == "__main__":
-    main()
