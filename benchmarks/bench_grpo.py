@@ -1,6 +1,6 @@
 """One Bi-Level GRPO step: time and peak memory, split into rollout, reward and forward/backward.
 
-Runs :func:`stepcode_core.training.core.run_grpo` (TRL GRPOTrainer subclass, real model, rewards verified
+Runs :func:`stepcode_core.training.grpo.run_grpo` (TRL GRPOTrainer subclass, real model, rewards verified
 in the real sandbox) for ``--steps`` optimizer steps and reports the last one (the first pays
 one-off costs: allocator warm-up, first sandbox forks). The trainer times each part itself:
 ``rollout`` is generation (transformers ``generate`` or vLLM), ``reward`` the sandboxed
@@ -26,8 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox import open_sandbox  # noqa: E402
+from stepcode_core.training.grpo import run_grpo  # noqa: E402
+from stepcode_core.training.modeling import resolve_model  # noqa: E402
+from stepcode_core.training.settings import preset  # noqa: E402
+from stepcode_core.training.tasks import load_tasks  # noqa: E402
 from stepcode_core.training.tiny_task import tiny_task_rows  # noqa: E402
-from stepcode_core.training.core import load_tasks, preset, resolve_model, run_grpo  # noqa: E402
 
 
 def main() -> int:

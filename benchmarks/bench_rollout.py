@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stepcode_core.tracing.anchors import instrument  # noqa: E402
 from stepcode_core.data.generator import generate_programs  # noqa: E402
-from stepcode_core.models import SamplingConfig, TransformersEngine, vllm_available  # noqa: E402
 from stepcode_core.data.tasks import output_prompt  # noqa: E402
-from stepcode_core.training.core import resolve_model  # noqa: E402
+from stepcode_core.models import SamplingConfig, TransformersEngine, vllm_available  # noqa: E402
+from stepcode_core.tracing.anchors import instrument  # noqa: E402
+from stepcode_core.training.modeling import resolve_model  # noqa: E402
 
 
 def prompts_for(count: int) -> list[str]:

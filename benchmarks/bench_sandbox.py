@@ -27,7 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sandbox import ExecutionRequest, open_sandbox  # noqa: E402
-from sandbox.docker_backend import docker_client, docker_unavailable_reason, ensure_image  # noqa: E402
+from sandbox.docker_backend import (  # noqa: E402
+    docker_client,
+    docker_unavailable_reason,
+    ensure_image,
+)
 
 
 def load_programs(path: Path) -> list[tuple[str, str]]:

@@ -21,7 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox import ExecutionRequest, open_sandbox  # noqa: E402
-from stepcode_core.evaluation.cruxeval import check_program, cheats, load_problems, score_generations  # noqa: E402
+from stepcode_core.evaluation.cruxeval import (  # noqa: E402
+    cheats,
+    check_program,
+    load_problems,
+    score_generations,
+)
 from stepcode_core.paths import shared_data_dir  # noqa: E402
 
 # The official harness's per-generation path, run inside the sandbox. CHECKS is prepended.

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox import ExecutionRequest, open_sandbox  # noqa: E402
-from stepcode_core.tracing.anchors import instrument  # noqa: E402
 from stepcode_core.paths import cruxeval_path  # noqa: E402
+from stepcode_core.tracing.anchors import instrument  # noqa: E402
 from stepcode_core.tracing.runner import RUNTIME_SOURCE  # noqa: E402
 
 # Runs inside the sandbox. PROGRAMS, REPEATS and RUNTIME_SOURCE are prepended.

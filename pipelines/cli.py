@@ -1,4 +1,5 @@
-"""The ``stepcode`` command: core and sandbox subcommands, plus the Dagster demo and UI."""
+"""The ``stepcode`` command: every core and sandbox subcommand (:mod:`stepcode_core.cli`), plus the
+Dagster demo and UI."""
 
 from __future__ import annotations
 
@@ -7,37 +8,22 @@ import os
 import sys
 from pathlib import Path
 
-from sandbox.cli import add_sandbox_parser
-from stepcode_core.cli import add_instrument_parser, add_score_parser
+from pipelines.demo import run_demo
+from pipelines.instance import dagster_environment
+from stepcode_core.cli import build_parser, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stepcode", description="StepCode: execution-trace reasoning for code LLMs")
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_instrument_parser(commands)
-    add_sandbox_parser(commands)
-    add_score_parser(commands)
-
+    parser, commands = build_parser()
     demo = commands.add_parser("demo", help="materialize the asset graph on the embedded default")
-    demo.set_defaults(func=_demo)
-
+    demo.set_defaults(func=lambda args: run_demo())
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_ui)
-
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from pipelines.demo import run_demo
-
-    return run_demo()
+    return run(parser, argv)
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from pipelines.instance import dagster_environment
-
     env = {**os.environ, **dagster_environment()}
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-m", "pipelines.definitions", "--port", str(args.port)]

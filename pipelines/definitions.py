@@ -5,10 +5,15 @@ import os
 import dagster as dg
 
 from pipelines.assets import data, evaluation, training
-from pipelines.checks import DATA_CHECKS
 from pipelines.checkpoints import CheckpointRegistry
+from pipelines.checks import DATA_CHECKS
 from pipelines.instance import configure_environment
-from pipelines.jobs import data_refresh_job, eval_report_job, evaluation_job, stepcode_all_job
+from pipelines.jobs import (
+    data_refresh_job,
+    eval_report_job,
+    evaluation_job,
+    stepcode_all_job,
+)
 from pipelines.resources import SandboxResource
 from pipelines.sensors import checkpoint_sensor, report_after_evaluation
 from pipelines.storage import ArtifactStore

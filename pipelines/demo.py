@@ -47,7 +47,11 @@ def run_demo() -> int:
     env = configure_environment()
     import dagster as dg
 
-    from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry, register_new_checkpoints
+    from pipelines.checkpoints import (
+        CHECKPOINT_PARTITIONS,
+        CheckpointRegistry,
+        register_new_checkpoints,
+    )
     from pipelines.definitions import defs
 
     instance = dg.DagsterInstance.get()

@@ -7,7 +7,13 @@
 See DESIGN §5. This package imports nothing from stepcode_core, pipelines or dagster.
 """
 
-from sandbox.contract import STATUSES, Batch, ExecutionRequest, ExecutionResult, SandboxError
+from sandbox.contract import (
+    STATUSES,
+    Batch,
+    ExecutionRequest,
+    ExecutionResult,
+    SandboxError,
+)
 from sandbox.open import open_sandbox
 from sandbox.pool import Sandbox
 

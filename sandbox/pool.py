@@ -17,8 +17,8 @@ import struct
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from sandbox.contract import Batch, ExecutionRequest, ExecutionResult, SandboxError
 from sandbox.worker import encode_frame

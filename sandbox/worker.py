@@ -25,34 +25,34 @@ Stdlib only: it is copied into the image.
 
 from __future__ import annotations
 
-import atexit
-import builtins
-import gc
-import io
-import json
-import os
-import resource
 import _signal
-import select
-import signal
-import struct
-import sys
-import time
-import types
+import atexit
 
 # Imported once here so that runs that use them do not pay for the import (the fork shares them).
 # Not threading: its at-fork hooks would add half a millisecond to every run.
 import bisect  # noqa: F401,E402
+import builtins
 import collections  # noqa: F401,E402
 import copy  # noqa: F401,E402
 import functools  # noqa: F401,E402
+import gc
 import heapq  # noqa: F401,E402
+import io
 import itertools  # noqa: F401,E402
+import json
 import math  # noqa: F401,E402
 import operator  # noqa: F401,E402
+import os
 import re  # noqa: F401,E402
+import resource
+import select
+import signal
 import string  # noqa: F401,E402
+import struct
+import sys
+import time
 import traceback  # noqa: F401,E402
+import types
 
 _HEADER = struct.Struct(">I")
 ITEM_HOOK = "__run_item__"  # a prelude that defines it runs each item's code object itself

@@ -14,14 +14,33 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.resources import SandboxResource
-from pipelines.storage import ArtifactRef, ArtifactStore, cache_key, cached_output, file_ref, png_markdown, write_parquet
-from stepcode_core.data import schemas
-from stepcode_core.data import sources
-from stepcode_core.tracing.anchors import DEFAULT_SETTINGS, POLICIES, AnchorSite, InstrumentedProgram, instrument_fields_star
-from stepcode_core.parallel import parallel_map
-from stepcode_core.data.dataset import FilterConfig, build_trace_dataset, shard_of, trace_job, trace_record
+from pipelines.storage import (
+    ArtifactRef,
+    ArtifactStore,
+    cache_key,
+    cached_output,
+    file_ref,
+    png_markdown,
+    write_parquet,
+)
+from stepcode_core.data import schemas, sources
+from stepcode_core.data.dataset import (
+    FilterConfig,
+    build_trace_dataset,
+    shard_of,
+    trace_job,
+    trace_record,
+)
 from stepcode_core.data.decontaminate import load_evaluation_index
+from stepcode_core.parallel import parallel_map
 from stepcode_core.paths import shared_data_dir
+from stepcode_core.tracing.anchors import (
+    DEFAULT_SETTINGS,
+    POLICIES,
+    AnchorSite,
+    InstrumentedProgram,
+    instrument_fields_star,
+)
 from stepcode_core.tracing.runner import run_traces
 
 RAW_VERSION = "raw_programs-v2"

@@ -19,14 +19,18 @@ from pydantic import Field
 
 from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry
 from pipelines.resources import SandboxResource
-from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, file_ref, png_markdown
-from stepcode_core.evaluation import cruxeval
-from stepcode_core.evaluation import harness
-from stepcode_core.evaluation import reval
+from pipelines.storage import (
+    ArtifactRef,
+    ArtifactStore,
+    cached_output,
+    file_ref,
+    png_markdown,
+)
+from stepcode_core.evaluation import cruxeval, harness, reval
 from stepcode_core.models import SamplingConfig, make_engine
-from stepcode_core.training.core import load_tasks
-from stepcode_core.rewards.verify import TaskSpec, verify
 from stepcode_core.paths import cruxeval_path, shared_data_dir
+from stepcode_core.rewards.verify import TaskSpec, verify
+from stepcode_core.training.tasks import load_tasks
 
 EVAL_VERSION = "eval-v1"
 # v2: final answers through stepcode_core.rewards.verify (the training reward's verifier); v3: input tasks too.

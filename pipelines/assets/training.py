@@ -14,8 +14,11 @@ from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.paths import stepcode_home
-from stepcode_core.training.core import (TrainSettings, evaluate, load_tasks, plot_curves, preset, run_grpo, run_sft,
-                                    select_tasks)
+from stepcode_core.training.curves import plot_curves
+from stepcode_core.training.held_out import evaluate
+from stepcode_core.training.settings import TrainSettings, preset
+from stepcode_core.training.sft import run_sft
+from stepcode_core.training.tasks import load_tasks, select_tasks
 
 BASE_MODEL_VERSION = "base_model-v1"
 
@@ -156,6 +159,10 @@ def _sft(start_dir, tasks, folder, settings, sandbox, progress):
 
 
 def _grpo(start_dir, tasks, folder, settings, sandbox, progress):
+    from stepcode_core.training.grpo import (
+        run_grpo,  # loads TRL and torch: the code location's load does not pay it
+    )
+
     return run_grpo(start_dir, tasks, folder, settings, sandbox=sandbox, progress=progress)
 
 

@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from stepcode_core.data import tasks
-from stepcode_core.tracing.anchors import InstrumentedProgram
 from stepcode_core.data.decontaminate import NgramIndex
+from stepcode_core.tracing.anchors import InstrumentedProgram
 from stepcode_core.tracing.runner import TracedRun, TraceJob
 
 

@@ -95,6 +95,18 @@ def _verdict(result) -> bool:
     return result.status == "ok" and result.stdout == "passed"
 
 
+def check_generations(generations: dict, problems: Sequence[Problem]) -> None:
+    """Raise ValueError unless ``generations`` holds a list of strings for every problem."""
+    missing = [problem.id for problem in problems if problem.id not in generations]
+    if missing:
+        raise ValueError(f"generations lack {len(missing)} problems, e.g. {missing[:3]}; keys must be sample_i")
+    for problem in problems:
+        if not isinstance(generations[problem.id], (list, tuple)) or not all(
+            isinstance(g, str) for g in generations[problem.id]
+        ):
+            raise ValueError(f"{problem.id}: generations must be a list of strings")
+
+
 def score_generations(
     generations: dict[str, Sequence[str]],
     problems: Sequence[Problem],
@@ -107,14 +119,7 @@ def score_generations(
     ``cheat_rule(mode, generation, problem)`` marks generations that fail without running."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    missing = [problem.id for problem in problems if problem.id not in generations]
-    if missing:
-        raise ValueError(f"generations lack {len(missing)} problems, e.g. {missing[:3]}; keys must be sample_i")
-    for problem in problems:
-        if not isinstance(generations[problem.id], (list, tuple)) or not all(
-            isinstance(g, str) for g in generations[problem.id]
-        ):
-            raise ValueError(f"{problem.id}: generations must be a list of strings")
+    check_generations(generations, problems)
 
     # Unique programs to run, per problem; cheating generations never run.
     unique: list[list[str]] = []

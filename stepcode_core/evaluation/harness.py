@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from stepcode_core.data import tasks
 from stepcode_core.evaluation import cruxeval, reval
-from stepcode_core.tracing.anchors import InstrumentationError, instrument
 from stepcode_core.rewards.responses import parse_response
 from stepcode_core.rewards.verify import Verdict
+from stepcode_core.tracing.anchors import InstrumentationError, instrument
 
 STYLES = ("direct", "cot", "anchored")
 Progress = Callable[[int, int], None]

@@ -22,7 +22,6 @@ package folders for them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -325,6 +324,13 @@ def _check_row(index: int, row, programs: dict[str, RevalProgram]) -> tuple[Reva
     return program, item, q
 
 
+def check_rows(rows: Sequence[dict], programs: Sequence[RevalProgram]) -> None:
+    """Raise :class:`PredictionError` for the first row that cannot be scored."""
+    by_id = {p.task_id: p for p in programs}
+    for index, row in enumerate(rows):
+        _check_row(index, row, by_id)
+
+
 def score_predictions(rows: Sequence[dict], programs: Sequence[RevalProgram], sandbox) -> tuple[list[dict], dict]:
     """Score REval prediction rows; returns (rows with ``correct``, summary). The summary holds the
     accuracy per kind (fraction of that kind's rows; None without rows), ``ic`` over every query of
@@ -402,56 +408,3 @@ def incremental_consistency(scored: Iterable[dict], programs: Sequence[RevalProg
                 n_queries += 1
                 points += ic_points(*(verdict.get((*pair, k, q), False) for k in ("coverage", "state", "path")), o)
     return 100.0 * points / n_queries if n_queries else None
-
-
-# ---------------------------------------------------------------- CLI
-
-def _read_rows(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise PredictionError(f"{path}:{n}: not JSON ({exc.msg})") from None
-    if not rows:
-        raise PredictionError(f"{path}: no prediction rows")
-    return rows
-
-
-def _cmd_reval(args) -> int:
-    try:
-        rows = _read_rows(Path(args.predictions))
-        programs = load_reval(args.data_dir)
-        by_id = {p.task_id: p for p in programs}
-        for i, row in enumerate(rows):
-            _check_row(i, row, by_id)  # fail before starting a sandbox
-    except (OSError, PredictionError, ValueError, KeyError) as exc:
-        print(f"stepcode score reval: {exc}", file=sys.stderr)
-        return 2
-    with open_reval_sandbox(args.backend) as sandbox:
-        scored, summary = score_predictions(rows, programs, sandbox)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(row) + "\n" for row in scored), encoding="utf-8")
-    for line in summary["unavailable"]:
-        print(f"unavailable: {line}", file=sys.stderr)
-    print(json.dumps({kind: summary[kind] for kind in KINDS} | {"ic": summary["ic"], "n": summary["n"]}))
-    return 0
-
-
-def add_reval_parser(benchmarks) -> argparse.ArgumentParser:
-    """Add ``reval`` to the ``stepcode score`` subparsers; ``func`` is the handler ``(args) -> int``."""
-    parser = benchmarks.add_parser(
-        "reval", help="score REval predictions (coverage, state, path, output) and Incremental Consistency",
-        description="Rows: task_id, input_idx, kind (coverage|state|path|output), query_idx, lineno, var "
-                    "(not for output), response (raw model text with [ANSWER]...[/ANSWER]). The last "
-                    "stdout line is one JSON object: accuracy per kind (0-1) and ic (0-100).")
-    parser.add_argument("predictions", help="PREDICTIONS.jsonl")
-    parser.add_argument("--data-dir", default=None, help="folder with DREval_data.jsonl and DREval_tasks.jsonl")
-    parser.add_argument("--out", default=None, help="write each row with a `correct` field (JSONL)")
-    parser.add_argument("--backend", choices=("local", "docker", "auto"), default="local")
-    parser.set_defaults(func=_cmd_reval)
-    return parser

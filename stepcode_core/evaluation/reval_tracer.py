@@ -279,6 +279,7 @@ def parse_state(text):
                 return ("value", value_text, str)
         if type_text in ("datetime", "datetime.datetime"):
             import datetime
+
             from dateutil import parser as date_parser
             return ("value", date_parser.parse(value_text), datetime.datetime)
         if type_text in ("numpy.ndarray", "np.ndarray", "ndarray"):

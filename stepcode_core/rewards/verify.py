@@ -18,10 +18,15 @@ import ast
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from stepcode_core.tracing.anchors import POLICIES, InstrumentationError, InstrumentedProgram, instrument
 from stepcode_core.evaluation.cruxeval import Problem, score_generations
 from stepcode_core.rewards.responses import parse_response
 from stepcode_core.rewards.steps import step_rewards
+from stepcode_core.tracing.anchors import (
+    POLICIES,
+    InstrumentationError,
+    InstrumentedProgram,
+    instrument,
+)
 from stepcode_core.tracing.runner import TraceJob, run_traces
 
 MAX_ANSWER_CHARS = 20_000  # longer answers are not run (a literal that long is not a plausible output)

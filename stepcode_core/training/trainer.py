@@ -27,9 +27,15 @@ import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from stepcode_core.training.advantages import group_matrix, sample_token_steps, step_advantages, token_advantages, token_segments
 from stepcode_core.rewards.responses import parse_response
 from stepcode_core.rewards.verify import TaskSpec, Verdict, verify
+from stepcode_core.training.advantages import (
+    group_matrix,
+    sample_token_steps,
+    step_advantages,
+    token_advantages,
+    token_segments,
+)
 
 
 def completion_text(completion) -> str:

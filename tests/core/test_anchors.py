@@ -11,8 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepcode_core.tracing.anchors import ANCHOR_FUNCTION, InstrumentationError, instrument
-from stepcode_core.tracing.runner import build_trace_script, parse_anchor_lines, parse_trace
+from stepcode_core.tracing.anchors import (
+    ANCHOR_FUNCTION,
+    InstrumentationError,
+    instrument,
+)
+from stepcode_core.tracing.runner import (
+    build_trace_script,
+    parse_anchor_lines,
+    parse_trace,
+)
 
 
 def test_syntax_error_is_a_clear_instrumentation_error():
@@ -128,9 +136,11 @@ def test_cli_instrument_reports_bad_input(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("def f(:\n")
     done = _stepcode("instrument", str(broken))
-    assert done.returncode == 1 and "does not parse" in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("stepcode instrument: ") and "does not parse" in done.stderr
     missing = _stepcode("instrument", "--jsonl", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+    neither = _stepcode("instrument")
+    assert neither.returncode == 2 and "exactly one of FILE or --jsonl" in neither.stderr
 
 
 def test_cli_instrument_jsonl(tmp_path):

@@ -8,7 +8,13 @@ import sys
 
 import pytest
 
-from stepcode_core.evaluation.cruxeval import Problem, cheats, load_problems, pass_at_k, score_generations
+from stepcode_core.evaluation.cruxeval import (
+    Problem,
+    cheats,
+    load_problems,
+    pass_at_k,
+    score_generations,
+)
 from stepcode_core.paths import shared_data_dir
 
 # Published with CRUXEval's sample generations (CodeLlama-7B, temperature 0.2, 10 per problem).
@@ -78,7 +84,10 @@ def test_cli_scores_a_generations_file(tmp_path):
 
 
 def test_livecodebench_rows_score_with_their_rule(local_sandbox, tmp_path):
-    from stepcode_core.evaluation.cruxeval import livecodebench_cheats, load_livecodebench
+    from stepcode_core.evaluation.cruxeval import (
+        livecodebench_cheats,
+        load_livecodebench,
+    )
 
     rows = [{"question_id": "q1", "contest_id": "c", "contest_date": "2024-01-01", "difficulty": "easy",
              "function_name": "countEven", "code": "def countEven(nums):\n    return sum(n % 2 == 0 for n in nums)\n",

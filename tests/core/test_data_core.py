@@ -8,10 +8,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stepcode_core.data import sources
-
-from stepcode_core.data import tasks
-from stepcode_core.data.dataset import FilterConfig, build_trace_dataset, drop_reason, shard_of, split_of
+from stepcode_core.data import sources, tasks
+from stepcode_core.data.dataset import (
+    FilterConfig,
+    build_trace_dataset,
+    drop_reason,
+    shard_of,
+    split_of,
+)
 from stepcode_core.data.decontaminate import NgramIndex
 from stepcode_core.data.generator import generate_program, generate_programs
 

@@ -9,10 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepcode_core.training.advantages import (group_advantages, group_matrix, intra_advantages, sample_token_steps, step_advantages,
-                                token_advantages, token_segments)
 from stepcode_core.rewards.responses import parse_response, step_of_offsets
 from stepcode_core.rewards.steps import state_matches, step_rewards, values_equal
+from stepcode_core.training.advantages import (
+    group_advantages,
+    group_matrix,
+    intra_advantages,
+    sample_token_steps,
+    step_advantages,
+    token_advantages,
+    token_segments,
+)
 
 R = np.array([[1, 1, 1], [1, 0, 0], [0, 0, 1]], dtype=float)  # 3 samples, 2 states + the final answer
 S = 1 / math.sqrt(3)  # sample std of any column with values {1, 1, 0} or {1, 0, 0}

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from stepcode_core.models import SamplingConfig, TransformersEngine, materialize_embedded_model, weights_hash
+from stepcode_core.models import (
+    SamplingConfig,
+    TransformersEngine,
+    materialize_embedded_model,
+    weights_hash,
+)
 from stepcode_core.paths import stepcode_home
 
 

@@ -3,14 +3,13 @@ Consistency, the CLI. Accepted answers are written in the format REval parses (S
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
+from stepcode_core.cli import main as stepcode
 from stepcode_core.evaluation.reval import (
     KINDS,
-    add_reval_parser,
     coverage_correct,
     extract_answer,
     ground_truth,
@@ -208,8 +207,6 @@ def test_output_is_executed(programs, by_id, reval_sandbox):
 # ---------------------------------------------------------------- CLI
 
 def test_cli_scores_and_rejects_bad_input(tmp_path, by_id, capsys):
-    parser = argparse.ArgumentParser()
-    add_reval_parser(parser.add_subparsers(dest="benchmark"))
     p = by_id["DREval/0"]
     rows = [_row(p, 0, "coverage", _wrap("YES"), 0), _row(p, 0, "coverage", _wrap("NO"), 1),
             _row(p, 0, "state", _wrap("0.2; float"), 0), _row(p, 0, "path", _wrap("-1"), 0),
@@ -217,8 +214,7 @@ def test_cli_scores_and_rejects_bad_input(tmp_path, by_id, capsys):
             _row(p, 0, "output", _wrap(p.task(0).question.replace("??", "True")))]
     preds, out = tmp_path / "preds.jsonl", tmp_path / "scored.jsonl"
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = parser.parse_args(["reval", str(preds), "--out", str(out)])
-    assert args.func(args) == 0
+    assert stepcode(["score", "reval", str(preds), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["correct"] for r in scored] == [True, False, True, True, False, True]
@@ -231,9 +227,8 @@ def test_cli_scores_and_rejects_bad_input(tmp_path, by_id, capsys):
                  json.dumps({**rows[0], "lineno": 3}) + "\n", json.dumps({**rows[0], "task_id": "DREval/999"}) + "\n",
                  json.dumps({k: v for k, v in rows[0].items() if k != "response"}) + "\n", ""):
         bad.write_text(text)
-        args = parser.parse_args(["reval", str(bad)])
-        assert args.func(args) == 2
-        assert "stepcode score reval:" in capsys.readouterr().err
+        assert stepcode(["score", "reval", str(bad)]) == 2
+        assert "stepcode score reval: " in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the whole dataset

@@ -8,12 +8,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stepcode_core.tracing.anchors import instrument
-from stepcode_core.training.trainer import group_token_advantages, per_token
 from stepcode_core.models import materialize_embedded_model
 from stepcode_core.paths import stepcode_home
-from stepcode_core.training.core import PRESETS, load_tasks, plot_curves, preset, select_tasks
 from stepcode_core.rewards.verify import Verdict
+from stepcode_core.tracing.anchors import instrument
+from stepcode_core.training.curves import plot_curves
+from stepcode_core.training.settings import PRESETS, preset
+from stepcode_core.training.tasks import load_tasks, select_tasks
+from stepcode_core.training.trainer import group_token_advantages, per_token
 
 
 def test_presets():

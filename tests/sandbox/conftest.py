@@ -9,7 +9,12 @@ import time
 import pytest
 
 from sandbox import ExecutionRequest, open_sandbox
-from sandbox.docker_backend import LABEL, docker_client, docker_unavailable_reason, ensure_image
+from sandbox.docker_backend import (
+    LABEL,
+    docker_client,
+    docker_unavailable_reason,
+    ensure_image,
+)
 
 
 @pytest.fixture(scope="session")

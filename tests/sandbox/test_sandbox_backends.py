@@ -9,7 +9,13 @@ import os
 import pytest
 
 from sandbox import ExecutionRequest, SandboxError, open_sandbox
-from sandbox.docker_backend import LABEL, SUPERVISOR_CAPS, DockerBackend, docker_client, remove_stale_containers
+from sandbox.docker_backend import (
+    LABEL,
+    SUPERVISOR_CAPS,
+    DockerBackend,
+    docker_client,
+    remove_stale_containers,
+)
 
 R = ExecutionRequest
 

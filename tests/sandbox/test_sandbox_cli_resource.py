@@ -1,4 +1,4 @@
-"""The ``stepcode sandbox run`` command and the Dagster ``SandboxResource``."""
+"""The ``stepcode sandbox run`` and ``run-batch`` commands and the Dagster ``SandboxResource``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pipelines.resources import SandboxResource
 from sandbox import ExecutionResult
 
 
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "sandbox", "run", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
+def _cli(*args, env=None, command="run", stdin=None):
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", "sandbox", command, *args], capture_output=True,
+                          text=True, env=env, timeout=300, input=stdin)
 
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
@@ -43,7 +43,43 @@ def test_cli_reports_failure_statuses(tmp_path):
     assert out.returncode == 1
     assert json.loads(out.stdout.splitlines()[-1])["status"] == "timeout"
     missing = _cli(str(tmp_path / "nope.py"), "--backend", "local")
-    assert missing.returncode == 2 and "error" in json.loads(missing.stdout.splitlines()[-1])
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr.startswith("stepcode sandbox run: ") and "nope.py" in missing.stderr
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_run_batch_prints_one_result_per_row_in_order(backend, tmp_path, request):
+    if backend == "docker":
+        request.getfixturevalue("docker_image")
+    rows = [{"code": "print(input())", "stdin": "first\n"},
+            {"code": "while True: pass", "timeout_s": 0.5},
+            {"code": "x = bytearray(600 << 20)", "memory_mb": 256},
+            {"code": "import sys; print('to err', file=sys.stderr); sys.exit(3)"},
+            {"code": "import os\nprint(sorted(os.listdir('/tmp')), dict(os.environ))"}]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows) + "\n")
+    out = _cli(str(path), "--backend", backend, command="run-batch")
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all(set(r) >= {"status", "exit_code", "stdout", "stderr", "duration_s"} for r in results)
+    assert [r["status"] for r in results] == ["ok", "timeout", "memory", "error", "ok"]
+    assert results[0]["stdout"] == "first\n" and results[3]["stderr"] == "to err\n"
+    assert results[4]["stdout"] == "['run'] {}\n"  # nothing of the earlier rows, no environment
+    piped = _cli("-", "--backend", backend, command="run-batch", stdin=json.dumps(rows[0]) + "\n")
+    assert [json.loads(line)["stdout"] for line in piped.stdout.splitlines()] == ["first\n"]
+
+
+def test_run_batch_rejects_bad_rows_before_running_any(tmp_path):
+    path = tmp_path / "in.jsonl"
+    for text, message in [("not json\n", "in.jsonl:1: not JSON"),
+                          ('{"code": "print(1)"}\n{"stdin": "x"}\n', "in.jsonl:2: expected an object with a 'code'"),
+                          ('{"code": "print(1)", "timeout": 3}\n', "unknown field(s) timeout"),
+                          ('{"code": "print(1)", "timeout_s": -1}\n', "in.jsonl:1: timeout_s must be"),
+                          ("\n", "no rows")]:
+        path.write_text(text)
+        out = _cli(str(path), "--backend", "local", command="run-batch")
+        assert out.returncode == 2 and out.stdout == "", (text, out)
+        assert out.stderr.startswith("stepcode sandbox run-batch: ") and message in out.stderr, (text, out.stderr)
 
 
 def test_sandbox_resource_opens_a_pool_with_its_limits():

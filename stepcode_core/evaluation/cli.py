@@ -1,0 +1,94 @@
+"""``stepcode score cruxeval|reval``: score a benchmark's generations the way its own harness does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from sandbox import open_sandbox
+from stepcode_core.evaluation.cruxeval import (
+    check_generations,
+    load_problems,
+    score_generations,
+)
+from stepcode_core.evaluation.reval import (
+    KINDS,
+    check_rows,
+    load_reval,
+    open_reval_sandbox,
+    score_predictions,
+)
+from stepcode_core.paths import cruxeval_path, read_jsonl, write_atomically
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    score = commands.add_parser("score", help="score benchmark generations the official way")
+    benchmarks = score.add_subparsers(dest="benchmark", required=True)
+    crux = benchmarks.add_parser(
+        "cruxeval",
+        help="score CRUXEval generations ({\"sample_i\": [str, ...]})",
+        description="Score a CRUXEval generations file exactly as the official harness does; write the "
+        "official scored format and print pass@1 and pass@5 as one JSON object on the last line.",
+    )
+    crux.add_argument("generations", metavar="GENERATIONS.json")
+    crux.add_argument("--mode", choices=("input", "output"), required=True)
+    crux.add_argument("--data", metavar="CRUXEVAL.jsonl", help="default: ../shared/data/cruxeval/cruxeval.jsonl")
+    crux.add_argument("--out", metavar="SCORED.json", help="where the scored file goes")
+    crux.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
+    crux.set_defaults(func=_score_cruxeval, name="score cruxeval")
+
+    reval_parser = benchmarks.add_parser(
+        "reval", help="score REval predictions (coverage, state, path, output) and Incremental Consistency",
+        description="Rows: task_id, input_idx, kind (coverage|state|path|output), query_idx, lineno, var "
+                    "(not for output), response (raw model text with [ANSWER]...[/ANSWER]). The last "
+                    "stdout line is one JSON object: accuracy per kind (0-1) and ic (0-100).")
+    reval_parser.add_argument("predictions", help="PREDICTIONS.jsonl")
+    reval_parser.add_argument("--data-dir", default=None, help="folder with DREval_data.jsonl and DREval_tasks.jsonl")
+    reval_parser.add_argument("--out", default=None, help="write each row with a `correct` field (JSONL)")
+    reval_parser.add_argument("--backend", choices=("local", "docker", "auto"), default="local")
+    reval_parser.set_defaults(func=_score_reval, name="score reval")
+
+
+def _score_cruxeval(args: argparse.Namespace) -> int:
+    data = Path(args.data) if args.data else cruxeval_path()
+    for path in (Path(args.generations), data):
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+    try:
+        generations = json.loads(Path(args.generations).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{args.generations} is not JSON: {exc}") from None
+    if not isinstance(generations, dict):
+        raise ValueError('expected a JSON object {"sample_i": [generation, ...]}')
+    problems = load_problems(data)
+    check_generations(generations, problems)  # before starting a sandbox
+    started = time.perf_counter()
+    with open_sandbox(backend=args.backend) as sandbox:
+        scored = score_generations(generations, problems, args.mode, sandbox)
+    elapsed = time.perf_counter() - started
+    if args.out:
+        write_atomically(Path(args.out), json.dumps(scored))
+    checks = sum(len(v) for v in scored["raw_scored_generations"].values())
+    print(f"scored {checks} generations of {len(problems)} problems in {elapsed:.1f} s", file=sys.stderr)
+    print(json.dumps({"mode": args.mode, "pass_at_1": scored["pass_at_1"], "pass_at_5": scored["pass_at_5"]}))
+    return 0
+
+
+def _score_reval(args: argparse.Namespace) -> int:
+    path = Path(args.predictions)
+    rows = read_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path}: no prediction rows")
+    programs = load_reval(args.data_dir)
+    check_rows(rows, programs)  # before starting a sandbox
+    with open_reval_sandbox(args.backend) as sandbox:
+        scored, summary = score_predictions(rows, programs, sandbox)
+    if args.out:
+        write_atomically(Path(args.out), "".join(json.dumps(row) + "\n" for row in scored))
+    for line in summary["unavailable"]:
+        print(f"unavailable: {line}", file=sys.stderr)
+    print(json.dumps({kind: summary[kind] for kind in KINDS} | {"ic": summary["ic"], "n": summary["n"]}))
+    return 0

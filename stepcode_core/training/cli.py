@@ -1,0 +1,62 @@
+"""``stepcode train sft|grpo``: one training phase outside Dagster, e.g. under ``accelerate launch``
+for several GPUs (``python -m stepcode_core.training`` runs the same command)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from stepcode_core.training.curves import plot_curves
+from stepcode_core.training.modeling import resolve_model
+from stepcode_core.training.settings import PRESETS, preset
+from stepcode_core.training.sft import run_sft
+from stepcode_core.training.tasks import load_tasks
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train", help="one training phase (SFT or Bi-Level GRPO) outside Dagster",
+        description="Train from a Hugging Face folder on a trace_dataset artifact; prints one JSON line per "
+                    "logged step, then one with the checkpoint folder and the run's numbers.")
+    train.add_argument("phase", choices=["sft", "grpo"])
+    train.add_argument("--model", required=True, help="Hugging Face folder to start from ('embedded': SmolLM2-135M)")
+    train.add_argument("--dataset", required=True, help="a trace_dataset artifact folder (tasks/train.parquet ...)")
+    train.add_argument("--out", required=True, help="where the checkpoint folder goes")
+    train.add_argument("--preset", default="cpu-smoke", choices=sorted(PRESETS))
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a TrainSettings field (JSON values: 1e-6, true, \"vllm\")")
+    train.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    settings = preset(args.preset, **overrides)
+    dataset = Path(args.dataset)
+    if not (dataset / "tasks" / "train.parquet").is_file():
+        raise FileNotFoundError(f"{dataset} is not a trace_dataset artifact (no tasks/train.parquet)")
+    tasks = load_tasks(dataset, "train")
+    out = Path(args.out)
+
+    def progress(phase: str, step: int, total: int, row: dict) -> None:
+        print(json.dumps({"phase": phase, "step": step, "total": total, **row}), flush=True)
+
+    model = resolve_model(args.model)
+    if args.phase == "sft":
+        result = run_sft(model, tasks, out, settings, progress)
+    else:
+        from stepcode_core.training.grpo import (
+            run_grpo,  # loads TRL and torch: only the grpo phase pays it
+        )
+
+        result = run_grpo(model, tasks, out, settings, progress=progress)
+    (out / "curves.json").write_text(json.dumps(result.curves, indent=1))
+    plot_curves(result.curves, out / "curves.png", title=f"{args.phase} ({settings.name})")
+    print(json.dumps({"checkpoint_dir": str(result.checkpoint_dir), **result.metrics}))
+    return 0

@@ -1,0 +1,96 @@
+"""Loading, freezing, adapting and saving the model being trained.
+
+torch, transformers and peft come with the ``train`` extra and are imported where they are used, so
+that the rest of StepCode (the pipeline, the sandbox, tracing) runs without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from stepcode_core.models import materialize_embedded_model
+from stepcode_core.paths import stepcode_home
+from stepcode_core.training.settings import TrainSettings
+
+
+def resolve_model(model: str, cache_dir: Path | None = None) -> str:
+    if model == "embedded":
+        return str(materialize_embedded_model(cache_dir or stepcode_home() / "models"))
+    return model
+
+
+def device_dtype(settings: TrainSettings):
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return (torch.bfloat16 if settings.bf16 and cuda else torch.float32), cuda
+
+
+def load_model(model_dir: str, settings: TrainSettings):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype, _ = device_dtype(settings)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    if settings.train_top_layers and not settings.lora:
+        freeze_lower_layers(model, settings.train_top_layers)
+    return model, tokenizer
+
+
+def freeze_lower_layers(model, top: int) -> None:
+    """Train only the top ``top`` decoder layers and the final norm: the backward pass then stops
+    there, which is what makes GRPO steps affordable on a CPU (embeddings and LM head stay frozen)."""
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(model).__name__}: no decoder layers to freeze")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for layer in list(layers)[-top:]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(True)
+    norm = getattr(decoder, "norm", None)
+    if norm is not None:
+        for parameter in norm.parameters():
+            parameter.requires_grad_(True)
+
+
+def lora_config(settings: TrainSettings):
+    if not settings.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules="all-linear")
+
+
+def save_checkpoint(trainer, tokenizer, folder: Path, lora: bool) -> Path:
+    """A Hugging Face folder loadable by transformers and vLLM. Full fine-tuning goes through
+    ``trainer.save_model``, which gathers FSDP / ZeRO-3 shards and writes on the main process; a
+    LoRA adapter is merged into the base weights first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if lora:
+        model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+    else:
+        trainer.save_model(str(folder))
+        if trainer.accelerator.is_main_process:
+            tokenizer.save_pretrained(folder)
+    (folder / "training_args.bin").unlink(missing_ok=True)  # pickled run arguments, not weights (and not stable)
+    trainer.accelerator.wait_for_everyone()
+    return folder
+
+
+def use_vllm(settings: TrainSettings) -> bool:
+    """vLLM rollouts (TRL's colocate mode) need vLLM and a GPU; ``rollout=vllm`` insists on them."""
+    import torch
+
+    available = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    if settings.rollout == "vllm" and not available:
+        raise RuntimeError("rollout=vllm needs the vllm package and a CUDA GPU; use rollout=auto or transformers")
+    return settings.rollout != "transformers" and available
