@@ -23,6 +23,7 @@ from pipelines.storage import (
     png_markdown,
     write_parquet,
 )
+from pipelines.versions import code_version
 from stepcode_core.data import schemas, sources
 from stepcode_core.data.dataset import (
     FilterConfig,
@@ -43,10 +44,11 @@ from stepcode_core.tracing.anchors import (
 )
 from stepcode_core.tracing.runner import run_traces
 
-RAW_VERSION = "raw_programs-v2"
-INSTRUMENT_VERSION = "instrumented_programs-v2"
-TRACES_VERSION = "execution_traces-v4"
-DATASET_VERSION = "trace_dataset-v1"
+# Derived from the code each asset runs (pipelines.versions): never bumped by hand.
+RAW_VERSION = code_version(__name__, "raw_programs")
+INSTRUMENT_VERSION = code_version(__name__, "instrumented_programs")
+TRACES_VERSION = code_version(__name__, "execution_traces")
+DATASET_VERSION = code_version(__name__, "trace_dataset")
 
 
 class RawProgramsConfig(dg.Config):

@@ -26,16 +26,20 @@ from pipelines.storage import (
     file_ref,
     png_markdown,
 )
-from stepcode_core.evaluation import cruxeval, harness, reval
+from pipelines.versions import code_version
+from stepcode_core.evaluation import cruxeval, execution, reval
+from stepcode_core.evaluation.trace_gap import trace_gap
 from stepcode_core.models import SamplingConfig, make_engine
 from stepcode_core.paths import cruxeval_path, shared_data_dir
 from stepcode_core.rewards.verify import TaskSpec, verify
 from stepcode_core.training.tasks import load_tasks
 
-EVAL_VERSION = "eval-v1"
-# v2: final answers through stepcode_core.rewards.verify (the training reward's verifier); v3: input tasks too.
-TRACE_GAP_VERSION = "eval_trace_gap-v3"
-REPORT_VERSION = "eval_report-v1"
+# Derived from the code each asset runs (pipelines.versions): never bumped by hand.
+CRUXEVAL_VERSION = code_version(__name__, "eval_cruxeval")
+LIVECODEBENCH_VERSION = code_version(__name__, "eval_livecodebench")
+REVAL_VERSION = code_version(__name__, "eval_reval")
+TRACE_GAP_VERSION = code_version(__name__, "eval_trace_gap")
+REPORT_VERSION = code_version(__name__, "eval_report")
 EVAL_ASSETS = ("eval_cruxeval", "eval_livecodebench", "eval_reval", "eval_trace_gap")
 
 # Published results (StepCodeReasoner, arXiv 2605.11922, Table 1): CRUXEval / LiveCodeBench execution / REval.
@@ -112,9 +116,9 @@ def _progress(context, label: str):
 
 
 def _check_styles(styles: list[str]) -> None:
-    unknown = [s for s in styles if s not in harness.STYLES]
+    unknown = [s for s in styles if s not in execution.STYLES]
     if unknown or not styles:
-        raise dg.Failure(f"styles must be a non-empty list of {harness.STYLES}, got {styles}")
+        raise dg.Failure(f"styles must be a non-empty list of {execution.STYLES}, got {styles}")
 
 
 def _pass_at_5(scored: dict, generation: GenerationConfig) -> float | None:
@@ -143,7 +147,7 @@ def _markdown(rows: list[dict]) -> str:
     return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, floatfmt=".1f", missingval="-")
 
 
-@dg.asset(group_name="evaluation", code_version=EVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
+@dg.asset(group_name="evaluation", code_version=CRUXEVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
 def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, store: ArtifactStore,
                   sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
     """CRUXEval input and output prediction: pass@1 (and pass@5 with 5+ samples), scored exactly as
@@ -157,13 +161,13 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
     def write(folder: Path) -> dict:
         problems = cruxeval.load_problems(data)
         problems = problems[: config.limit] if config.limit else problems
-        items = harness.cruxeval_items(problems)
+        items = execution.cruxeval_items(problems)
         engine = _engine(model_dir, config.generation)
         rows = []
         with sandbox.open() as sb:
             for style in config.styles:
                 for mode in config.modes:
-                    scored = harness.evaluate_execution(engine, items, mode, style, config.generation.sampling(), sb,
+                    scored = execution.evaluate_execution(engine, items, mode, style, config.generation.sampling(), sb,
                                                            progress=_progress(context, f"cruxeval {mode}/{style}"))
                     stem = f"{mode}_{style}"
                     (folder / f"{stem}_generations.json").write_text(json.dumps(scored["raw_generations"]))
@@ -175,10 +179,10 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
                 "headline": sum(first) / len(first), "table": _markdown(rows)}
 
     inputs = [checkpoint, file_ref(data, f"data:{data.name}")]
-    return cached_output(context, store, EVAL_VERSION, config.model_dump(), inputs, write, _summary_metadata)
+    return cached_output(context, store, CRUXEVAL_VERSION, config.model_dump(), inputs, write, _summary_metadata)
 
 
-@dg.asset(group_name="evaluation", code_version=EVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
+@dg.asset(group_name="evaluation", code_version=LIVECODEBENCH_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
 def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchConfig, store: ArtifactStore,
                        sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
     """LiveCodeBench code execution (output prediction) with LCB's rule that an answer containing the
@@ -197,12 +201,12 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                     "headline": None, "results": []}
         rows = cruxeval.read_livecodebench_rows(data)
         rows = rows[: config.limit] if config.limit else rows
-        items = harness.livecodebench_items(rows)
+        items = execution.livecodebench_items(rows)
         engine = _engine(model_dir, config.generation)
         results = []
         with sandbox.open() as sb:
             for style in config.styles:
-                scored = harness.evaluate_execution(engine, items, "output", style, config.generation.sampling(), sb,
+                scored = execution.evaluate_execution(engine, items, "output", style, config.generation.sampling(), sb,
                                                        cheat_rule=cruxeval.livecodebench_cheats,
                                                        progress=_progress(context, f"livecodebench/{style}"))
                 _write_scored(folder, f"output_{style}", scored)
@@ -211,11 +215,11 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                 "headline": results[0]["pass@1"], "table": _markdown(results)}
 
     inputs = [checkpoint] + ([file_ref(data, f"data:{data.name}")] if data else [])
-    return cached_output(context, store, EVAL_VERSION, {**config.model_dump(), "path": str(data or "")}, inputs, write,
+    return cached_output(context, store, LIVECODEBENCH_VERSION, {**config.model_dump(), "path": str(data or "")}, inputs, write,
                          _summary_metadata)
 
 
-@dg.asset(group_name="evaluation", code_version=EVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
+@dg.asset(group_name="evaluation", code_version=REVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
 def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: ArtifactStore,
                checkpoint_registry: CheckpointRegistry) -> dg.Output:
     """REval's four tasks (coverage, state, path, output) and Incremental Consistency, with ground
@@ -233,7 +237,7 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
         # REval runs on this interpreter's packages (numpy, dateutil): the local sandbox backend.
         with reval.open_reval_sandbox() as sb:
             for style in config.styles:
-                scored, summary = harness.evaluate_reval(engine, programs, style, config.generation.sampling(), sb,
+                scored, summary = reval.evaluate_reval(engine, programs, style, config.generation.sampling(), sb,
                                                             progress=_progress(context, f"reval/{style}"))
                 with (folder / f"{style}_scored.jsonl").open("w") as out:
                     for row in scored:
@@ -245,7 +249,7 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
         return {"weights_hash": checkpoint.content_hash, "programs": len(programs), "results": results,
                 "headline": results[0]["mean"], "table": _markdown(results)}
 
-    return cached_output(context, store, EVAL_VERSION, config.model_dump(),
+    return cached_output(context, store, REVAL_VERSION, config.model_dump(),
                          [checkpoint, *(file_ref(p, f"data:{p.name}") for p in data_files)], write, _summary_metadata)
 
 
@@ -274,9 +278,9 @@ def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, st
                                                            progress=_progress(context, "trace gap"))]
         with sandbox.open() as sb:
             verdicts = verify([TaskSpec.from_row(row) for row in rows], responses, sb)
-        by_task = {kind: harness.trace_gap([v for row, v in zip(rows, verdicts) if row["task"] == kind])
+        by_task = {kind: trace_gap([v for row, v in zip(rows, verdicts) if row["task"] == kind])
                    for kind in config.tasks}
-        gap = harness.trace_gap(verdicts)
+        gap = trace_gap(verdicts)
         with (folder / "responses.jsonl").open("w") as out:
             for row, text, verdict in zip(rows, responses, verdicts):
                 out.write(json.dumps({"task_id": row["task_id"], "task": row["task"], "response": text,

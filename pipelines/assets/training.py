@@ -12,6 +12,7 @@ from pydantic import Field
 
 from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown
+from pipelines.versions import code_version
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.paths import stepcode_home
 from stepcode_core.training.curves import plot_curves
@@ -20,7 +21,7 @@ from stepcode_core.training.settings import TrainSettings, preset
 from stepcode_core.training.sft import run_sft
 from stepcode_core.training.tasks import load_tasks, select_tasks
 
-BASE_MODEL_VERSION = "base_model-v1"
+BASE_MODEL_VERSION = code_version(__name__, "base_model")  # derived from the code (pipelines.versions)
 
 
 class BaseModelConfig(dg.Config):
@@ -55,8 +56,8 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, store
 
 # ---- SFT and Bi-Level GRPO checkpoints -----------------------------------------------------------
 
-SFT_VERSION = "sft_checkpoint-v1"
-GRPO_VERSION = "grpo_checkpoint-v1"
+SFT_VERSION = code_version(__name__, "sft_checkpoint")
+GRPO_VERSION = code_version(__name__, "grpo_checkpoint")
 
 
 class SFTCheckpointConfig(dg.Config):

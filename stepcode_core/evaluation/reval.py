@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import sysconfig
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +35,8 @@ from stepcode_core.evaluation import reval_tracer
 from stepcode_core.paths import shared_data_dir
 
 KINDS = ("coverage", "state", "path", "output")
-STYLES = ("direct", "cot")
+STYLES = ("direct", "cot")  # REval's own templates
+PROMPT_STYLES = ("direct", "cot", "anchored")  # what evaluate_reval offers: the templates, or cot plus our states
 TRACER_SOURCE = Path(reval_tracer.__file__).read_text(encoding="utf-8")  # the prelude of every REval batch
 # points per query for the C,S,P,O patterns REval's Consistency.run rewards (prefixes only)
 IC_POINTS = {(1, 1, 1, 1): 1.0, (1, 1, 1, 0): 0.5, (1, 1, 0, 0): 0.25, (1, 0, 0, 0): 0.125}
@@ -408,3 +409,43 @@ def incremental_consistency(scored: Iterable[dict], programs: Sequence[RevalProg
                 n_queries += 1
                 points += ic_points(*(verdict.get((*pair, k, q), False) for k in ("coverage", "state", "path")), o)
     return 100.0 * points / n_queries if n_queries else None
+
+
+# ---------------------------------------------------------------- prompts of a whole run, and their scoring
+
+_REVAL_ANCHORED = (
+    "\n\nBefore answering, trace the execution: write each intermediate state you pass through as "
+    "<state>NAME: value</state>, in execution order. Then give the answer in [ANSWER] and [/ANSWER] tags."
+)
+
+
+def reval_rows(programs: Sequence[RevalProgram], style: str, prompts_dir=None) -> list[dict]:
+    """One prediction row (without ``response``) per REval question of ``programs``, with its prompt."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+    template_style = "direct" if style == "direct" else "cot"
+    rows = []
+    for program in programs:
+        for item in program.tasks:
+            for q, query in enumerate(item.queries):
+                for kind in ("coverage", "state", "path"):
+                    prompt = reval_prompt(kind, template_style, program, item.input_idx, query.lineno,
+                                                query.var, prompts_dir)
+                    rows.append({"task_id": program.task_id, "input_idx": item.input_idx, "kind": kind,
+                                 "query_idx": q, "lineno": query.lineno, "var": query.var, "prompt": prompt})
+            prompt = reval_prompt("output", template_style, program, item.input_idx, prompts_dir=prompts_dir)
+            rows.append({"task_id": program.task_id, "input_idx": item.input_idx, "kind": "output", "prompt": prompt})
+    if style == "anchored":
+        for row in rows:
+            row["prompt"] += _REVAL_ANCHORED
+    return rows
+
+
+def evaluate_reval(engine, programs: Sequence[RevalProgram], style: str, sampling, sandbox,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[list[dict], dict]:
+    """Every question of ``programs``, answered by the engine (first sample) and scored REval's way."""
+    rows = reval_rows(programs, style)
+    responses = engine.generate([row["prompt"] for row in rows], sampling, progress=progress)
+    for row, texts in zip(rows, responses):
+        row["response"] = texts[0] if texts else ""
+    return score_predictions(rows, programs, sandbox)

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepcode_core.evaluation import cruxeval
-from stepcode_core.evaluation.harness import (
+from stepcode_core.evaluation.execution import (
     STYLES,
     execution_prompt,
     extract_generation,
-    trace_gap,
 )
+from stepcode_core.evaluation.trace_gap import trace_gap
 from stepcode_core.paths import shared_data_dir
 from stepcode_core.rewards.verify import Verdict
 

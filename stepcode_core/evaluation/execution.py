@@ -1,9 +1,7 @@
-"""Evaluation of a checkpoint: prompts, generation and scoring for CRUXEval, LiveCodeBench execution,
-REval, and the step-vs-final gap on the held-out trace split.
-
-Each benchmark is scored by the official-compatible scorers (``cruxeval.score_generations``,
-``reval.score_predictions``); this module adds what sits in front of them: a prompt per style, the
-engine call, and the extraction of the answer from the model's text. Three prompt styles:
+"""Evaluation of a checkpoint on execution prediction (CRUXEval, LiveCodeBench execution): prompts,
+generation, answer extraction, then the official-compatible scorer (``cruxeval.score_generations``).
+REval's prompts and scoring are in :mod:`stepcode_core.evaluation.reval`, the step-vs-final gap in
+:mod:`stepcode_core.evaluation.trace_gap`. Three prompt styles, shared by all three:
 
 * ``direct``: the benchmark's answer-only format, few-shot, answer in ``[ANSWER]`` tags (REval ships
   its own templates, which we use as they are);
@@ -24,9 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from stepcode_core.data import tasks
-from stepcode_core.evaluation import cruxeval, reval
+from stepcode_core.evaluation import cruxeval
 from stepcode_core.rewards.responses import parse_response
-from stepcode_core.rewards.verify import Verdict
 from stepcode_core.tracing.anchors import InstrumentationError, instrument
 
 STYLES = ("direct", "cot", "anchored")
@@ -231,66 +228,3 @@ def _input_of(item: ExecutionItem) -> str:
     if item.function_name == "f":  # CRUXEval's cheat rule looks for f(<input>)
         return split_call(item.call, "f") or item.call
     return item.call  # LiveCodeBench's rule looks for the input string, i.e. the call
-
-
-# ---------------------------------------------------------------- REval
-
-_REVAL_ANCHORED = (
-    "\n\nBefore answering, trace the execution: write each intermediate state you pass through as "
-    "<state>NAME: value</state>, in execution order. Then give the answer in [ANSWER] and [/ANSWER] tags."
-)
-
-
-def reval_rows(programs: Sequence[reval.RevalProgram], style: str, prompts_dir=None) -> list[dict]:
-    """One prediction row (without ``response``) per REval question of ``programs``, with its prompt."""
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    template_style = "direct" if style == "direct" else "cot"
-    rows = []
-    for program in programs:
-        for item in program.tasks:
-            for q, query in enumerate(item.queries):
-                for kind in ("coverage", "state", "path"):
-                    prompt = reval.reval_prompt(kind, template_style, program, item.input_idx, query.lineno,
-                                                query.var, prompts_dir)
-                    rows.append({"task_id": program.task_id, "input_idx": item.input_idx, "kind": kind,
-                                 "query_idx": q, "lineno": query.lineno, "var": query.var, "prompt": prompt})
-            prompt = reval.reval_prompt("output", template_style, program, item.input_idx, prompts_dir=prompts_dir)
-            rows.append({"task_id": program.task_id, "input_idx": item.input_idx, "kind": "output", "prompt": prompt})
-    if style == "anchored":
-        for row in rows:
-            row["prompt"] += _REVAL_ANCHORED
-    return rows
-
-
-def evaluate_reval(engine, programs: Sequence[reval.RevalProgram], style: str, sampling, sandbox,
-                   progress: Progress | None = None) -> tuple[list[dict], dict]:
-    """Every question of ``programs``, answered by the engine (first sample) and scored REval's way."""
-    rows = reval_rows(programs, style)
-    responses = engine.generate([row["prompt"] for row in rows], sampling, progress=progress)
-    for row, texts in zip(rows, responses):
-        row["response"] = texts[0] if texts else ""
-    return reval.score_predictions(rows, programs, sandbox)
-
-
-# ---------------------------------------------------------------- the step-vs-final gap
-
-def trace_gap(verdicts: Sequence[Verdict]) -> dict:
-    """Step accuracy (every true state, micro-averaged), final accuracy and their gap in points,
-    plus the share of "right answer, wrong logic" responses (final right, some state wrong), from
-    the verifier's verdicts (:func:`stepcode_core.rewards.verify.verify`)."""
-    step_marks = [mark for verdict in verdicts for mark in verdict.step_rewards]
-    full_traces = [all(mark == 1.0 for mark in verdict.step_rewards) for verdict in verdicts]
-    finals = [verdict.final_reward == 1.0 for verdict in verdicts]
-    n = len(verdicts)
-    step_accuracy = 100.0 * sum(step_marks) / len(step_marks) if step_marks else 0.0
-    final_accuracy = 100.0 * sum(finals) / n if n else 0.0
-    return {
-        "samples": n,
-        "steps": len(step_marks),
-        "step_accuracy": step_accuracy,
-        "trace_accuracy": 100.0 * sum(full_traces) / n if n else 0.0,
-        "final_accuracy": final_accuracy,
-        "gap": final_accuracy - step_accuracy,
-        "right_answer_wrong_logic": 100.0 * sum(f and not t for f, t in zip(finals, full_traces)) / n if n else 0.0,
-    }
