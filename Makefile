@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 export STEPCODE_HOME ?= $(CURDIR)/.stepcode
 export DAGSTER_HOME ?= $(CURDIR)
+export STEPCODE_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 EXTRAS := dev,train,reval
 
 .PHONY: demo test venv ui bench bench-sandbox clean

@@ -1,6 +1,6 @@
 """Sandbox throughput on the 800 CRUXEval programs, against what a user would otherwise write.
 
-Baselines, measured in the same run (DESIGN §5): one ``subprocess.run([sys.executable, path])`` per
+Baselines, measured in the same run, are what a user would otherwise write: one ``subprocess.run([sys.executable, path])`` per
 program, and one ``docker run --rm`` per program (a sample: it is slow). Backends: the local
 backend and the Docker warm pool, ``workers`` each. Every run is checked against CRUXEval's expected
 output, so the speed is of real work. Each measurement is repeated in ``--rounds`` interleaved rounds

@@ -1,4 +1,4 @@
-"""Checkpoints as partitions of the evaluation assets (DESIGN §3).
+"""Checkpoints as partitions of the evaluation assets.
 
 A checkpoint is a Hugging Face folder. Its partition key is ``<label>-<weights hash>``, so a new or
 changed checkpoint is a new partition and evaluating it touches no other partition. Two origins:

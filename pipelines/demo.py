@@ -8,7 +8,16 @@ from __future__ import annotations
 import sys
 import time
 
+import dagster as dg
+
+from pipelines.checkpoints import (
+    CHECKPOINT_PARTITIONS,
+    CheckpointRegistry,
+    register_new_checkpoints,
+)
+from pipelines.definitions import defs
 from pipelines.instance import configure_environment
+from pipelines.jobs import EVAL_ASSET_KEYS
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -31,10 +40,6 @@ def _print_materializations(result) -> None:
 def _unevaluated(instance, keys: list[str]) -> list[str]:
     """Registered checkpoints that lack a materialization of some evaluation asset (new ones, or
     ones whose evaluation failed or was interrupted)."""
-    import dagster as dg
-
-    from pipelines.jobs import EVAL_ASSET_KEYS
-
     def evaluated(key: str) -> bool:
         return all(instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
@@ -45,15 +50,6 @@ def _unevaluated(instance, keys: list[str]) -> list[str]:
 
 def run_demo() -> int:
     env = configure_environment()
-    import dagster as dg
-
-    from pipelines.checkpoints import (
-        CHECKPOINT_PARTITIONS,
-        CheckpointRegistry,
-        register_new_checkpoints,
-    )
-    from pipelines.definitions import defs
-
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
     print("materializing the data and training assets (embedded default) ...", flush=True)

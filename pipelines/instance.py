@@ -1,12 +1,14 @@
-"""Where the Dagster instance lives: DAGSTER_HOME is the checkout (it holds dagster.yaml); what the
-instance writes goes under $STEPCODE_HOME/dagster."""
+"""Where the Dagster instance lives: DAGSTER_HOME is the project folder (it holds dagster.yaml); what
+the instance writes goes under $STEPCODE_HOME/dagster."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from stepcode_core.paths import REPO_ROOT, stepcode_home
+from stepcode_core.paths import stepcode_home
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds dagster.yaml
 
 
 def dagster_environment() -> dict[str, str]:
@@ -14,7 +16,7 @@ def dagster_environment() -> dict[str, str]:
     home = stepcode_home()
     defaults = {
         "STEPCODE_HOME": str(home),
-        "DAGSTER_HOME": str(REPO_ROOT),
+        "DAGSTER_HOME": str(PROJECT_ROOT),
         "STEPCODE_DAGSTER_DIR": str(home / "dagster"),
         "STEPCODE_DAGSTER_LOGS": str(home / "dagster" / "logs"),
     }

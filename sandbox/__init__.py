@@ -4,7 +4,10 @@
     with open_sandbox(backend="auto") as sb:
         results = sb.run_batch([ExecutionRequest(code="print(1)")])
 
-See DESIGN §5. This package imports nothing from stepcode_core, pipelines or dagster.
+Every run has a wall-time limit, a memory limit, no network, a private writable temp dir and nothing else
+writable, a process limit, capped output, an empty environment, and a status that says what happened;
+the items of a batch each get all of that, and nothing one item starts outlives it. This package
+imports nothing from stepcode_core, pipelines or dagster.
 """
 
 from sandbox.contract import (

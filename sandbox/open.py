@@ -6,6 +6,8 @@ import logging
 import os
 
 from sandbox.contract import SandboxError
+from sandbox.docker_backend import DockerBackend, docker_unavailable_reason
+from sandbox.local import LocalBackend
 from sandbox.pool import Sandbox
 
 log = logging.getLogger("sandbox")
@@ -26,8 +28,6 @@ def open_sandbox(backend: str = "auto", workers: int | None = None, *, docker_op
     if n < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
     if backend in ("docker", "auto"):
-        from sandbox.docker_backend import DockerBackend, docker_unavailable_reason
-
         reason = docker_unavailable_reason()
         if reason is None:
             try:
@@ -39,8 +39,6 @@ def open_sandbox(backend: str = "auto", workers: int | None = None, *, docker_op
         if backend == "docker":
             raise SandboxError(f"docker backend unavailable: {reason}")
         log.warning("sandbox: docker unavailable (%s); using the local backend", reason)
-    from sandbox.local import LocalBackend
-
     chosen = LocalBackend(**(local_options or {}))
     log.info("sandbox: using the local backend (%s)", "namespaces + uid drop" if chosen.isolate else "rlimits only")
     return Sandbox(chosen, n)

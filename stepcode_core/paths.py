@@ -1,4 +1,4 @@
-"""Where StepCode reads reference data and writes artifacts."""
+"""Where StepCode reads reference data and writes artifacts, and small file helpers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import json
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA_VARIABLE = "STEPCODE_SHARED_DATA"
+
+
+class SharedDataMissing(FileNotFoundError):
+    """The reference benchmark data is not configured or not where the variable says."""
 
 
 def stepcode_home() -> Path:
@@ -16,10 +20,17 @@ def stepcode_home() -> Path:
 
 
 def shared_data_dir() -> Path:
-    """Reference benchmark data (CRUXEval, REval): $STEPCODE_SHARED_DATA, else ``../shared/data``
-    beside the checkout."""
-    configured = os.environ.get("STEPCODE_SHARED_DATA")
-    return Path(configured).resolve() if configured else (REPO_ROOT.parent / "shared" / "data").resolve()
+    """Reference benchmark data (``cruxeval/``, ``reval/``): the folder $STEPCODE_SHARED_DATA names.
+    Never guessed from where the package lies, which differs between a checkout and an installed
+    wheel; ``make`` sets it to ``../shared/data`` beside the checkout."""
+    configured = os.environ.get(SHARED_DATA_VARIABLE)
+    if not configured:
+        raise SharedDataMissing(f"${SHARED_DATA_VARIABLE} is not set: point it at the folder holding cruxeval/ "
+                                "and reval/ (in a checkout, ../shared/data; the Makefile sets it)")
+    folder = Path(configured).resolve()
+    if not folder.is_dir():
+        raise SharedDataMissing(f"${SHARED_DATA_VARIABLE} names {folder}, which is not a folder")
+    return folder
 
 
 def cruxeval_path() -> Path:

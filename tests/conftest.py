@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
-from stepcode_core.paths import cruxeval_path
+from stepcode_core.paths import SHARED_DATA_VARIABLE, cruxeval_path
+
+# The reference data beside the checkout, unless the caller points elsewhere (scripts/test.sh and the
+# Makefile set it too); subprocesses the tests start inherit it.
+os.environ.setdefault(SHARED_DATA_VARIABLE, str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

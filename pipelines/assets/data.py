@@ -1,5 +1,5 @@
 """Data assets (group ``data``): raw programs → instrumented programs → execution traces → the trace
-dataset (DESIGN §3). Thin bodies over stepcode_core; caching and atomic writes in pipelines.storage."""
+dataset. Thin bodies over stepcode_core; caching and atomic writes in pipelines.storage."""
 
 import hashlib
 import io

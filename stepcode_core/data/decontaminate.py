@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 _DOCSTRING = re.compile(r'^[ \t]*[rRuU]?("""|\'\'\')[\s\S]*?\1', re.MULTILINE)
 _COMMENT = re.compile(r"#[^\n]*")
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\d+|\S")
@@ -76,8 +78,6 @@ def load_evaluation_index(shared_data: Path, livecodebench: Path | None = None, 
             index.add(benchmark, (json.loads(line)["code"] for line in path.open(encoding="utf-8") if line.strip()))
     if livecodebench is not None and livecodebench.is_file():
         if livecodebench.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             codes = pq.read_table(livecodebench, columns=["code"]).column("code").to_pylist()
         else:
             codes = [json.loads(line)["code"] for line in livecodebench.open(encoding="utf-8") if line.strip()]

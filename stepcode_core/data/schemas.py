@@ -97,7 +97,7 @@ TRACE_TASKS = pa.schema(
         pa.field("steps", pa.list_(STEP)),
         pa.field("prompt", pa.string(), nullable=False),
         pa.field("answer", pa.string(), nullable=False),  # output: the value's repr; input: the call f(...)
-        pa.field("reference", pa.string(), nullable=False),  # the ideal response (DESIGN §4)
+        pa.field("reference", pa.string(), nullable=False),  # the ideal response: every state in <state> tags, then <answer>
         pa.field("split", pa.string(), nullable=False),
     ]
 )

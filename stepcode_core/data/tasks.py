@@ -1,4 +1,4 @@
-"""Training tasks built from a traced program (DESIGN §1.3, §4).
+"""Training tasks built from a traced program.
 
 * output prediction: given P' and the input, predict each anchor line, then the output;
 * input prediction: given P' and the output, predict an input and the anchor lines it causes.

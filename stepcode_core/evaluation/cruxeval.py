@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from sandbox import Batch, ExecutionRequest
 from stepcode_core.evaluation import check_runtime
@@ -156,8 +157,6 @@ def read_livecodebench_rows(path: str | Path) -> list[dict]:
     function_name, code, input, output, numsteps``) from JSONL or Parquet."""
     path = Path(path)
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         rows = pq.read_table(path).to_pylist()
     else:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

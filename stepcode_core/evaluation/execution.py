@@ -6,7 +6,7 @@ REval's prompts and scoring are in :mod:`stepcode_core.evaluation.reval`, the st
 * ``direct``: the benchmark's answer-only format, few-shot, answer in ``[ANSWER]`` tags (REval ships
   its own templates, which we use as they are);
 * ``cot``: the same with a worked example of step-by-step reasoning before the answer;
-* ``anchored``: our trace format (DESIGN §4): the program shown as P' (with anchors, for CRUXEval
+* ``anchored``: our trace format (:mod:`stepcode_core.rewards.responses`): the program shown as P' (with anchors, for CRUXEval
   and LiveCodeBench), each intermediate state written as ``<state>NAME: value</state>``, the answer
   in ``<answer>`` tags. For REval the program is shown unchanged (its questions name lines of P) and
   the states precede the ``[ANSWER]`` block.

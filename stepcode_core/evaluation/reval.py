@@ -22,6 +22,7 @@ package folders for them.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
@@ -173,8 +174,6 @@ def path_correct(answer: str, truth: Sequence[int], code: str) -> bool:
 def _holes(snippet: str) -> list[str]:
     """ClassEval: the argument texts the Output question hides — of each top-level ``assertX`` call
     of the test snippet, the 2nd positional argument, or the only one."""
-    import ast
-
     holes = []
     for stmt in ast.parse(snippet).body:
         call = stmt.value if isinstance(stmt, ast.Expr) else None

@@ -1,4 +1,4 @@
-"""The model's response format (DESIGN §4) and its parser, shared by training and evaluation.
+"""The model's response format and its parser, shared by training and evaluation.
 
 A response is free reasoning text in which each predicted state appears as
 ``<state>NAME: value</state>`` (in execution order) and which ends with ``<answer>...</answer>``.

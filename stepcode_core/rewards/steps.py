@@ -1,4 +1,4 @@
-"""Step rewards (DESIGN §1.4): r_i = 1 when the predicted state s_i equals the true state s*_i.
+"""Step rewards: r_i = 1 when the predicted state s_i equals the true state s*_i.
 
 States compare by name, then by value: as Python literals where both sides parse (so ``[1,2]``
 equals ``[1, 2]`` and ``'a'`` equals ``"a"``), else as text with whitespace normalized. None of

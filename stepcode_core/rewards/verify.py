@@ -1,4 +1,4 @@
-"""Rewards of model responses, the final one verified by execution in the sandbox (DESIGN §1.4).
+"""Rewards of model responses, the final one verified by execution in the sandbox.
 
 * output prediction: the states are compared with the trace of the given input; the answer is right
   when ``assert <true output> == <answer>`` passes, run the way CRUXEval's harness runs it

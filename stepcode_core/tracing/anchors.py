@@ -1,7 +1,7 @@
 """Execution-trace anchors: rewrite a program P into P' that reports its intermediate states.
 
-The paper asked GPT-4o to insert ``print`` anchors; we insert them deterministically with ``ast``
-(DESIGN §1.1). One transformation yields two renderings with the same lines:
+The paper asked GPT-4o to insert ``print`` anchors; we insert them deterministically with ``ast``,
+which is cheaper, reproducible and never changes the program's meaning. One transformation yields two renderings with the same lines:
 
 * ``code`` — what a model reads: each anchor is ``print(f"NAME: {NAME!r}")``;
 * ``harness`` — what the sandbox executes for ground truth: each anchor is

@@ -1,11 +1,11 @@
-"""Bi-Level GRPO advantages (DESIGN §1.5), as small pure functions in the manner of verl's core_algos.
+"""Bi-Level GRPO advantages (StepCodeReasoner, arXiv 2605.11922), as small pure functions in the manner of verl's core_algos.
 
 Rewards of one prompt's group form a matrix ``R`` of shape (G, n + 1): G samples, the n state steps,
 then the final answer as step n + 1 (last column).
 
 * inter-trajectory: ``A_group[g, i] = (R[g, i] - mean_g R[:, i]) / (std_g R[:, i] + eps)``;
 * intra-trajectory: ``A_intra[g, i] = R[g, i] * (1 + mean(R[g, i+1:]))`` for the state steps, and
-  ``A_intra[g, n] = R[g, n]`` for the final answer. DESIGN writes the factor as
+  ``A_intra[g, n] = R[g, n]`` for the final answer. The paper writes the factor as
   ``1/(n-i) * sum_{j>i} r_j``; counting the final answer among the later steps (n + 1 - i of them)
   keeps it defined for i = n, so we read it as the mean of the later rewards;
 * combined: ``A = A_group + lambda * A_intra`` (lambda = 0.3 in the paper).

@@ -1,4 +1,4 @@
-"""The one contract, run against every backend (DESIGN §5)."""
+"""The one contract, run against every backend."""
 
 from __future__ import annotations
 
