@@ -222,6 +222,7 @@ class DockerWorker(WorkerHandle):
 
         b = self.backend
         cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"], "fsize_mb": 16,
+               "tmpfs": ["/var/tmp", "/dev/shm"],
                "uid": b.uid_base + self.index, "nproc": b.nproc}
         self.raw, self.err, self.eof = bytearray(), bytearray(), False
         listener, volumes = None, None

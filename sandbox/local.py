@@ -143,7 +143,8 @@ class LocalWorker(WorkerHandle):
         cfg = {"isolate": b.isolate, "tmpfs_mb": b.tmpfs_mb, "nproc": b.nproc, "cgroups": self.cgroups,
                "uid": b.uid_base + self.index if b.isolate else None,
                "scratch": "/tmp" if b.isolate else b.scratch,
-               "wipe": ["/tmp", "/var/tmp", "/dev/shm"] if b.isolate else []}
+               "wipe": ["/tmp", "/var/tmp", "/dev/shm"] if b.isolate else [],
+               "tmpfs": ["/var/tmp", "/dev/shm"] if b.isolate else []}
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([b.python, "-I", str(WORKER), json.dumps(cfg)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, env=WORKER_ENV, cwd="/", close_fds=True,

@@ -141,6 +141,7 @@ class Config:
         self.undumpable = False  # set when runs share our uid (Docker): see Worker
         self.scratch = raw.get("scratch", "/tmp")
         self.wipe = [d for d in raw.get("wipe", []) if os.path.isdir(d)]  # emptied after every run
+        self.tmpfs = list(raw.get("tmpfs", []))  # of those, the ones mounted as tmpfs (see Worker._wipe)
 
 
 def _enter_namespaces(cfg: Config) -> None:
@@ -309,6 +310,8 @@ class Worker:
         self.is_init = os.getpid() == 1
         self.runs = 0
         self.wipe = cfg.wipe
+        self.tmpfs = set(cfg.tmpfs) & set(cfg.wipe)  # scratch folders that are tmpfs mounts of their own
+        self.wiped: dict[str, tuple] = {}  # tmpfs folder -> its stat right after the last wipe
         self.memory_mb = None  # the cgroup limit now set
         self.devnull = os.open(os.devnull, os.O_RDONLY)  # stdin of runs that have none
         self.own_ipc = cfg.isolate or self.is_init  # a private IPC namespace: ours to clean
@@ -331,14 +334,14 @@ class Worker:
 
     def compile_prelude(self, prelude: str):
         """A batch's shared code, compiled once (None when empty; the SyntaxError when it fails)."""
-        if not prelude:
-            return None
-        try:  # dont_inherit: this file's __future__ imports must not change the program
-            return compile(prelude, os.path.join(self.cfg.scratch, "prelude.py"), "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as exc:
-            return exc
+        return _compile(prelude, os.path.join(self.cfg.scratch, "prelude.py")) if prelude else None
 
-    def run_item(self, req: dict, prelude=None) -> dict:
+    def compile_items(self, items: list[dict]) -> list:
+        """Every item's code, compiled before the first fork: compiling between forks would make
+        the supervisor take copy-on-write faults on the compiler's memory for every item."""
+        return [_compile(item["code"], sys.argv[0]) for item in items]
+
+    def run_item(self, req: dict, prelude=None, compiled=None) -> dict:
         cfg = self.cfg
         self.runs += 1
         # The same path for every item: an item's result must not depend on its place in a batch.
@@ -349,21 +352,39 @@ class Worker:
             _remove_tree(workdir)
             os.mkdir(workdir, 0o700)
         try:
-            return self._run_in(req, workdir, prelude)
+            return self._run_in(req, workdir, prelude, compiled)
         finally:
             _remove_tree(workdir)
             for d in self.wipe:  # shared scratch space must not carry anything to the next item
-                _empty_dir(d)
+                self._wipe(d)
             if self.own_ipc:
                 _remove_sysv_ipc(cfg.uid)
 
-    def _run_in(self, req: dict, workdir: str, prelude) -> dict:
+    def _wipe(self, folder: str) -> None:
+        """Empty a scratch folder. On tmpfs a folder's size grows with every entry made in it, so an
+        unchanged (size, mtime, links) since the last wipe means nothing is there to remove: one
+        stat instead of a listing. Elsewhere, or when anything moved, the folder is listed."""
+        before = self.wiped.get(folder)
+        try:
+            now = os.lstat(folder)
+        except OSError:
+            return
+        key = (now.st_size, now.st_mtime_ns, now.st_nlink, now.st_ino)
+        if before is not None and key == before:
+            return
+        _empty_dir(folder)
+        if folder in self.tmpfs:
+            try:
+                after = os.lstat(folder)
+                self.wiped[folder] = (after.st_size, after.st_mtime_ns, after.st_nlink, after.st_ino)
+            except OSError:
+                pass
+
+    def _run_in(self, req: dict, workdir: str, prelude, compiled) -> dict:
         cfg = self.cfg
         code = req["code"]
-        try:
-            compiled = compile(code, os.path.join(workdir, "program.py"), "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as exc:
-            compiled = exc
+        if compiled is None:
+            compiled = _compile(code, os.path.join(workdir, "program.py"))
         timeout_s = float(req["timeout_s"])
         memory_mb = int(req["memory_mb"])
         cap = int(req["output_limit_bytes"])
@@ -510,6 +531,14 @@ class Worker:
                 return child_status
             if got == pid:
                 child_status = st
+
+
+def _compile(source: str, filename: str):
+    """A code object, or the SyntaxError (or ValueError: a NUL byte) that compiling raised."""
+    try:  # dont_inherit: this file's __future__ imports must not change the program
+        return compile(source, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        return exc
 
 
 def _remove_tree(path: str) -> None:
@@ -805,9 +834,10 @@ def _serve(worker: Worker, raw: dict, cfg: Config, rfd: int, wfd: int, pending: 
         if seed is not None and seed != raw.get("hash_seed"):
             _reexec(raw, cfg, worker.environment, (rfd, wfd), int(seed), req)
         prelude = worker.compile_prelude(batch.get("prelude") or "")
-        for item in batch.get("items") or []:
+        items = batch.get("items") or []
+        for item, compiled in zip(items, worker.compile_items(items)):
             try:
-                reply = worker.run_item(item, prelude)
+                reply = worker.run_item(item, prelude, compiled)
             except Exception as exc:  # noqa: BLE001 - report, keep serving
                 reply = {"status": "killed", "exit_code": None, "stdout": "",
                          "stderr": f"sandbox worker error: {exc!r}", "duration_s": 0.0}

@@ -287,3 +287,14 @@ def test_a_broken_worker_costs_the_batch_a_rerun_only(backend, request):
         killer.join()
         assert [r.stdout for r in results] == [alone[0].stdout, "slow done\n", *(a.stdout for a in alone[1:])]
         assert worker.replacements >= 1
+
+
+def test_scratch_is_wiped_even_when_an_item_is_quicker_than_the_clock(sb):
+    """The worker skips listing a tmpfs scratch folder whose size, mtime and links did not move; an
+    item that writes there at once (within one tick of the coarse clock that stamps mtime) must still
+    leave nothing for the next one."""
+    writer = R(code="for d in ('/var/tmp', '/dev/shm', '/tmp'):\n    open(d + '/x', 'w').write('left')")
+    renamer = R(code="import os\nopen('/dev/shm/a', 'w').close()\nos.rename('/dev/shm/a', '/dev/shm/b')")
+    reader = R(code="import os\nprint([n for d in ('/var/tmp', '/dev/shm', '/tmp') for n in os.listdir(d) if n != 'run'])")
+    results = sb.run_batch([writer, reader, renamer, reader] * 25)
+    assert {r.stdout for r in results[1::2]} == {"[]\n"}
