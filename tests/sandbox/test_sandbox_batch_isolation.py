@@ -133,7 +133,9 @@ RENICER = _code("""
                  lambda: os.setpriority(os.PRIO_PROCESS, os.getppid(), 19),
                  lambda: os.setpriority(os.PRIO_USER, os.getuid(), 19),
                  lambda: os.sched_setscheduler(1, os.SCHED_IDLE, os.sched_param(0)),
-                 lambda: os.sched_setaffinity(1, {0})):
+                 lambda: os.sched_setaffinity(1, {0}),
+                 lambda: __import__("resource").prlimit(1, __import__("resource").RLIMIT_NOFILE, (4, 4)),
+                 lambda: __import__("resource").prlimit(1, __import__("resource").RLIMIT_NPROC, (0, 0))):
         try:
             call()
         except OSError as exc:
@@ -142,8 +144,12 @@ RENICER = _code("""
 """)
 
 VICTIM_SCHEDULING = _code("""
-    import os
+    import os, resource
     print(os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), sorted(os.sched_getaffinity(0)))
+    print(resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_NPROC))
+    if os.fork() == 0:
+        os._exit(0)
+    print("forked", os.wait()[1])
 """)
 
 # Tries to reach the supervisor's memory, descriptors and protocol channel.
@@ -206,7 +212,7 @@ ATTACKS = {
     "files, directories and fifos left in every scratch place": (LITTERER, VICTIM_LISTING),
     "detached daemons, one sleeping and one busy": (SLEEPER, VICTIM_PROCESSES),
     "signals to the supervisor, its parent and everyone": (SUPERVISOR_KILLER, VICTIM_PLAIN),
-    "the supervisor reniced, made idle, pinned": (RENICER, VICTIM_SCHEDULING),
+    "the supervisor reniced, made idle, pinned, its limits lowered": (RENICER, VICTIM_SCHEDULING),
     "ptrace, /proc and stray descriptors into the supervisor": (PROBER, VICTIM_PLAIN),
     "System V IPC objects left behind": (SYSV, VICTIM_SYSV),
     "an abstract socket name squatted by a daemon": (SQUATTER, VICTIM_SOCKET),
