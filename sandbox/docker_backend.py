@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 
 from sandbox.contract import ExecutionRequest, SandboxError
+from sandbox.local import default_site_dirs
 from sandbox.pool import WorkerHandle
 
 log = logging.getLogger("sandbox")
@@ -157,7 +158,7 @@ class DockerBackend:
 
     def __init__(self, *, image: str | None = None, memory_mb: int = 2048, pids_limit: int = 128,
                  tmpfs_mb: int = 64, cpus: float = 1.0, client=None, direct: bool | None = None, nproc: int = 64,
-                 uid_base: int | None = None):
+                 uid_base: int | None = None, site_dirs: list[str] | None = None):
         try:
             self.client = client or docker_client()
             self.client.ping()
@@ -174,6 +175,9 @@ class DockerBackend:
         # read-only, unlinked once connected) instead of the attach stream that dockerd relays.
         if direct is None:
             direct = self.client.api.base_url.startswith("http+docker://localhost")
+        # The host's package folders, bind-mounted read-only at the same paths (a daemon on this
+        # machine only: a remote one does not see them).
+        self.site_dirs = (default_site_dirs() if site_dirs is None else [str(d) for d in site_dirs]) if direct else []
         self.ipc_dir = None
         if direct:
             self.ipc_dir = tempfile.mkdtemp(prefix="stepcode-sbx-ipc-")
@@ -222,10 +226,11 @@ class DockerWorker(WorkerHandle):
 
         b = self.backend
         cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"], "fsize_mb": 16,
-               "tmpfs": ["/var/tmp", "/dev/shm"],
+               "tmpfs": ["/var/tmp", "/dev/shm"], "site_dirs": b.site_dirs,
                "uid": b.uid_base + self.index, "nproc": b.nproc}
         self.raw, self.err, self.eof = bytearray(), bytearray(), False
-        listener, volumes = None, None
+        listener = None
+        volumes = {folder: {"bind": folder, "mode": "ro"} for folder in b.site_dirs}
         if b.ipc_dir:
             name = f"w{self.index}-{self.replacements}-{uuid.uuid4().hex[:8]}.sock"
             path = os.path.join(b.ipc_dir, name)
@@ -234,7 +239,7 @@ class DockerWorker(WorkerHandle):
             os.chmod(path, 0o666)
             listener.listen(1)
             cfg["connect"] = "/ipc/" + name
-            volumes = {b.ipc_dir: {"bind": "/ipc", "mode": "ro"}}
+            volumes[b.ipc_dir] = {"bind": "/ipc", "mode": "ro"}
         self.container = b.client.containers.create(
             b.image, command=[json.dumps(cfg)], stdin_open=True, tty=False, network_disabled=True,
             network_mode="none", read_only=True,

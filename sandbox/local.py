@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import uuid
@@ -48,6 +49,19 @@ def pick_python(isolate: bool) -> str:
     return os.path.realpath(base) if os.path.exists(base) else sys.executable
 
 
+def default_site_dirs() -> list[str]:
+    """The package folders of the interpreter running StepCode (its virtualenv): what the programs
+    the pipeline runs may import besides the standard library (numpy and pandas for LiveCodeBench's
+    imports, what REval's programs import), mounted read-only in the sandbox."""
+    paths = sysconfig.get_paths()
+    folders = []
+    for key in ("purelib", "platlib"):
+        folder = os.path.realpath(paths[key])
+        if os.path.isdir(folder) and folder not in folders:
+            folders.append(folder)
+    return folders
+
+
 def _remove_empty_cgroups() -> None:
     """Groups left by workers of processes that died without closing; in-use ones refuse rmdir."""
     for parent in (f"/sys/fs/cgroup/{CGROUP_PARENT}", f"/sys/fs/cgroup/memory/{CGROUP_PARENT}",
@@ -70,7 +84,8 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, *, isolate: bool | None = None, python: str | None = None, tmpfs_mb: int = 64,
-                 nproc: int = 64, uid_base: int | None = None, cgroups: bool = True):
+                 nproc: int = 64, uid_base: int | None = None, cgroups: bool = True,
+                 site_dirs: list[str] | None = None):
         can_isolate = sys.platform.startswith("linux") and os.geteuid() == 0
         self.isolate = can_isolate if isolate is None else bool(isolate)
         if self.isolate and not can_isolate:
@@ -81,6 +96,7 @@ class LocalBackend:
         # uids of their own per pool, so two pools on one host never share an RLIMIT_NPROC count
         self.uid_base = uid_base if uid_base is not None else 200_000 + secrets.randbelow(1_000_000) * 64
         self.tmpfs_mb, self.nproc = tmpfs_mb, nproc
+        self.site_dirs = default_site_dirs() if site_dirs is None else [str(d) for d in site_dirs]
         self.use_cgroups = cgroups and self.isolate
         self.tag = uuid.uuid4().hex[:8]
         if self.use_cgroups:
@@ -144,7 +160,7 @@ class LocalWorker(WorkerHandle):
                "uid": b.uid_base + self.index if b.isolate else None,
                "scratch": "/tmp" if b.isolate else b.scratch,
                "wipe": ["/tmp", "/var/tmp", "/dev/shm"] if b.isolate else [],
-               "tmpfs": ["/var/tmp", "/dev/shm"] if b.isolate else []}
+               "tmpfs": ["/var/tmp", "/dev/shm"] if b.isolate else [], "site_dirs": b.site_dirs}
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([b.python, "-I", str(WORKER), json.dumps(cfg)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, env=WORKER_ENV, cwd="/", close_fds=True,

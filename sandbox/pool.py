@@ -115,17 +115,18 @@ class WorkerHandle:
             self.reader.feed(data)
 
     def run_chunk(self, items: Sequence[ExecutionRequest], prelude: str, hash_seed: int | None,
-                  put: Callable[[int, ExecutionResult], None], *, rerun: bool = False) -> None:
+                  put: Callable[[int, ExecutionResult], None], *, preload: Sequence[str] = (),
+                  rerun: bool = False) -> None:
         """Run ``items`` as one sandbox run; ``put(index, result)`` for each, in order. When the
         worker breaks, it is replaced and every item without a result (the one it was running
         included) is run again alone; an item that breaks its worker alone too gets the verdict."""
-        frame = encode_frame({"batch": {"prelude": prelude, "hash_seed": hash_seed,
+        frame = encode_frame({"batch": {"prelude": prelude, "hash_seed": hash_seed, "preload": list(preload),
                                         "items": [item.to_wire() for item in items]}})
         started = time.monotonic()
         done = 0
         try:
             self._send(frame)
-            allowance = REEXEC_S if hash_seed is not None else 0.0  # a fresh interpreter first
+            allowance = REEXEC_S if hash_seed is not None or preload else 0.0  # a fresh interpreter first
             for index, item in enumerate(items):
                 raw = self._recv(started + allowance + item.timeout_s + GRACE_S)
                 put(index, ExecutionResult.from_wire(raw))
@@ -138,7 +139,7 @@ class WorkerHandle:
             self.replace()
             for index in range(done, len(items)):
                 self.run_chunk([items[index]], prelude, hash_seed, lambda _, result, i=index: put(i, result),
-                               rerun=True)
+                               preload=preload, rerun=True)
 
     def _lost(self, exc: Exception, request: ExecutionRequest, start: float) -> ExecutionResult:
         """The worker broke during ``request``, run alone: its result, after the worker is replaced."""
@@ -198,10 +199,10 @@ class Sandbox:
         """One program, alone in a sandbox run."""
         return self.run_batches([Batch((request,))], chunk_size=1)[0][0]
 
-    def run_batch(self, requests: Iterable[ExecutionRequest], *, prelude: str = "",
-                  hash_seed: int | None = None) -> list[ExecutionResult]:
+    def run_batch(self, requests: Iterable[ExecutionRequest], *, prelude: str = "", hash_seed: int | None = None,
+                  preload: Sequence[str] = ()) -> list[ExecutionResult]:
         """Every request as an item of one :class:`~sandbox.contract.Batch`; results in order."""
-        return self.run_batches([Batch(tuple(requests), prelude, hash_seed)])[0]
+        return self.run_batches([Batch(tuple(requests), prelude, hash_seed, tuple(preload))])[0]
 
     def run_batches(self, batches: Sequence[Batch], *, chunk_size: int | None = None,
                     parallel: int | None = None) -> list[list[ExecutionResult]]:
@@ -242,7 +243,7 @@ class Sandbox:
                     def put(index: int, result: ExecutionResult, b=b, start=start) -> None:
                         results[b][start + index] = result
 
-                    worker.run_chunk(items, batches[b].prelude, batches[b].hash_seed, put)
+                    worker.run_chunk(items, batches[b].prelude, batches[b].hash_seed, put, preload=batches[b].preload)
             finally:
                 self._free.put(worker)
 

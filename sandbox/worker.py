@@ -56,6 +56,7 @@ import types
 
 _HEADER = struct.Struct(">I")
 ITEM_HOOK = "__run_item__"  # a prelude that defines it runs each item's code object itself
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # for preloaded libraries
 MAX_FRAME = 256 * 1024 * 1024
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -142,6 +143,8 @@ class Config:
         self.scratch = raw.get("scratch", "/tmp")
         self.wipe = [d for d in raw.get("wipe", []) if os.path.isdir(d)]  # emptied after every run
         self.tmpfs = list(raw.get("tmpfs", []))  # of those, the ones mounted as tmpfs (see Worker._wipe)
+        # Package folders (read-only) the items may import from, after the standard library.
+        self.site_dirs = [d for d in raw.get("site_dirs", []) if isinstance(d, str) and d.startswith("/")]
 
 
 def _enter_namespaces(cfg: Config) -> None:
@@ -180,7 +183,8 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     /etc files and device nodes, our own /proc, and writable tmpfs on /tmp, /var/tmp, /dev/shm."""
     root = "/tmp"  # a mount point that exists everywhere; the host's /tmp stays untouched below it
     prefixes = {"/usr"}
-    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))):
+    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+                   *(d for d in cfg.site_dirs if os.path.isdir(d))):
         if not any(prefix == p or prefix.startswith(p + "/") for p in prefixes):
             prefixes.add(prefix)
     # Opened before the new root covers /tmp: an interpreter there (a checkout's .venv under /tmp) would
@@ -305,8 +309,10 @@ class CgroupFiles:
 # ---------------------------------------------------------------- one run
 
 class Worker:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, preload: list[str] = ()):
         self.cfg = cfg
+        sys.path.extend(d for d in cfg.site_dirs if d not in sys.path)
+        self.preloaded = _preload(preload)
         self.is_init = os.getpid() == 1
         self.runs = 0
         self.wipe = cfg.wipe
@@ -803,10 +809,26 @@ def _exit_code(exc: SystemExit) -> int:
 
 # ---------------------------------------------------------------- main loop
 
-def _reexec(raw: dict, cfg: Config, environment: dict, channel: tuple[int, int], hash_seed: int, pending: dict) -> None:
-    """Replace this interpreter by a fresh one under ``PYTHONHASHSEED=hash_seed`` (same pid, same
-    namespaces, same channel), which then runs ``pending`` before serving on. String hashing is
-    seeded once per interpreter: a new one is the only way to run under another seed."""
+def _preload(modules) -> list[str]:
+    """Import the batch's ``preload`` modules (libraries from the site folders, such as numpy), so
+    that every item forked afterwards finds them loaded; the ones that imported. Their thread pools
+    are kept to one thread: a fork copies only the thread that forks."""
+    done = []
+    for name in modules:
+        try:
+            __import__(name)
+            done.append(name)
+        except Exception:  # noqa: BLE001 - an item that needs it will fail on its own import
+            pass
+    return done
+
+
+def _reexec(raw: dict, cfg: Config, environment: dict, channel: tuple[int, int], hash_seed: int | None,
+            preload: list[str], pending: dict) -> None:
+    """Replace this interpreter by a fresh one (same pid, same namespaces, same channel) under
+    ``PYTHONHASHSEED=hash_seed`` and with ``preload`` imported, which then runs ``pending`` before
+    serving on. String hashing is seeded once per interpreter, and an import cannot be undone: a new
+    interpreter is the only way to change either."""
     batch = os.memfd_create("sandbox-batch", 0)
     _write_all(batch, json.dumps(pending).encode())
     keep = [*channel, batch, *(fd for _, fd in cfg.cg.limits), *cfg.cg.oom]
@@ -815,10 +837,12 @@ def _reexec(raw: dict, cfg: Config, environment: dict, channel: tuple[int, int],
         keep.append(script)
     for fd in keep:
         os.set_inheritable(fd, True)
-    raw = {**raw, "channel": list(channel), "pending_fd": batch, "hash_seed": hash_seed, "cg": cfg.cg.to_wire()}
+    raw = {**raw, "channel": list(channel), "pending_fd": batch, "hash_seed": hash_seed, "preload": preload,
+           "cg": cfg.cg.to_wire()}
     path = f"/proc/self/fd/{script}" if script is not None else os.path.abspath(__file__)
     # Not -I: it implies -E, which would ignore PYTHONHASHSEED; the environment is ours anyway.
-    env = {**environment, "PYTHONHASHSEED": str(hash_seed)}
+    env = {**environment, **({"PYTHONHASHSEED": str(hash_seed)} if hash_seed is not None else {}),
+           **({name: "1" for name in THREAD_VARIABLES} if preload else {})}
     os.execve(sys.executable, [sys.executable, "-s", "-S", "-P", path, json.dumps(raw)], env)
 
 
@@ -831,8 +855,10 @@ def _serve(worker: Worker, raw: dict, cfg: Config, rfd: int, wfd: int, pending: 
             return 0
         batch = req.get("batch") or {}
         seed = batch.get("hash_seed")
-        if seed is not None and seed != raw.get("hash_seed"):
-            _reexec(raw, cfg, worker.environment, (rfd, wfd), int(seed), req)
+        preload = list(batch.get("preload") or [])
+        if (seed is not None and seed != raw.get("hash_seed")) or preload != list(raw.get("preload") or []):
+            _reexec(raw, cfg, worker.environment, (rfd, wfd), raw.get("hash_seed") if seed is None else int(seed),
+                    preload, req)
         prelude = worker.compile_prelude(batch.get("prelude") or "")
         items = batch.get("items") or []
         for item, compiled in zip(items, worker.compile_items(items)):
@@ -894,7 +920,7 @@ def main() -> int:
         os.close(null)
     for fd in {rfd, wfd}:
         os.set_inheritable(fd, False)
-    worker = Worker(cfg)
+    worker = Worker(cfg, raw.get("preload") or [])
     if pending is None:
         info = {"ready": True, "isolated": bool(raw.get("serving")), "python": sys.version.split()[0],
                 "cgroups": cfg.cgroups, "pid1": worker.is_init}

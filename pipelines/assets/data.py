@@ -286,7 +286,8 @@ def _not_run(row: dict) -> dict:
     """A program that could not be instrumented is recorded, not executed."""
     return {
         "program_id": row["program_id"], "source": row["source"], "entry_point": row["entry_point"],
-        "code": row["code"], "instrumented_code": None, "input": row["input"], "expected_output": row["output"],
+        "code": row["code"], "instrumented_code": None, "policy": row["policy"], "input": row["input"],
+        "expected_output": row["output"],
         "status": "not_run", "result": None, "error": row["instrument_error"], "matches_expected": None,
         "steps": [], "anchor_lines": 0, "over_cap": False, "complete": False, "deterministic": False,
         "unstable_repr": False, "program_stdout": "", "duration_s": 0.0,

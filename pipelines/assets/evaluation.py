@@ -27,7 +27,7 @@ from pipelines.storage import (
     png_markdown,
 )
 from pipelines.versions import code_version
-from stepcode_core.evaluation import cruxeval, execution, reval
+from stepcode_core.evaluation import cruxeval, execution, livecodebench, reval
 from stepcode_core.evaluation.trace_gap import trace_gap
 from stepcode_core.models import SamplingConfig, make_engine
 from stepcode_core.paths import cruxeval_path, shared_data_dir
@@ -121,10 +121,6 @@ def _check_styles(styles: list[str]) -> None:
         raise dg.Failure(f"styles must be a non-empty list of {execution.STYLES}, got {styles}")
 
 
-def _pass_at_5(scored: dict, generation: GenerationConfig) -> float | None:
-    return scored["pass_at_5"] if generation.num_samples >= 5 else None  # with n < 5 the estimator says nothing
-
-
 def _summary_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
     shown = {"headline": dg.MetadataValue.float(float(meta["headline"])) if meta.get("headline") is not None else "-",
              "summary": dg.MetadataValue.json(meta), "weights_hash": meta.get("weights_hash", "")}
@@ -173,7 +169,7 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
                     (folder / f"{stem}_generations.json").write_text(json.dumps(scored["raw_generations"]))
                     _write_scored(folder, stem, scored)
                     rows.append({"style": style, "mode": mode, "pass@1": scored["pass_at_1"],
-                                 "pass@5": _pass_at_5(scored, config.generation)})
+                                 "pass@5": scored["pass_at_5"]})
         first = [r["pass@1"] for r in rows if r["style"] == config.styles[0]]
         return {"weights_hash": checkpoint.content_hash, "problems": len(items), "results": rows,
                 "headline": sum(first) / len(first), "table": _markdown(rows)}
@@ -185,8 +181,8 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
 @dg.asset(group_name="evaluation", code_version=LIVECODEBENCH_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
 def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchConfig, store: ArtifactStore,
                        sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
-    """LiveCodeBench code execution (output prediction) with LCB's rule that an answer containing the
-    input is wrong. Its data is not bundled: point ``path`` (or $STEPCODE_LIVECODEBENCH) at the rows."""
+    """LiveCodeBench code execution (output prediction), scored as LCB's harness scores it (its
+    imports before every check; an answer containing the input is skipped). Its data is not bundled: point ``path`` (or $STEPCODE_LIVECODEBENCH) at the rows."""
     _check_styles(config.styles)
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
     configured = config.path or os.environ.get("STEPCODE_LIVECODEBENCH", "")
@@ -199,19 +195,17 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
             context.log.warning("no LiveCodeBench execution file configured (path or $STEPCODE_LIVECODEBENCH): skipped")
             return {"weights_hash": checkpoint.content_hash, "skipped": "no LiveCodeBench file configured",
                     "headline": None, "results": []}
-        rows = cruxeval.read_livecodebench_rows(data)
+        rows = livecodebench.read_rows(data)
         rows = rows[: config.limit] if config.limit else rows
-        items = execution.livecodebench_items(rows)
         engine = _engine(model_dir, config.generation)
         results = []
         with sandbox.open() as sb:
             for style in config.styles:
-                scored = execution.evaluate_execution(engine, items, "output", style, config.generation.sampling(), sb,
-                                                       cheat_rule=cruxeval.livecodebench_cheats,
-                                                       progress=_progress(context, f"livecodebench/{style}"))
+                scored = execution.evaluate_livecodebench(engine, rows, style, config.generation.sampling(), sb,
+                                                          progress=_progress(context, f"livecodebench/{style}"))
                 _write_scored(folder, f"output_{style}", scored)
-                results.append({"style": style, "pass@1": scored["pass_at_1"], "pass@5": _pass_at_5(scored, config.generation)})
-        return {"weights_hash": checkpoint.content_hash, "problems": len(items), "results": results,
+                results.append({"style": style, "pass@1": scored["pass_at_1"], "pass@5": scored["pass_at_5"]})
+        return {"weights_hash": checkpoint.content_hash, "problems": len(rows), "results": results,
                 "headline": results[0]["pass@1"], "table": _markdown(results)}
 
     inputs = [checkpoint] + ([file_ref(data, f"data:{data.name}")] if data else [])
@@ -221,7 +215,7 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
 
 @dg.asset(group_name="evaluation", code_version=REVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
 def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: ArtifactStore,
-               checkpoint_registry: CheckpointRegistry) -> dg.Output:
+               sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
     """REval's four tasks (coverage, state, path, output) and Incremental Consistency, with ground
     truth from our line-level tracer run in the sandbox and REval's scoring rules."""
     _check_styles(config.styles)
@@ -234,8 +228,7 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
         programs = programs[: config.limit] if config.limit else programs
         engine = _engine(model_dir, config.generation)
         results = []
-        # REval runs on this interpreter's packages (numpy, dateutil): the local sandbox backend.
-        with reval.open_reval_sandbox() as sb:
+        with sandbox.open() as sb:
             for style in config.styles:
                 scored, summary = reval.evaluate_reval(engine, programs, style, config.generation.sampling(), sb,
                                                             progress=_progress(context, f"reval/{style}"))

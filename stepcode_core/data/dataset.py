@@ -42,6 +42,7 @@ def trace_record(row: dict, run: TracedRun) -> dict:
         "entry_point": row["entry_point"],
         "code": row["code"],
         "instrumented_code": row["instrumented_code"],
+        "policy": row["policy"],
         "input": row["input"],
         "expected_output": row["output"],
         "status": run.status,
@@ -132,6 +133,7 @@ def build_trace_dataset(traces: list[dict], config: FilterConfig, index: NgramIn
             "entry_point": trace["entry_point"],
             "code": trace["code"],
             "instrumented_code": trace["instrumented_code"],
+            "policy": trace["policy"],
             "input": trace["input"],
             "output": output,
             "steps": trace["steps"],
@@ -143,7 +145,8 @@ def build_trace_dataset(traces: list[dict], config: FilterConfig, index: NgramIn
             continue  # a script has no call to predict: it stays a program row, without task rows
         pairs = [(step["name"], step["value"]) for step in trace["steps"]]
         call = tasks.call_text(trace["entry_point"], trace["input"])
-        common = {k: program[k] for k in ("program_id", "source", "entry_point", "instrumented_code", "input", "output", "steps", "split")}
+        common = {k: program[k] for k in ("program_id", "source", "entry_point", "instrumented_code", "policy", "input",
+                                          "output", "steps", "split")}
         build.tasks.append({
             **common, "task_id": f"{trace['program_id']}:output", "task": "output",
             "prompt": tasks.output_prompt(trace["instrumented_code"], trace["entry_point"], trace["input"]),

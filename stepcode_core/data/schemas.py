@@ -52,6 +52,7 @@ EXECUTION_TRACES = pa.schema(
         pa.field("entry_point", pa.string()),
         pa.field("code", pa.string(), nullable=False),
         pa.field("instrumented_code", pa.string()),
+        pa.field("policy", pa.string(), nullable=False),  # the anchor policy that made P'
         pa.field("input", pa.string(), nullable=False),
         pa.field("expected_output", pa.string()),
         pa.field("status", pa.string(), nullable=False),  # the sandbox's verdict
@@ -76,6 +77,7 @@ TRACE_PROGRAMS = pa.schema(
         pa.field("entry_point", pa.string()),
         pa.field("code", pa.string(), nullable=False),
         pa.field("instrumented_code", pa.string(), nullable=False),
+        pa.field("policy", pa.string(), nullable=False),  # the anchor policy that made P' (paper | dense)
         pa.field("input", pa.string(), nullable=False),
         pa.field("output", pa.string()),
         pa.field("steps", pa.list_(STEP)),
@@ -92,6 +94,7 @@ TRACE_TASKS = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("entry_point", pa.string()),
         pa.field("instrumented_code", pa.string(), nullable=False),
+        pa.field("policy", pa.string(), nullable=False),  # the anchor policy (a predicted input is traced under it)
         pa.field("input", pa.string(), nullable=False),
         pa.field("output", pa.string()),
         pa.field("steps", pa.list_(STEP)),

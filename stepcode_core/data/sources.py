@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from stepcode_core.data.generator import generate_programs
+from stepcode_core.paths import read_jsonl
 
 
 class SourceError(ValueError):
@@ -112,13 +113,10 @@ def from_path(path: str | Path) -> list[RawProgram]:
     if path.suffix == ".parquet":
         rows = pq.read_table(path).to_pylist()
     elif path.suffix in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise SourceError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        try:
+            rows = read_jsonl(path)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from exc
     else:
         raise SourceError(f"{path}: expected .jsonl, .parquet or a folder of .py files")
     return _rows_to_programs(rows, f"file:{path}", str(path))

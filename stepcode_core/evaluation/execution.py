@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from stepcode_core.data import tasks
-from stepcode_core.evaluation import cruxeval
+from stepcode_core.evaluation import cruxeval, livecodebench
 from stepcode_core.rewards.responses import parse_response
 from stepcode_core.tracing.anchors import InstrumentationError, instrument
 
@@ -189,7 +189,7 @@ def cruxeval_items(problems: Sequence[cruxeval.Problem]) -> list[ExecutionItem]:
 
 
 def livecodebench_items(rows: Sequence[dict]) -> list[ExecutionItem]:
-    """LiveCodeBench execution rows; their ``input`` is the whole call or only its arguments."""
+    """LiveCodeBench execution rows (for prompts); their ``input`` is the whole call or only its arguments."""
     items = []
     for row in rows:
         name = row.get("function_name") or "f"
@@ -225,6 +225,25 @@ def evaluate_execution(
 
 
 def _input_of(item: ExecutionItem) -> str:
-    if item.function_name == "f":  # CRUXEval's cheat rule looks for f(<input>)
-        return split_call(item.call, "f") or item.call
-    return item.call  # LiveCodeBench's rule looks for the input string, i.e. the call
+    return split_call(item.call, item.function_name) or item.call  # CRUXEval's cheat rule looks for f(<input>)
+
+
+def evaluate_livecodebench(engine, rows: Sequence[dict], style: str, sampling, sandbox,
+                           progress: Progress | None = None) -> dict:
+    """LiveCodeBench code execution: generate, read each answer as LCB does (its
+    ``extract_execution_code`` for the ``direct`` and ``cot`` styles, ``<answer>`` for ``anchored``)
+    and score as LCB does (:func:`stepcode_core.evaluation.livecodebench.score_generations`)."""
+    items = livecodebench_items(rows)
+    prompts = [execution_prompt(item.code, "output", style, item.call, item.output, item.function_name) for item in items]
+    responses = engine.generate(prompts, sampling, progress=progress)
+
+    def answer(text: str) -> str:
+        if style == "anchored":
+            return extract_generation(text, "output", style)
+        return livecodebench.extract_answer(text, cot=style == "cot")
+
+    generations = {item.id: [answer(text) for text in texts] for item, texts in zip(items, responses)}
+    scored = livecodebench.score_generations(generations, rows, sandbox)
+    scored["raw_responses"] = {item.id: texts for item, texts in zip(items, responses)}
+    scored["prompts"] = {item.id: prompt for item, prompt in zip(items, prompts)}
+    return scored

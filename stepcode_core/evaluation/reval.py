@@ -11,27 +11,22 @@ The programs and the model's answers are untrusted, so everything that runs them
 input). Coverage and Path answers are
 compared here: they are text matched against trusted data.
 
-Runtime: the local sandbox is opened with this interpreter (``open_reval_sandbox``), whose
-site-packages the in-sandbox script adds to its path, because 5 ClassEval programs import numpy and
-State answers of type datetime need dateutil. DREval/117 needs bs4, lxml and gensim and DREval/149
-gensim (with scipy, smart_open, wrapt): the ``reval`` extra, which ``make test`` installs; where those
-are missing the program cannot load and its questions are reported unavailable (their answers score
-as wrong). ``$STEPCODE_REVAL_SITE_DIRS`` adds
-package folders for them.
+Runtime: the programs import what the sandbox's package folders hold (both backends mount this
+interpreter's site-packages read-only: :func:`sandbox.local.default_site_dirs`): numpy for 5
+ClassEval programs, dateutil for State answers of type datetime, and bs4, lxml and gensim for
+DREval/117 and /149 (the ``reval`` extra, which ``make test`` installs). Where those are missing the
+program cannot load, its questions are reported unavailable and their answers score as wrong.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import os
-import sys
-import sysconfig
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import ExecutionRequest, open_sandbox
+from sandbox import ExecutionRequest
 from stepcode_core.evaluation import reval_tracer
 from stepcode_core.paths import shared_data_dir
 
@@ -39,6 +34,7 @@ KINDS = ("coverage", "state", "path", "output")
 STYLES = ("direct", "cot")  # REval's own templates
 PROMPT_STYLES = ("direct", "cot", "anchored")  # what evaluate_reval offers: the templates, or cot plus our states
 TRACER_SOURCE = Path(reval_tracer.__file__).read_text(encoding="utf-8")  # the prelude of every REval batch
+MEMORY_MB = 2048  # per (program, input): within what either backend's workers accept by default
 # points per query for the C,S,P,O patterns REval's Consistency.run rewards (prefixes only)
 IC_POINTS = {(1, 1, 1, 1): 1.0, (1, 1, 1, 0): 0.5, (1, 1, 0, 0): 0.25, (1, 0, 0, 0): 0.125}
 
@@ -200,21 +196,6 @@ def ic_points(c: bool, s: bool, p: bool, o: bool) -> float:
 
 # ---------------------------------------------------------------- sandbox runs
 
-def open_reval_sandbox(backend: str = "local", workers: int | None = None):
-    """A sandbox whose local workers run this interpreter, so that the programs' third-party imports
-    (numpy) resolve from our site-packages, mounted read-only like the interpreter's prefix."""
-    options = {"python": sys.executable} if backend in ("local", "auto") else None
-    return open_sandbox(backend=backend, workers=workers, local_options=options)
-
-
-def _site_dirs() -> list[str]:
-    """Package folders the in-sandbox script adds to its path: our site-packages, then
-    $STEPCODE_REVAL_SITE_DIRS (os.pathsep-separated; for the local backend they must lie under the
-    interpreter's prefix, the only host folders the sandbox mounts)."""
-    extra = [d for d in os.environ.get("STEPCODE_REVAL_SITE_DIRS", "").split(os.pathsep) if d]
-    return [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *extra]
-
-
 def _payload(program: RevalProgram, item: RevalInput, *, state_answers=(), completions=(),
              want_accepted=False, want_lines=False) -> dict:
     return {
@@ -223,7 +204,6 @@ def _payload(program: RevalProgram, item: RevalInput, *, state_answers=(), compl
         "queries": [{"lineno": q.lineno, "var": q.var} for q in item.queries],
         "state_answers": [list(a) for a in state_answers], "completions": list(completions),
         "want_accepted": want_accepted, "want_lines": want_lines,
-        "site_dirs": _site_dirs(),
         "answer_timeout": 5.0,
     }
 
@@ -231,7 +211,7 @@ def _payload(program: RevalProgram, item: RevalInput, *, state_answers=(), compl
 def _request(payload: dict) -> ExecutionRequest:
     n = len(payload["state_answers"]) + len(payload["completions"])
     return ExecutionRequest(code="main()\n", stdin=json.dumps(payload), timeout_s=min(60 + 6 * n, 3600),
-                            memory_mb=4096, output_limit_bytes=64 * 1024 * 1024)
+                            memory_mb=MEMORY_MB, output_limit_bytes=64 * 1024 * 1024)
 
 
 def _report(result) -> dict:

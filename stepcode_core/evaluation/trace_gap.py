@@ -5,25 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stepcode_core.rewards.verify import Verdict
+from stepcode_core.rewards.verify import Verdict, step_accuracy
 
 
 def trace_gap(verdicts: Sequence[Verdict]) -> dict:
-    """Step accuracy (every true state, micro-averaged), final accuracy and their gap in points,
+    """Step accuracy (:func:`stepcode_core.rewards.verify.step_accuracy`, in percent), final accuracy and their gap in points,
     plus the share of "right answer, wrong logic" responses (final right, some state wrong), from
     the verifier's verdicts (:func:`stepcode_core.rewards.verify.verify`)."""
-    step_marks = [mark for verdict in verdicts for mark in verdict.step_rewards]
     full_traces = [all(mark == 1.0 for mark in verdict.step_rewards) for verdict in verdicts]
     finals = [verdict.final_reward == 1.0 for verdict in verdicts]
     n = len(verdicts)
-    step_accuracy = 100.0 * sum(step_marks) / len(step_marks) if step_marks else 0.0
+    steps = step_accuracy(verdicts)
+    step_percent = None if steps is None else 100.0 * steps
     final_accuracy = 100.0 * sum(finals) / n if n else 0.0
     return {
         "samples": n,
-        "steps": len(step_marks),
-        "step_accuracy": step_accuracy,
+        "steps": sum(len(verdict.step_rewards) for verdict in verdicts),
+        "step_accuracy": step_percent,
         "trace_accuracy": 100.0 * sum(full_traces) / n if n else 0.0,
         "final_accuracy": final_accuracy,
-        "gap": final_accuracy - step_accuracy,
+        "gap": None if step_percent is None else final_accuracy - step_percent,
         "right_answer_wrong_logic": 100.0 * sum(f and not t for f, t in zip(finals, full_traces)) / n if n else 0.0,
     }

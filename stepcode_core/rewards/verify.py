@@ -2,8 +2,8 @@
 
 * output prediction: the states are compared with the trace of the given input; the answer is right
   when ``assert <true output> == <answer>`` passes, run the way CRUXEval's harness runs it
-  (:func:`stepcode_core.evaluation.cruxeval.score_generations`: a forked process per check, 3 s limit, its
-  anti-cheat rule), all answers to one prompt in one sandbox run;
+  (:func:`stepcode_core.evaluation.cruxeval.score_generations`: each check a sandbox item of its own,
+  3 s limit, its anti-cheat rule), so that one sample cannot change another's verdict;
 * input prediction: the answer must be one call of the entry point (read with ``ast``, never run
   here); the sandbox runs P' on it with :func:`stepcode_core.tracing.runner.run_traces`, which gives both
   ``f(pred) == output`` and the trace of the *predicted* input, against which the states are scored.
@@ -15,6 +15,7 @@ unreadable response, answer or call scores 0.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -22,7 +23,6 @@ from stepcode_core.evaluation.cruxeval import Problem, score_generations
 from stepcode_core.rewards.responses import parse_response
 from stepcode_core.rewards.steps import step_rewards
 from stepcode_core.tracing.anchors import (
-    POLICIES,
     InstrumentationError,
     InstrumentedProgram,
     instrument,
@@ -60,30 +60,24 @@ class Verdict:
     predicted_steps: list[tuple[str, str]] = field(default_factory=list)  # input prediction: trace of the predicted input
 
     @property
-    def step_accuracy(self) -> float:
-        """Mean state reward; a trace without states counts as the final reward alone."""
-        return sum(self.step_rewards) / len(self.step_rewards) if self.step_rewards else self.final_reward
-
-    @property
     def reward(self) -> float:
         """One number per response: the mean over the states and the final answer."""
         return (sum(self.step_rewards) + self.final_reward) / (len(self.step_rewards) + 1)
 
 
+def step_accuracy(verdicts: Iterable[Verdict]) -> float | None:
+    """**Step accuracy**, the one definition StepCode reports everywhere (held-out scores, training
+    curves, the trace gap): of all the true states of all the responses, the fraction predicted
+    right. States are pooled, not averaged per response, so a long trace weighs more than a short
+    one, as in the paper's step accuracy; a response whose trace has no states adds nothing. None
+    when there are no states at all."""
+    marks = [mark for verdict in verdicts for mark in verdict.step_rewards]
+    return sum(marks) / len(marks) if marks else None
+
+
 @lru_cache(maxsize=4096)
 def program_for(code: str, policy: str = "paper") -> InstrumentedProgram:
     return instrument(code, policy=policy)  # type: ignore[arg-type]
-
-
-def policy_of(code: str, instrumented_code: str) -> str:
-    """The anchor policy that turns ``code`` into ``instrumented_code`` (datasets store P', not the policy)."""
-    for policy in POLICIES:
-        try:
-            if program_for(code, policy).code == instrumented_code:
-                return policy
-        except InstrumentationError:
-            break
-    return "paper"
 
 
 def predicted_call(answer: str | None, entry_point: str | None) -> str | None:

@@ -77,24 +77,6 @@ def new_nonce() -> str:
     return secrets.token_hex(8)
 
 
-def trace_call(
-    program: InstrumentedProgram,
-    call: str | None = None,
-    expected: str | None = None,
-    nonce: str | None = None,
-    repeats: int = 1,
-) -> tuple[str, str]:
-    """Return ``(snippet, nonce)``: the line that traces ``program`` once the trace runtime is
-    loaded: it runs P', then ``call`` (e.g. ``"f(1, 2)"``), compares the value with the expression
-    ``expected`` when given, and with ``repeats`` > 1 runs the whole program again in fresh namespaces
-    and reports whether any run differed (``Trace.deterministic``); the trace is the first run's."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    nonce = nonce or new_nonce()
-    arguments = (nonce, program.max_anchor_lines, program.hit_cap, program.harness, call, expected, repeats)
-    return f"trace_program{arguments!r}\n", nonce
-
-
 def build_trace_script(
     program: InstrumentedProgram,
     call: str | None = None,
@@ -102,10 +84,16 @@ def build_trace_script(
     nonce: str | None = None,
     repeats: int = 1,
 ) -> tuple[str, str]:
-    """Return ``(script, nonce)``: a self-contained script (the runtime and the call of
-    :func:`trace_call`) for one sandbox run."""
-    snippet, nonce = trace_call(program, call, expected, nonce, repeats)
-    return RUNTIME_SOURCE + "\n" + snippet, nonce
+    """Return ``(script, nonce)``: a self-contained script (the trace runtime, then one call of its
+    ``trace_program``) that runs P', then ``call`` (e.g. ``"f(1, 2)"``), compares the value with the
+    expression ``expected`` when given, and with ``repeats`` > 1 runs the whole program again in fresh
+    namespaces and reports whether any run differed; the trace is the first run's. For one program
+    outside a batch (a test, a notebook); :func:`run_traces` sends the runtime as a batch prelude."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    nonce = nonce or new_nonce()
+    arguments = (nonce, program.max_anchor_lines, program.hit_cap, program.harness, call, expected, repeats)
+    return f"{RUNTIME_SOURCE}\ntrace_program{arguments!r}\n", nonce
 
 
 def uninstrumented(code: str) -> InstrumentedProgram:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepcode_core.models import SamplingConfig, make_engine
-from stepcode_core.rewards.verify import TaskSpec, verify
+from stepcode_core.rewards.verify import TaskSpec, step_accuracy, verify
 
 
 def evaluate(model_dir: str | Path, tasks: list[dict], sandbox, *, max_tokens: int = 256, num_samples: int = 1,
              temperature: float = 0.0, seed: int = 0, backend: str = "auto", engine=None, batch_size: int = 32) -> dict:
-    """Step accuracy (mean state reward per response), final accuracy (verified by execution) and
-    mean reward of a checkpoint's responses to ``tasks``."""
+    """Step accuracy (:func:`stepcode_core.rewards.verify.step_accuracy`), final accuracy (verified by
+    execution) and mean reward of a checkpoint's responses to ``tasks``."""
     engine = engine or make_engine(model_dir, backend=backend)
     sampling = SamplingConfig(max_new_tokens=max_tokens, temperature=temperature, num_samples=num_samples, seed=seed,
                               batch_size=batch_size)
@@ -21,7 +21,7 @@ def evaluate(model_dir: str | Path, tasks: list[dict], sandbox, *, max_tokens: i
     verdicts = verify(specs, [text for texts in responses for text in texts], sandbox)
     count = max(len(verdicts), 1)
     return {
-        "step_accuracy": sum(v.step_accuracy for v in verdicts) / count,
+        "step_accuracy": step_accuracy(verdicts),
         "final_accuracy": sum(v.final_reward for v in verdicts) / count,
         "reward": sum(v.reward for v in verdicts) / count,
         "responses": len(verdicts),

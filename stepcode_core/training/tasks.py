@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from stepcode_core.rewards.verify import policy_of
-
 
 def load_tasks(dataset_dir: str | Path, split: str = "train") -> list[dict]:
     """Task rows of a ``trace_dataset`` artifact (``tasks/<split>.parquet``), each with its program's
@@ -19,7 +17,6 @@ def load_tasks(dataset_dir: str | Path, split: str = "train") -> list[dict]:
     code_of = {row["program_id"]: row["code"] for row in pq.read_table(folder / f"{split}.parquet").to_pylist()}
     for row in tasks:
         row["code"] = code_of[row["program_id"]]
-        row["policy"] = policy_of(row["code"], row["instrumented_code"])
     return tasks
 
 

@@ -28,7 +28,7 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from stepcode_core.rewards.responses import parse_response
-from stepcode_core.rewards.verify import TaskSpec, Verdict, verify
+from stepcode_core.rewards.verify import TaskSpec, Verdict, step_accuracy, verify
 from stepcode_core.training.advantages import (
     group_matrix,
     sample_token_steps,
@@ -125,7 +125,9 @@ class BiLevelGRPOTrainer(GRPOTrainer):
             table[row, :length] = torch.as_tensor(values, dtype=torch.float32)
         output["advantages"] = table
         metrics = self._metrics[mode]
-        metrics["step_accuracy"].append(float(np.mean([v.step_accuracy for v in everyone])))
+        pooled = step_accuracy(everyone)
+        if pooled is not None:
+            metrics["step_accuracy"].append(pooled)
         metrics["final_accuracy"].append(float(np.mean([v.final_reward for v in everyone])))
         metrics["time/reward_s"].append(self.step_reward.seconds)
         metrics["time/advantages_s"].append(time.perf_counter() - started)

@@ -22,10 +22,12 @@ OFFICIAL = {"output": (34.212500000000006, 40.286706349206355), "input": (35.949
 
 
 def test_pass_at_k_matches_the_estimator():
-    assert pass_at_k(10, 0, 1) == 0.0 and pass_at_k(10, 10, 5) == 1.0
-    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
-    assert pass_at_k(10, 3, 5) == pytest.approx(1 - (7 * 6 * 5 * 4 * 3) / (10 * 9 * 8 * 7 * 6))
-    assert pass_at_k(3, 1, 5) == 1.0  # fewer samples than k, one correct: the estimator says 1
+    assert pass_at_k([10], [0], 1) == 0.0 and pass_at_k([10], [10], 5) == 100.0
+    assert pass_at_k([10], [3], 1) == pytest.approx(30.0)
+    assert pass_at_k([10], [3], 5) == pytest.approx(100 * (1 - (7 * 6 * 5 * 4 * 3) / (10 * 9 * 8 * 7 * 6)))
+    assert pass_at_k([10, 10], [0, 10], 1) == pytest.approx(50.0)  # averaged over problems
+    # fewer samples than k: the estimator would say 1 for one wrong sample; that is no measurement
+    assert pass_at_k([1], [0], 5) is None and pass_at_k([10, 3], [1, 1], 5) is None and pass_at_k([], [], 1) is None
 
 
 def test_anti_cheat_rules():
@@ -74,27 +76,11 @@ def test_cli_scores_a_generations_file(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     last = json.loads(done.stdout.strip().splitlines()[-1])
-    assert last["pass_at_1"] == pytest.approx(50.0) and last["pass_at_5"] == pytest.approx(100.0)
+    # three generations a problem: pass@5 cannot be estimated (it is not 100, as the estimator would say)
+    assert last["pass_at_1"] == pytest.approx(50.0) and last["pass_at_5"] is None
     scored = json.loads(out.read_text())
     assert scored["raw_scored_generations"] == {"sample_0": [True, False, False], "sample_1": [True, True, False]}
     assert set(scored) == {"raw_generations", "raw_scored_generations", "pass_at_1", "pass_at_5"}
     bad = subprocess.run([sys.executable, "-m", "pipelines.cli", "score", "cruxeval", "--mode", "output",
                           str(tmp_path / "none.json"), "--data", str(data)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no such file" in bad.stderr
-
-
-def test_livecodebench_rows_score_with_their_rule(local_sandbox, tmp_path):
-    from stepcode_core.evaluation.cruxeval import (
-        livecodebench_cheats,
-        load_livecodebench,
-    )
-
-    rows = [{"question_id": "q1", "contest_id": "c", "contest_date": "2024-01-01", "difficulty": "easy",
-             "function_name": "countEven", "code": "def countEven(nums):\n    return sum(n % 2 == 0 for n in nums)\n",
-             "input": "countEven([1, 2, 4])", "output": "2", "numsteps": 10}]
-    path = tmp_path / "lcb.jsonl"
-    path.write_text(json.dumps(rows[0]) + "\n")
-    problems = load_livecodebench(path)
-    generations = {"q1": ["2", "3", "countEven([1, 2, 4])"]}  # the last repeats the input: wrong by rule
-    scored = score_generations(generations, problems, "output", local_sandbox, cheat_rule=livecodebench_cheats)
-    assert scored["raw_scored_generations"]["q1"] == [True, False, False]

@@ -97,7 +97,7 @@ def test_shards_and_splits_are_stable():
 def _trace(**overrides) -> dict:
     row = {
         "program_id": "p1", "source": "generator", "entry_point": "f", "code": "def f(x):\n    return x\n",
-        "instrumented_code": "def f(x):\n    print(f'return: {x!r}')\n    return x", "input": "3",
+        "instrumented_code": "def f(x):\n    print(f'return: {x!r}')\n    return x", "policy": "dense", "input": "3",
         "status": "ok", "result": "3", "error": None, "matches_expected": None,
         "steps": [{"name": "return", "value": "3", "line": 2}], "anchor_lines": 1, "over_cap": False,
         "complete": True, "deterministic": True, "unstable_repr": False,
@@ -132,3 +132,5 @@ def test_dataset_rows_and_task_rows():
     assert output_task["reference"] == "<state>return: 3</state>\n<answer>3</answer>"
     assert input_task["answer"] == "f(3)" and "returns `3`" in input_task["prompt"]
     assert "`f(3)`" in output_task["prompt"] and tasks.RESPONSE_FORMAT in output_task["prompt"]
+    # the policy that made P' travels with the rows (a predicted input is traced under it)
+    assert program["policy"] == output_task["policy"] == input_task["policy"] == "dense"

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from sandbox import open_sandbox
 from stepcode_core.cli import main as stepcode
 from stepcode_core.evaluation.reval import (
     KINDS,
@@ -16,7 +17,6 @@ from stepcode_core.evaluation.reval import (
     ic_points,
     incremental_consistency,
     load_reval,
-    open_reval_sandbox,
     path_correct,
     reference_completion,
     reval_prompt,
@@ -43,7 +43,7 @@ def by_id(programs):
 @pytest.fixture(scope="module")
 def reval_sandbox():
     """The local sandbox run by this interpreter, so that the numpy programs load (see reval.py)."""
-    with open_reval_sandbox("local") as sandbox:
+    with open_sandbox("local") as sandbox:
         yield sandbox
 
 
@@ -214,7 +214,7 @@ def test_cli_scores_and_rejects_bad_input(tmp_path, by_id, capsys):
             _row(p, 0, "output", _wrap(p.task(0).question.replace("??", "True")))]
     preds, out = tmp_path / "preds.jsonl", tmp_path / "scored.jsonl"
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert stepcode(["score", "reval", str(preds), "--out", str(out)]) == 0
+    assert stepcode(["score", "reval", str(preds), "--out", str(out), "--backend", "local"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["correct"] for r in scored] == [True, False, True, True, False, True]
@@ -231,12 +231,29 @@ def test_cli_scores_and_rejects_bad_input(tmp_path, by_id, capsys):
         assert "stepcode score reval: " in capsys.readouterr().err
 
 
+@pytest.mark.docker
+def test_cli_scores_on_the_docker_backend(tmp_path, by_id, capsys):
+    """REval's items ask for memory the Docker pool accepts, and numpy (DREval/122 loads it) is there."""
+    from sandbox.docker_backend import docker_unavailable_reason
+
+    if (reason := docker_unavailable_reason()) is not None:
+        pytest.skip(reason)
+    p0, p122 = by_id["DREval/0"], by_id["DREval/122"]
+    rows = [_row(p0, 0, "output", _wrap(p0.task(0).question.replace("??", "True"))),
+            _row(p122, p122.tasks[0].input_idx, "output", _wrap(reference_completion(p122, p122.tasks[0].input_idx)))]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert stepcode(["score", "reval", str(preds), "--backend", "docker"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"] == 1.0
+
+
 # ---------------------------------------------------------------- the whole dataset
 
 @pytest.mark.slow
 def test_full_dataset_accepted_and_wrong_answers(programs, reval_sandbox):
     """Every question of DREval. With bs4, lxml and gensim available to the sandbox (site-packages or
-    $STEPCODE_REVAL_SITE_DIRS) the counts are REval's own: 1694 executed / 1458 not, 18 State questions
+    the sandbox's package folders) the counts are REval's own: 1694 executed / 1458 not, 18 State questions
     with no acceptable answer, IC 99.43. Without them DREval/117 and 149 are unavailable and the
     numbers are those of the other 152 programs."""
     truth = ground_truth(reval_sandbox, programs, want_accepted=True)

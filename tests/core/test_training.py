@@ -34,10 +34,10 @@ def test_presets():
         preset("huge")
 
 
-def test_load_tasks_joins_code_and_policy(tmp_path):
+def test_load_tasks_joins_code_and_keeps_the_policy(tmp_path):
     code = "def f(x):\n    y = x + 1\n    return y\n"
     (tmp_path / "tasks").mkdir()
-    rows = [{"task_id": f"p{i}:{kind}", "program_id": f"p{i}", "task": kind, "prompt": "...",
+    rows = [{"task_id": f"p{i}:{kind}", "program_id": f"p{i}", "task": kind, "prompt": "...", "policy": policy,
              "instrumented_code": instrument(code, policy).code} for i, (kind, policy) in
             enumerate([("output", "paper"), ("input", "dense")])]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "tasks" / "train.parquet")
@@ -45,7 +45,7 @@ def test_load_tasks_joins_code_and_policy(tmp_path):
                    tmp_path / "train.parquet")
     tasks = load_tasks(tmp_path, "train")
     assert [t["code"] for t in tasks] == [code, code]
-    assert tasks[0]["policy"] == "paper" and tasks[1]["policy"] in ("paper", "dense")
+    assert [t["policy"] for t in tasks] == ["paper", "dense"]  # read from the rows, not guessed
     assert [t["task"] for t in select_tasks(tasks, "input", 0, seed=0)] == ["input"]
     assert len(select_tasks(tasks, "output,input", 1, seed=0)) == 1
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepcode_core.rewards.verify import TaskSpec, policy_of, predicted_call, verify
+from stepcode_core.evaluation.trace_gap import trace_gap
+from stepcode_core.rewards.verify import (
+    TaskSpec,
+    Verdict,
+    predicted_call,
+    step_accuracy,
+    verify,
+)
 
 CODE = "def f(x):\n    y = x + 3\n    z = y * 2\n    return z\n"
 TRUTH = (("y", "7"), ("z", "14"), ("return", "14"))
@@ -25,7 +33,19 @@ def test_output_prediction(local_sandbox):
     verdicts = verify([OUTPUT] * len(responses), responses, local_sandbox)
     assert [v.step_rewards for v in verdicts] == [[1, 1, 1], [1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]]
     assert [v.final_reward for v in verdicts] == [1, 0, 0, 1, 0, 0]
-    assert verdicts[0].reward == 1.0 and verdicts[1].reward == 0.25 and verdicts[1].step_accuracy == 1 / 3
+    assert verdicts[0].reward == 1.0 and verdicts[1].reward == 0.25
+    # the states pooled over responses: 4 right of 18, not the mean of per-response means (or of final rewards)
+    assert step_accuracy(verdicts) == pytest.approx(4 / 18)
+
+
+def test_step_accuracy_is_one_definition():
+    """States pooled over all responses; a response without states adds nothing; None without any
+    state. The trace gap and the held-out scores report this number (the gap in percent)."""
+    verdicts = [Verdict([1.0, 1.0, 1.0, 0.0], 1.0), Verdict([0.0], 0.0), Verdict([], 1.0)]
+    assert step_accuracy(verdicts) == pytest.approx(3 / 5)  # per-response means would give (0.75 + 0) / 2
+    assert step_accuracy([Verdict([], 1.0)]) is None and step_accuracy([]) is None
+    assert trace_gap(verdicts)["step_accuracy"] == pytest.approx(100 * 3 / 5)
+    assert trace_gap([Verdict([], 1.0)])["step_accuracy"] is None and trace_gap([Verdict([], 1.0)])["gap"] is None
 
 
 def test_input_prediction_scores_states_against_the_predicted_inputs_trace(local_sandbox):
@@ -55,14 +75,23 @@ def test_mixed_batch_keeps_order(local_sandbox):
     assert [v.final_reward for v in verify(specs, responses, local_sandbox)] == [1, 1, 0, 0]
 
 
-def test_predicted_call_and_policy():
+def test_predicted_call():
     assert predicted_call(" f([1, 2], k=3) ", "f") == "f([1, 2], k=3)"
     assert predicted_call("f(1)(2)", "f") is None and predicted_call("f(1", "f") is None
     assert predicted_call("solve(1)", "solve") == "solve(1)" and predicted_call(None, "f") is None
-    from stepcode_core.tracing.anchors import instrument
 
-    assert policy_of(CODE, instrument(CODE, "dense").code) in ("paper", "dense")
-    assert policy_of(CODE, instrument(CODE, "paper").code) == "paper"
+
+def test_input_prediction_traces_under_the_rows_policy(local_sandbox):
+    """The dense policy anchors inside loops: the predicted input's trace, and so the states a
+    response is scored against, follow the task's policy."""
+    loop = "def f(n):\n    t = 0\n    for i in range(n):\n        t = t + i\n    return t\n"
+    spec = {"task": "input", "entry_point": "f", "input": "3", "output": "3", "code": loop, "steps": []}
+    paper, dense = (verify([TaskSpec.from_row({**spec, "policy": p})], ["<answer>f(3)</answer>"], local_sandbox)[0]
+                    for p in ("paper", "dense"))
+    assert paper.final_reward == dense.final_reward == 1.0
+    assert [name for name, _ in paper.predicted_steps] == ["t", "t", "return"]  # t = 0, after the loop, return
+    names = [name for name, _ in dense.predicted_steps]
+    assert names[0] == "t" and names.count("i") == 3 and names[-1] == "return"  # and i, t in every pass
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
