@@ -85,8 +85,19 @@ class CheckpointRegistry(dg.ConfigurableResource):
         if found is None:
             raise dg.Failure(f"checkpoint partition {key!r} is not registered; the checkpoint sensor registers "
                              f"trained and external checkpoints (registry {self._file()})")
-        if not (Path(found.model_dir) / "config.json").is_file():
+        folder = Path(found.model_dir)
+        if not (folder / "config.json").is_file():
             raise dg.Failure(f"checkpoint {key}: {found.model_dir} is no longer a Hugging Face folder")
+        # A folder changed in place holds other weights: evaluating them under this key would be wrong.
+        recorded = [cheap for cheap, owner in self._read()["fingerprints"].values() if owner == key]
+        if found.origin == "folder" and _fingerprint(folder) not in recorded:
+            try:
+                current = weights_hash(folder)
+            except ModelError as exc:
+                raise dg.Failure(f"checkpoint {key}: {exc}") from exc
+            if current != found.weights_hash:
+                raise dg.Failure(f"checkpoint {key}: {folder} changed since it was registered (its weights hash "
+                                 f"{current[:12]} now); the checkpoint sensor registers it as a new partition")
         return found
 
     def register(self, checkpoints: list[Checkpoint], fingerprints: dict[str, list[str]] | None = None) -> None:

@@ -198,7 +198,8 @@ def plan_trace_shards(config: TraceConfig, instrumented_programs: ArtifactRef):
 
 @dg.op
 def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: SandboxResource, spec: ShardSpec) -> ShardResult:
-    """Run one shard's programs in the sandbox (each twice, under two hash seeds); the shard's artifact is
+    """Run one shard's programs in the sandbox (each twice: with ``cross_check``, in two interpreters
+    under two hash seeds; without, twice in one process); the shard's artifact is
     cached by its content, so a re-run after a crash runs only the shards that were missing."""
     table = spec.programs.read_table()
     mine = [i for i, pid in enumerate(table.column("program_id").to_pylist()) if shard_of(pid, spec.num_shards) == spec.index]
@@ -268,8 +269,9 @@ def _trace_config(config: TraceConfig) -> dict:
 
 @dg.graph_asset(group_name="data", code_version=TRACES_VERSION, config=dg.ConfigMapping(config_fn=_trace_config))
 def execution_traces(instrumented_programs):
-    """Every instrumented program run in the sandbox, twice, in two interpreters with different hash
-    seeds: its trace and whether the two runs agree. Shards fan out as dynamic outputs (parallel under the multiprocess
+    """Every instrumented program run in the sandbox twice (``cross_check``, the default: in two
+    interpreters with different hash seeds; off: twice in one process, blind to hash order): its
+    trace and whether the two runs agree. Shards fan out as dynamic outputs (parallel under the multiprocess
     executor) and are merged into one artifact of Parquet shards."""
     return merge_trace_shards(plan_trace_shards(instrumented_programs).map(trace_shard).collect())
 

@@ -53,7 +53,8 @@ PUBLISHED = {
 class GenerationConfig(dg.Config):
     """How the checkpoint generates (shared by every evaluation asset)."""
 
-    engine: str = Field(default="auto", description="auto (vLLM when installed, else transformers), transformers or vllm")
+    engine: str = Field(default="auto", description="auto (vLLM when installed and a GPU is present, else "
+                        "transformers), transformers or vllm")
     max_new_tokens: int = Field(default=96, description="tokens generated per answer")
     temperature: float = Field(default=0.0, description="0: greedy")
     top_p: float = 1.0

@@ -319,7 +319,7 @@ def score_predictions(rows: Sequence[dict], programs: Sequence[RevalProgram], sa
     not run, e.g. a missing module)."""
     by_id = {p.task_id: p for p in programs}
     checked = [_check_row(i, row, by_id) for i, row in enumerate(rows)]
-    # one sandbox run per (program, input): the State answers and Output completions travel with it
+    # one sandbox item per (program, input): the State answers and Output completions travel with it
     group_of: dict[tuple[str, int], int] = {}
     groups: list[tuple[RevalProgram, RevalInput, dict]] = []
     slot: list[int | None] = []

@@ -6,10 +6,9 @@ that the rest of StepCode (the pipeline, the sandbox, tracing) runs without them
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-from stepcode_core.models import materialize_embedded_model
+from stepcode_core.models import materialize_embedded_model, vllm_preferred
 from stepcode_core.paths import stepcode_home
 from stepcode_core.training.settings import TrainSettings
 
@@ -87,10 +86,9 @@ def save_checkpoint(trainer, tokenizer, folder: Path, lora: bool) -> Path:
 
 
 def use_vllm(settings: TrainSettings) -> bool:
-    """vLLM rollouts (TRL's colocate mode) need vLLM and a GPU; ``rollout=vllm`` insists on them."""
-    import torch
-
-    available = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    """vLLM rollouts (TRL's colocate mode): ``auto`` follows :func:`stepcode_core.models.vllm_preferred`
+    (installed and a GPU present); ``rollout=vllm`` insists on both."""
+    available = vllm_preferred()
     if settings.rollout == "vllm" and not available:
         raise RuntimeError("rollout=vllm needs the vllm package and a CUDA GPU; use rollout=auto or transformers")
     return settings.rollout != "transformers" and available

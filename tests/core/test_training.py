@@ -18,13 +18,15 @@ from stepcode_core.training.tasks import load_tasks, select_tasks
 from stepcode_core.training.trainer import group_token_advantages, per_token
 
 
-def test_presets():
-    paper = PRESETS["paper"]
-    assert paper.model == "Qwen/Qwen2.5-Coder-7B-Instruct" and paper.bf16 and paper.rollout == "vllm"
-    assert (paper.grpo_num_generations, paper.grpo_learning_rate, paper.grpo_max_response_tokens, paper.grpo_lambda) == (
-        5, 1e-6, 4096, 0.3)
-    smoke = PRESETS["cpu-smoke"]
-    assert smoke.model == "embedded" and smoke.grpo_mode == "bilevel" and smoke.rollout == "auto"
+def test_presets_are_consistent():
+    """Each preset can run as it is: its GRPO step splits into whole micro-batches, its SFT context
+    holds its GRPO responses, its modes and engines are ones the code knows."""
+    for name, settings in PRESETS.items():
+        per_step = settings.grpo_prompts_per_step * settings.grpo_num_generations
+        assert per_step % (settings.grpo_micro_batch or per_step) == 0, name
+        assert settings.grpo_num_generations >= 2, f"{name}: a group of one has no advantage"
+        assert settings.sft_max_length >= settings.grpo_max_response_tokens, name
+        assert preset(name) == settings and preset(name, seed=7).seed == 7
     assert preset("cpu-smoke", grpo_mode="terminal").grpo_mode == "terminal"
     with pytest.raises(ValueError, match="grpo_mode"):
         preset("cpu-smoke", grpo_mode="ppo")

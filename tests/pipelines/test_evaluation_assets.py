@@ -111,3 +111,26 @@ def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace
         assert result.success
         (event,) = result.get_asset_materialization_events()
         assert sorted(event.step_materialization_data.materialization.metadata["checkpoints"].data) == sorted([first, second])
+
+
+def test_an_external_checkpoint_changed_in_place_becomes_a_new_partition(tmp_path, tiny_checkpoint):
+    """Same folder, new weights: the sensor registers a new partition (its key names the new
+    hash), and the old partition refuses to evaluate the weights that replaced its own."""
+    external = tmp_path / "external"
+    registry = CheckpointRegistry(registry_file=str(tmp_path / "checkpoints.json"), external_dir=str(external))
+    instance = dg.DagsterInstance.ephemeral()
+    folder = tiny_checkpoint(external / "mine", seed=1)
+    first = _tick(instance, registry)
+    (old_key,) = [request.partition_key for request in first.run_requests]
+    assert old_key == f"ext_mine-{weights_hash(folder)[:12]}"
+    assert registry.resolve(old_key).model_dir == str(folder.resolve())
+    assert not _tick(instance, registry).run_requests  # nothing changed: nothing to do
+
+    tiny_checkpoint(folder, seed=2)  # retrained in place
+    second = _tick(instance, registry)
+    (new_key,) = [request.partition_key for request in second.run_requests]
+    assert new_key != old_key and new_key == f"ext_mine-{weights_hash(folder)[:12]}"
+    assert set(instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS.name)) == {old_key, new_key}
+    assert registry.resolve(new_key).weights_hash == weights_hash(folder)
+    with pytest.raises(dg.Failure, match="changed since it was registered"):
+        registry.resolve(old_key)
