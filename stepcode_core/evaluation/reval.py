@@ -162,7 +162,7 @@ def path_correct(answer: str, truth: Sequence[int], code: str) -> bool:
     if not first:
         return False
     if first == "-1":
-        return list(truth) == [-1]
+        return -1 in truth  # not executed, or an execution that ended the run
     matched = [i + 1 for i, line in enumerate(code.split("\n")) if line.strip() == first]
     return any(n in truth for n in matched)
 

@@ -93,6 +93,7 @@ def test_path_rule_matches_code_text_not_numbers():
     assert not path_correct("5", [5], code)  # a bare line number never matches
     assert path_correct("y = 1", [4], code) and path_correct("y = 1", [2], code)  # identical lines
     assert path_correct("-1", [-1], code) and not path_correct("-1", [5], code)
+    assert path_correct("-1", [-1, 5], code) and path_correct("return y", [-1, 5], code)  # either successor
     assert not path_correct("", [-1], code)
 
 
@@ -159,6 +160,104 @@ def test_cited_examples(programs, by_id, reval_sandbox):
     ]
     marks, _ = _score(rows, programs, reval_sandbox)
     assert marks == [True, False, True, True, True, False, False, True, True, False, False, True, False]
+
+
+# ---------------------------------------------------------------- REval's own rules, not our tracer's output
+
+def test_return_entries_and_last_entry_follow_reval(programs, by_id, reval_sandbox):
+    """Written from REval's rules, not from our tracer: REval's trace records a function's return as
+    an entry of its own when it comes from another line than the last entry (here ``__init__``
+    returns at line 4 after ``clean_non_binary_chars`` ran line 7), and that entry has no variables;
+    a line that is the run's last entry has -1 among its successors."""
+    p = by_id["DREval/94"]
+    line7 = p.code.split("\n")[6].strip()
+    assert line7.startswith("self.binary_string = ''.join(filter(")
+    cleaned = "'0110100001100101011011000110110001101111'; str"
+    rows = [
+        # input 0 ends in the constructor: line 4 runs (7 follows), then returns (the last entry)
+        _row(p, 0, "path", _wrap("-1"), _query_idx(p, 0, 4)),
+        _row(p, 0, "path", _wrap(line7), _query_idx(p, 0, 4)),
+        _row(p, 0, "path", _wrap(p.code.split("\n")[9].strip()), _query_idx(p, 0, 4)),  # line 10: not run
+    ]
+    for input_idx in (1, 2, 3):
+        # line 7 is read at the constructor's return entry, which holds no variables: Nil
+        rows += [_row(p, input_idx, "state", _wrap("Nil"), _query_idx(p, input_idx, 7)),
+                 _row(p, input_idx, "state", _wrap(cleaned), _query_idx(p, input_idx, 7))]
+    marks, _ = _score(rows, programs, reval_sandbox)
+    assert marks == [True, True, False] + [True, False] * 3
+
+
+_EVENT_PROBE = """
+import json, sys
+namespace = {}
+exec(compile(CODE, "<internals>", "exec"), namespace)
+sim = namespace["AutomaticGuitarSimulator"]("C53231323")
+events = []
+def trace(frame, event, arg):
+    if frame.f_code.co_filename != "<internals>":
+        return None
+    events.append([event, frame.f_lineno])
+    return trace
+sys.settrace(trace)
+sim.display("C", "53231323")
+sys.settrace(None)
+print(json.dumps({"version": list(sys.version_info[:2]), "events": events}))
+"""
+
+
+def test_the_python_311_difference_is_the_interpreter_s_line_event(by_id, reval_sandbox):
+    """DREval/89 input 2, line 23 ``return play_list``: REval's rule takes the next trace entry, here the
+    first line event of ``display`` (line 25 ``def``, line 26 its ``return``). CPython 3.10 (REval's)
+    emits none on the ``def`` line, so REval's answer is [3, 26]; 3.11 emits one, so the same rule gives
+    [3, 25]. This is one of the 2 Path answers (of 3152) that differ for that reason alone."""
+    from sandbox import ExecutionRequest
+
+    p = by_id["DREval/89"]
+    probe = f"CODE = {p.code!r}\n" + _EVENT_PROBE
+    result = reval_sandbox.run(ExecutionRequest(code=probe, timeout_s=10))
+    assert result.status == "ok", result.stderr
+    seen = json.loads(result.stdout)
+    truth = ground_truth(reval_sandbox, [p])
+    path = truth[("DREval/89", 2)]["queries"][_query_idx(p, 2, 23)]["path"]
+    if seen["version"] == [3, 10]:
+        assert seen["events"] == [["call", 25], ["line", 26], ["return", 26]] and path == [3, 26]
+    else:
+        assert seen["version"] == [3, 11]
+        assert seen["events"] == [["call", 25], ["line", 25], ["line", 26], ["return", 26]] and path == [3, 25]
+
+
+def _python310() -> str | None:
+    """A CPython 3.10 interpreter's real path, or None. Launcher scripts such as pyenv shims are resolved
+    (they do not run inside the sandbox's root)."""
+    import glob
+    import os
+    import shutil
+    import subprocess
+
+    candidates = [os.environ.get("STEPCODE_PYTHON310"), shutil.which("python3.10"),
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10")))]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 10), sys.executable)"],
+                               capture_output=True, text=True)
+        ok, _, executable = probe.stdout.strip().partition(" ")
+        if probe.returncode == 0 and ok == "True":
+            return executable
+    return None
+
+
+def test_under_python_310_the_tracer_gives_reval_s_answer(by_id):
+    """Where a CPython 3.10 interpreter is installed, the same tracer run by it gives REval's [3, 26]."""
+    from sandbox.local import LocalBackend
+    from sandbox.pool import Sandbox
+
+    python310 = _python310()
+    if python310 is None:
+        pytest.skip("no CPython 3.10 found ($STEPCODE_PYTHON310, python3.10 on PATH, pyenv)")
+    p = by_id["DREval/89"]
+    with Sandbox(LocalBackend(python=python310, site_dirs=[]), 1) as sandbox:
+        truth = ground_truth(sandbox, [p])
+    assert truth[("DREval/89", 2)]["ok"], truth[("DREval/89", 2)]
+    assert truth[("DREval/89", 2)]["queries"][_query_idx(p, 2, 23)]["path"] == [3, 26]
 
 
 # ---------------------------------------------------------------- State parsing and Output execution
@@ -293,8 +392,13 @@ def test_full_dataset_accepted_and_wrong_answers(programs, reval_sandbox):
     assert summary["coverage"] == 1.0 and summary["path"] == 1.0 and summary["output"] == 1.0
     assert summary["state"] == pytest.approx(1 - len(no_state) / n_queries)
     executed = sum(r["response"].startswith("Some reasoning.\n[ANSWER]\nYES") for r in right if r["kind"] == "coverage")
-    if not unavailable:  # REval's own numbers
+    if not unavailable:  # REval's own numbers (SEMANTICS.md), not counts taken from our tracer
         assert n_queries == 3152 and executed == 1694 and len(no_state) == 18
+        reports = [q for r in truth.values() for q in r["queries"]]
+        assert sum(-1 in q["path"] for q in reports if q["covered"]) == 391  # the run's last entry
+        assert sum(len(q["path"]) > 1 for q in reports) == 54  # several successors
+        assert sum(q["covered"] and not q["values"] for q in reports) == 123  # executed, yet Nil
+        assert sum(len({tuple(v) for v in q["values"]}) > 1 for q in reports) == 574  # several values
         assert summary["state"] == pytest.approx(0.99429, abs=1e-5)
         assert summary["ic"] == pytest.approx(99.43, abs=0.005)
     else:  # the 152 programs without bs4/gensim: 3 unanswerable State questions (DREval/127)
