@@ -31,6 +31,7 @@ from pathlib import Path
 from sandbox.contract import ExecutionRequest, SandboxError
 from sandbox.local import default_site_dirs
 from sandbox.pool import WorkerHandle
+from sandbox.worker import SITE_ROOT
 
 log = logging.getLogger("sandbox")
 HERE = Path(__file__).resolve().parent
@@ -225,12 +226,13 @@ class DockerWorker(WorkerHandle):
         from docker.types import LogConfig
 
         b = self.backend
+        inside = [f"{SITE_ROOT}/{i}" for i in range(len(b.site_dirs))]  # fixed paths, outside the scratch dirs
         cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"], "fsize_mb": 16,
-               "tmpfs": ["/var/tmp", "/dev/shm"], "site_dirs": b.site_dirs,
+               "tmpfs": ["/var/tmp", "/dev/shm"], "site_dirs": inside,
                "uid": b.uid_base + self.index, "nproc": b.nproc}
         self.raw, self.err, self.eof = bytearray(), bytearray(), False
         listener = None
-        volumes = {folder: {"bind": folder, "mode": "ro"} for folder in b.site_dirs}
+        volumes = {folder: {"bind": path, "mode": "ro"} for folder, path in zip(b.site_dirs, inside)}
         if b.ipc_dir:
             name = f"w{self.index}-{self.replacements}-{uuid.uuid4().hex[:8]}.sock"
             path = os.path.join(b.ipc_dir, name)

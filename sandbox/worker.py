@@ -176,6 +176,7 @@ def _enter_namespaces(cfg: Config) -> None:
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "hosts", "localtime",
         "os-release", "mime.types")
 _DEVICES = ("null", "zero", "full", "random", "urandom")
+SITE_ROOT = "/site-packages"  # where the package folders the items may import from are mounted (read-only)
 
 
 def _enter_minimal_root(libc, cfg: Config) -> None:
@@ -183,13 +184,13 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     /etc files and device nodes, our own /proc, and writable tmpfs on /tmp, /var/tmp, /dev/shm."""
     root = "/tmp"  # a mount point that exists everywhere; the host's /tmp stays untouched below it
     prefixes = {"/usr"}
-    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
-                   *(d for d in cfg.site_dirs if os.path.isdir(d))):
+    for prefix in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))):
         if not any(prefix == p or prefix.startswith(p + "/") for p in prefixes):
             prefixes.add(prefix)
     # Opened before the new root covers /tmp: an interpreter there (a checkout's .venv under /tmp) would
     # otherwise vanish from sight; binding from /proc/self/fd reaches it still.
     prefix_fds = {prefix: os.open(prefix, os.O_PATH | os.O_DIRECTORY) for prefix in prefixes}
+    site_fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in cfg.site_dirs if os.path.isdir(d)]
     _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"))
 
     def bind(src: str, read_only: bool = True, source: str | None = None) -> None:
@@ -210,6 +211,14 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     for prefix in sorted(prefixes - under_scratch):
         os.makedirs(root + prefix, exist_ok=True)
         bind(prefix, source=f"/proc/self/fd/{prefix_fds.pop(prefix)}")
+    # Package folders at fixed paths of their own, wherever the host keeps them: never inside a scratch dir
+    cfg.site_dirs = []
+    for index, fd in enumerate(site_fds):
+        inside = f"{SITE_ROOT}/{index}"
+        os.makedirs(root + inside)
+        bind(inside, source=f"/proc/self/fd/{fd}")
+        os.close(fd)
+        cfg.site_dirs.append(inside)
     os.makedirs(root + "/etc")
     for name in _ETC:
         host = "/etc/" + name
@@ -896,7 +905,8 @@ def main() -> int:
             for fd in (script, *(fd for _, fd in cfg.cg.limits), *cfg.cg.oom):
                 os.set_inheritable(fd, True)  # the cgroup files are needed after the exec too
             # Start afresh (-S, no ctypes, nothing of the set-up): a worker half the size forks faster.
-            raw = {**raw, "serving": True, "cgroups": joined, "cg": cfg.cg.to_wire(), "script_fd": script}
+            raw = {**raw, "serving": True, "cgroups": joined, "cg": cfg.cg.to_wire(), "script_fd": script,
+                   "site_dirs": cfg.site_dirs}  # their paths inside the minimal root
             os.execv(sys.executable, [sys.executable, "-I", "-S", f"/proc/self/fd/{script}", json.dumps(raw)])
     pending = None
     if raw.get("channel"):

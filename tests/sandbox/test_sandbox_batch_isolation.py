@@ -304,3 +304,21 @@ def test_scratch_is_wiped_even_when_an_item_is_quicker_than_the_clock(sb):
     reader = R(code="import os\nprint([n for d in ('/var/tmp', '/dev/shm', '/tmp') for n in os.listdir(d) if n != 'run'])")
     results = sb.run_batch([writer, reader, renamer, reader] * 25)
     assert {r.stdout for r in results[1::2]} == {"[]\n"}
+
+
+def test_package_folders_under_tmp_stay_out_of_the_scratch_dirs(backend, tmp_path, request):
+    """A package folder the host keeps under /tmp (a checkout's virtualenv there, as on a CI machine) is
+    importable, yet leaves nothing in the items' /tmp: it is mounted at a path of its own."""
+    from sandbox import open_sandbox
+
+    assert str(tmp_path).startswith("/tmp/")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "host_package_probe.py").write_text("VALUE = 42\n")
+    options = {"site_dirs": [str(site)]}
+    if backend == "docker":
+        options["image"] = request.getfixturevalue("docker_image")
+    with open_sandbox(backend, workers=1, **{f"{backend}_options": options}) as sb:
+        results = sb.run_batch([R(code="import host_package_probe, os\n"
+                                       "print(host_package_probe.VALUE, sorted(os.listdir('/tmp')))")] * 2)
+    assert [r.stdout for r in results] == ["42 ['run']\n"] * 2, results
