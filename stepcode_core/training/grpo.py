@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from stepcode_core.training.modeling import (
     device_dtype,
     load_model,
     lora_config,
-    save_checkpoint,
+    train_and_save,
     use_vllm,
 )
 from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings
@@ -87,13 +86,8 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
             peft_config=lora_config(settings), callbacks=[curves], reward=reward, mode=settings.grpo_mode,
             lam=settings.grpo_lambda,
         )
-        try:
-            output = trainer.train()
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    folder = save_checkpoint(trainer, tokenizer, output_dir, settings.lora)
-    metrics = {"train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 1), "steps": trainer.state.global_step,
-               "tasks": len(chosen), "rollout": "vllm" if vllm else "transformers", "mode": settings.grpo_mode}
+        folder, metrics = train_and_save(trainer, tokenizer, scratch, output_dir, settings.lora, len(chosen))
+    metrics.update(rollout="vllm" if vllm else "transformers", mode=settings.grpo_mode)
     if curves.rows:
         metrics.update({f"last_{k}": v for k, v in curves.rows[-1].items() if k not in ("step", "elapsed_s")})
     return TrainingResult(folder, curves.rows, metrics)

@@ -6,6 +6,7 @@ that the rest of StepCode (the pipeline, the sandbox, tracing) runs without them
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from stepcode_core.models import materialize_embedded_model, vllm_preferred
@@ -83,6 +84,19 @@ def save_checkpoint(trainer, tokenizer, folder: Path, lora: bool) -> Path:
     (folder / "training_args.bin").unlink(missing_ok=True)  # pickled run arguments, not weights (and not stable)
     trainer.accelerator.wait_for_everyone()
     return folder
+
+
+def train_and_save(trainer, tokenizer, scratch: str, output_dir: Path, lora: bool, n_tasks: int) -> tuple[Path, dict]:
+    """Run ``trainer``, remove its scratch output folder (nothing is saved there), save the checkpoint to
+    ``output_dir``; returns the folder and the metrics every training run reports."""
+    try:
+        output = trainer.train()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    folder = save_checkpoint(trainer, tokenizer, output_dir, lora)
+    metrics = {"train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 1), "steps": trainer.state.global_step,
+               "tasks": n_tasks}
+    return folder, metrics
 
 
 def use_vllm(settings: TrainSettings) -> bool:

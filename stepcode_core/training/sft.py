@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from stepcode_core.training.modeling import (
     device_dtype,
     load_model,
     lora_config,
-    save_checkpoint,
+    train_and_save,
 )
 from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings
 from stepcode_core.training.tasks import messages, select_tasks
@@ -51,13 +50,7 @@ def run_sft(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, se
                      progress)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config(settings), callbacks=[curves])
-    try:
-        output = trainer.train()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    folder = save_checkpoint(trainer, tokenizer, output_dir, settings.lora)
-    metrics = {"train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 1), "steps": trainer.state.global_step,
-               "tasks": len(chosen)}
+    folder, metrics = train_and_save(trainer, tokenizer, scratch, output_dir, settings.lora, len(chosen))
     if curves.rows:
         metrics["final_loss"] = curves.rows[-1].get("loss")
     return TrainingResult(folder, curves.rows, metrics)
