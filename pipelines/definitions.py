@@ -14,6 +14,7 @@ from pipelines.jobs import (
     evaluation_job,
     stepcode_all_job,
 )
+from pipelines.launchers import LocalTrainingLauncher
 from pipelines.resources import SandboxResource
 from pipelines.sensors import checkpoint_sensor, report_after_evaluation
 from pipelines.storage import ArtifactStore
@@ -31,7 +32,8 @@ data_refresh_schedule = dg.ScheduleDefinition(
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([data, training, evaluation]),
     asset_checks=DATA_CHECKS,
-    resources={"store": ArtifactStore(), "sandbox": SandboxResource(), "checkpoint_registry": CheckpointRegistry()},
+    resources={"store": ArtifactStore(), "sandbox": SandboxResource(), "checkpoint_registry": CheckpointRegistry(),
+               "training_launcher": LocalTrainingLauncher()},
     jobs=[stepcode_all_job, data_refresh_job, evaluation_job, eval_report_job],
     schedules=[data_refresh_schedule],
     sensors=[checkpoint_sensor, report_after_evaluation],

@@ -48,12 +48,16 @@ class SandboxResource(dg.ConfigurableResource):
             self._pool = self._start()
         return contextlib.nullcontext(self._pool)
 
-    def _start(self) -> Sandbox:
+    def open_options(self) -> dict:
+        """``open_sandbox`` keywords for this configuration (a training child opens its own pool)."""
         docker_options = {"memory_mb": self.docker_memory_mb, "pids_limit": self.pids_limit, "tmpfs_mb": self.tmpfs_mb}
         if self.docker_image:
             docker_options["image"] = self.docker_image
-        return open_sandbox(backend=self.backend, workers=self.workers or None, docker_options=docker_options,
-                            local_options={"tmpfs_mb": self.tmpfs_mb})
+        return {"backend": self.backend, "workers": self.workers or None, "docker_options": docker_options,
+                "local_options": {"tmpfs_mb": self.tmpfs_mb}}
+
+    def _start(self) -> Sandbox:
+        return open_sandbox(**self.open_options())
 
     def request(self, code: str, stdin: str = "", **limits) -> ExecutionRequest:
         """An ExecutionRequest with this resource's default limits (``limits`` override them)."""

@@ -17,7 +17,8 @@ from sandbox.contract import (
     ExecutionResult,
     SandboxError,
 )
-from sandbox.open import open_sandbox
+from sandbox.open import open_sandbox, remove_orphaned_workers
 from sandbox.pool import Sandbox
 
-__all__ = ["STATUSES", "Batch", "ExecutionRequest", "ExecutionResult", "Sandbox", "SandboxError", "open_sandbox"]
+__all__ = ["STATUSES", "Batch", "ExecutionRequest", "ExecutionResult", "Sandbox", "SandboxError", "open_sandbox",
+           "remove_orphaned_workers"]

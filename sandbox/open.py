@@ -6,7 +6,7 @@ import logging
 import os
 
 from sandbox.contract import SandboxError
-from sandbox.docker_backend import DockerBackend, docker_unavailable_reason
+from sandbox.docker_backend import DockerBackend, docker_client, docker_unavailable_reason, remove_stale_containers
 from sandbox.local import LocalBackend
 from sandbox.pool import Sandbox
 
@@ -42,3 +42,16 @@ def open_sandbox(backend: str = "auto", workers: int | None = None, *, docker_op
     chosen = LocalBackend(**(local_options or {}))
     log.info("sandbox: using the local backend (%s)", "namespaces + uid drop" if chosen.isolate else "rlimits only")
     return Sandbox(chosen, n)
+
+
+def remove_orphaned_workers() -> int:
+    """Remove the sandbox containers of processes that died without closing their pool (a killed
+    training rank); local workers need nothing, they exit when their owner's pipe closes. Returns
+    how many were removed."""
+    if docker_unavailable_reason() is not None:
+        return 0
+    client = docker_client(timeout=10)
+    try:
+        return remove_stale_containers(client)
+    finally:
+        client.close()

@@ -1,25 +1,27 @@
 """Training assets (group ``training``): the base model, the SFT warm start and the Bi-Level GRPO
 checkpoint, each a Hugging Face folder named by the ``model_dir`` metadata and versioned by its
-weights. Training runs in the ``gpu`` concurrency pool (one at a time); unchanged inputs, config and
-code reuse the cached checkpoint and train nothing."""
+weights. Training runs in processes of its own, launched through Dagster Pipes by the
+``training_launcher`` resource (local processes, or a Kubernetes GPU pod), and takes the ``gpu``
+concurrency pool; unchanged inputs, config and code reuse the cached checkpoint and launch nothing."""
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
+from pipelines.launchers import TrainingLauncher, failure_from
 from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown
 from pipelines.versions import code_version
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.paths import stepcode_home
-from stepcode_core.training.curves import plot_curves
-from stepcode_core.training.held_out import evaluate
 from stepcode_core.training.settings import TrainSettings, preset
-from stepcode_core.training.sft import run_sft
-from stepcode_core.training.tasks import load_tasks, select_tasks
 
 BASE_MODEL_VERSION = code_version(__name__, "base_model")  # derived from the code (pipelines.versions)
 
@@ -108,30 +110,30 @@ def _settings(config: dg.Config, fields: dict[str, str]) -> TrainSettings:
         raise dg.Failure(f"training config: {exc}") from exc
 
 
-def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: SandboxResource, code_version: str,
-           settings: TrainSettings, start: ArtifactRef, start_dir: str, trace_dataset: ArtifactRef, phase: str,
-           train) -> dg.Output:
-    """The body both checkpoint assets share: train (or reuse the cached artifact), plot, score the
-    held-out tasks, version by the weights."""
-
-    def progress(name: str, step: int, total: int, row: dict) -> None:
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step" and isinstance(v, float))
-        context.log.info(f"{name} step {step}/{total}: {shown}")
+def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: SandboxResource,
+           launcher: TrainingLauncher, code_version: str, settings: TrainSettings, start: ArtifactRef, start_dir: str,
+           trace_dataset: ArtifactRef, phase: str) -> dg.Output:
+    """The body both checkpoint assets share: reuse the cached artifact, or launch the training
+    child (:mod:`pipelines.training_child`) through the launcher, which trains, plots and scores the
+    held-out tasks; version by the weights."""
 
     def write(folder: Path) -> dict:
-        tasks = load_tasks(trace_dataset.path, "train")
-        context.log.info(f"{phase}: preset {settings.name}, {len(tasks)} training tasks, from {start_dir}")
-        with sandbox.open() as opened:
-            result = train(start_dir, tasks, folder / "model", settings, opened, progress)
-            (folder / "curves.json").write_text(json.dumps(result.curves, indent=1))
-            plot_curves(result.curves, folder / "curves.png", title=f"{phase} ({settings.name})")
-            held_out = {}
-            val = select_tasks(load_tasks(trace_dataset.path, "val"), settings.tasks, settings.eval_tasks, settings.seed)
-            if settings.eval_tasks and val:
-                held_out = evaluate(result.checkpoint_dir, val, opened, max_tokens=settings.eval_max_tokens)
-                context.log.info(f"{phase}: held-out {held_out}")
-        return {"metrics": result.metrics, "held_out": held_out, "weights_hash": weights_hash(folder / "model"),
-                "settings": settings.to_dict()}
+        errors_dir = Path(tempfile.mkdtemp(prefix=f"stepcode-{phase}-errors-"))
+        options = sandbox.open_options()
+        options["workers"] = options["workers"] or max(1, (os.cpu_count() or 1) // launcher.num_processes)
+        extras = {"phase": phase, "model_dir": start_dir, "dataset": trace_dataset.path, "out": str(folder),
+                  "settings": settings.to_dict(), "sandbox": options, "errors_dir": str(errors_dir)}
+        context.log.info(f"{phase}: preset {settings.name}, from {start_dir}, {launcher.num_processes} process(es)")
+        try:
+            invocation = launcher.launch(context, extras)
+        except DagsterPipesExecutionError as exc:
+            raise failure_from(exc, errors_dir) from exc
+        finally:
+            shutil.rmtree(errors_dir, ignore_errors=True)
+        reported = invocation.get_custom_messages()
+        if not reported:
+            raise dg.Failure(f"{phase}: the training processes ended without reporting a result")
+        return reported[-1]
 
     def to_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
         shown = {
@@ -141,6 +143,8 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
             "training": dg.MetadataValue.json(meta["metrics"]),
             "settings": dg.MetadataValue.json(meta["settings"]),
         }
+        if meta.get("timings"):
+            shown["timings_s"] = dg.MetadataValue.json(meta["timings"])
         for key, value in meta["held_out"].items():
             shown[f"held_out_{key}"] = value
         plot = ref.file("curves.png")
@@ -155,33 +159,23 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
     return dg.Output(output.value, data_version=dg.DataVersion(digest), metadata=output.metadata)
 
 
-def _sft(start_dir, tasks, folder, settings, sandbox, progress):
-    return run_sft(start_dir, tasks, folder, settings, progress)
-
-
-def _grpo(start_dir, tasks, folder, settings, sandbox, progress):
-    from stepcode_core.training.grpo import (
-        run_grpo,  # loads TRL and torch: the code location's load does not pay it
-    )
-
-    return run_grpo(start_dir, tasks, folder, settings, sandbox=sandbox, progress=progress)
-
-
 @dg.asset(group_name="training", code_version=SFT_VERSION, pool="gpu")
 def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTCheckpointConfig, store: ArtifactStore,
-                   sandbox: SandboxResource, base_model: ArtifactRef, trace_dataset: ArtifactRef) -> dg.Output:
+                   sandbox: SandboxResource, training_launcher: TrainingLauncher, base_model: ArtifactRef,
+                   trace_dataset: ArtifactRef) -> dg.Output:
     """Supervised warm start (TRL SFTTrainer) on the trace dataset's tasks, prompt → reference
     response; a Hugging Face folder (``model_dir``), the loss curve, held-out step/final accuracy."""
     settings = _settings(config, _SFT_FIELDS)
-    return _train(context, store, sandbox, SFT_VERSION, settings, base_model, base_model.path, trace_dataset, "sft",
-                  _sft)
+    return _train(context, store, sandbox, training_launcher, SFT_VERSION, settings, base_model, base_model.path,
+                  trace_dataset, "sft")
 
 
 @dg.asset(group_name="training", code_version=GRPO_VERSION, pool="gpu")
 def grpo_checkpoint(context: dg.AssetExecutionContext, config: GRPOCheckpointConfig, store: ArtifactStore,
-                    sandbox: SandboxResource, sft_checkpoint: ArtifactRef, trace_dataset: ArtifactRef) -> dg.Output:
+                    sandbox: SandboxResource, training_launcher: TrainingLauncher, sft_checkpoint: ArtifactRef,
+                    trace_dataset: ArtifactRef) -> dg.Output:
     """Bi-Level GRPO (TRL GRPOTrainer with per-token step advantages) from the SFT checkpoint, rewards
     verified in the sandbox; curves of reward, step/final accuracy, KL, response length and loss."""
     settings = _settings(config, _GRPO_FIELDS)
-    return _train(context, store, sandbox, GRPO_VERSION, settings, sft_checkpoint, str(sft_checkpoint.file("model")),
-                  trace_dataset, "grpo", _grpo)
+    return _train(context, store, sandbox, training_launcher, GRPO_VERSION, settings, sft_checkpoint,
+                  str(sft_checkpoint.file("model")), trace_dataset, "grpo")

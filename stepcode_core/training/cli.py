@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from stepcode_core.training.curves import plot_curves
@@ -44,8 +45,11 @@ def _train(args: argparse.Namespace) -> int:
     tasks = load_tasks(dataset, "train")
     out = Path(args.out)
 
+    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch only rank 0 speaks
+
     def progress(phase: str, step: int, total: int, row: dict) -> None:
-        print(json.dumps({"phase": phase, "step": step, "total": total, **row}), flush=True)
+        if main:
+            print(json.dumps({"phase": phase, "step": step, "total": total, **row}), flush=True)
 
     model = resolve_model(args.model)
     if args.phase == "sft":
@@ -56,7 +60,8 @@ def _train(args: argparse.Namespace) -> int:
         )
 
         result = run_grpo(model, tasks, out, settings, progress=progress)
-    (out / "curves.json").write_text(json.dumps(result.curves, indent=1))
-    plot_curves(result.curves, out / "curves.png", title=f"{args.phase} ({settings.name})")
-    print(json.dumps({"checkpoint_dir": str(result.checkpoint_dir), **result.metrics}))
+    if main:
+        (out / "curves.json").write_text(json.dumps(result.curves, indent=1))
+        plot_curves(result.curves, out / "curves.png", title=f"{args.phase} ({settings.name})")
+        print(json.dumps({"checkpoint_dir": str(result.checkpoint_dir), **result.metrics}))
     return 0

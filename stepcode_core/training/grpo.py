@@ -15,10 +15,11 @@ from stepcode_core.training.modeling import (
     device_dtype,
     load_model,
     lora_config,
+    process_count,
     train_and_save,
     use_vllm,
 )
-from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings
+from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings, batch_shape
 from stepcode_core.training.tasks import messages, select_tasks
 from stepcode_core.training.trainer import BiLevelGRPOTrainer, SandboxReward
 
@@ -26,7 +27,7 @@ from stepcode_core.training.trainer import BiLevelGRPOTrainer, SandboxReward
 def _grpo_rows(tasks: list[dict]) -> list[dict]:
     return [
         {
-            "prompt": messages(row["prompt"]), "task": row["task"], "entry_point": row.get("entry_point") or "f",
+            "prompt": messages(row["prompt"]), "task_id": row.get("task_id"), "task": row["task"], "entry_point": row.get("entry_point") or "f",
             "input": row["input"], "output": row.get("output") or "None", "code": row["code"],
             "policy": row.get("policy") or "paper",
             "steps_json": json.dumps([[step["name"], step["value"]] for step in row.get("steps") or []]),
@@ -53,10 +54,9 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
     missing = [row["task_id"] for row in chosen if not row.get("code")]
     if missing:
         raise ValueError(f"tasks lack their program's code (use load_tasks): {missing[:3]}")
-    per_step = settings.grpo_prompts_per_step * settings.grpo_num_generations
-    micro = settings.grpo_micro_batch or per_step
-    if per_step % micro:
-        raise ValueError(f"grpo_micro_batch ({micro}) must divide prompts_per_step x G ({per_step})")
+    # A group's samples may sit on two processes: the trainer gathers verdicts before the advantages.
+    micro, accumulation = batch_shape(settings.grpo_prompts_per_step * settings.grpo_num_generations,
+                                      settings.grpo_micro_batch, process_count(settings), "grpo_prompts_per_step x G")
     steps = settings.grpo_steps or max(1, math.ceil(settings.grpo_epochs * len(chosen) / settings.grpo_prompts_per_step))
     model, tokenizer = load_model(str(model_dir), settings)
     _, cuda = device_dtype(settings)
@@ -64,7 +64,7 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
     scratch = tempfile.mkdtemp(prefix="stepcode-grpo-")  # the trainer's output_dir; nothing is saved there
     args = GRPOConfig(
         output_dir=scratch, max_steps=steps, learning_rate=settings.grpo_learning_rate,
-        lr_scheduler_type="constant", per_device_train_batch_size=micro, gradient_accumulation_steps=per_step // micro,
+        lr_scheduler_type="constant", per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
         num_generations=settings.grpo_num_generations, max_completion_length=settings.grpo_max_response_tokens,
         temperature=settings.grpo_temperature, top_p=settings.grpo_top_p, beta=settings.grpo_beta,
         epsilon=settings.grpo_epsilon, loss_type="dapo", mask_truncated_completions=settings.grpo_mask_truncated,
@@ -72,6 +72,7 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
         seed=settings.seed, data_seed=settings.seed, bf16=settings.bf16 and cuda,
         gradient_checkpointing=settings.gradient_checkpointing, use_vllm=vllm, vllm_mode="colocate",
         vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization, disable_tqdm=True, log_completions=False,
+        use_cpu=not cuda,
     )
     curves = CurvesCallback("grpo", {"reward": "reward", "step_accuracy": "step_accuracy", "final_accuracy": "final_accuracy",
                               "kl": "kl", "completions/mean_length": "response_length", "loss": "loss",
@@ -84,7 +85,8 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
         trainer = BiLevelGRPOTrainer(
             model=model, args=args, train_dataset=Dataset.from_list(_grpo_rows(chosen)), processing_class=tokenizer,
             peft_config=lora_config(settings), callbacks=[curves], reward=reward, mode=settings.grpo_mode,
-            lam=settings.grpo_lambda,
+            lam=settings.grpo_lambda, reproducible_rollouts=settings.grpo_reproducible_rollouts and not vllm,
+            record_to=output_dir / "rollouts" if settings.grpo_record_rollouts else None,
         )
         folder, metrics = train_and_save(trainer, tokenizer, scratch, output_dir, settings.lora, len(chosen))
     metrics.update(rollout="vllm" if vllm else "transformers", mode=settings.grpo_mode)

@@ -27,6 +27,15 @@ def device_dtype(settings: TrainSettings):
     return (torch.bfloat16 if settings.bf16 and cuda else torch.float32), cuda
 
 
+def process_count(settings: TrainSettings) -> int:
+    """How many training processes take part (``accelerate launch --num_processes``; 1 under plain
+    python). Without CUDA they talk over gloo, which accelerate uses only when told ``cpu``."""
+    from accelerate import PartialState
+
+    _, cuda = device_dtype(settings)
+    return PartialState(cpu=not cuda).num_processes
+
+
 def load_model(model_dir: str, settings: TrainSettings):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -94,8 +103,10 @@ def train_and_save(trainer, tokenizer, scratch: str, output_dir: Path, lora: boo
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     folder = save_checkpoint(trainer, tokenizer, output_dir, lora)
+    accelerator = trainer.accelerator
     metrics = {"train_runtime_s": round(output.metrics.get("train_runtime", 0.0), 1), "steps": trainer.state.global_step,
-               "tasks": n_tasks}
+               "tasks": n_tasks, "processes": accelerator.num_processes,
+               "distributed": str(accelerator.distributed_type).removeprefix("DistributedType.")}
     return folder, metrics
 
 

@@ -33,16 +33,16 @@ class TrainSettings:
     # SFT warm start
     sft_epochs: float = 1.0
     sft_learning_rate: float = 5e-5
-    sft_batch_size: int = 8
-    sft_gradient_accumulation: int = 1
+    sft_batch_size: int = 8  # sequences per optimizer step, over all processes
+    sft_micro_batch: int = 0  # sequences per forward/backward on one process; 0: its whole share at once
     sft_max_length: int = 1024
     sft_max_tasks: int = 0  # 0: every training task
     # Bi-Level GRPO
     grpo_steps: int = 0  # optimizer steps; 0: grpo_epochs over the tasks
     grpo_epochs: float = 1.0
-    grpo_prompts_per_step: int = 2  # per process
+    grpo_prompts_per_step: int = 2  # prompts per optimizer step, over all processes (x G sequences)
     grpo_num_generations: int = 4  # G
-    grpo_micro_batch: int = 0  # sequences per forward/backward; 0: the whole step at once
+    grpo_micro_batch: int = 0  # sequences per forward/backward on one process; 0: its whole share at once
     grpo_learning_rate: float = 1e-6
     grpo_max_response_tokens: int = 256
     grpo_temperature: float = 1.0
@@ -56,6 +56,11 @@ class TrainSettings:
     # learn to run on past its answer until it is cut, and lose the final reward.
     grpo_mask_truncated: bool = True
     grpo_max_tasks: int = 0  # 0: every training task
+    # Each completion sampled alone with a seed of its own (seed, step, global index): the same rollouts
+    # whatever the number of processes, at the price of batching (transformers rollouts only). For
+    # checking a distributed run against a single-process one.
+    grpo_reproducible_rollouts: bool = False
+    grpo_record_rollouts: bool = False  # write every completion, its verdict and its per-token advantages
     verify_timeout_s: float = 3.0
     vllm_gpu_memory_utilization: float = 0.3
     # held-out evaluation after training
@@ -91,12 +96,24 @@ PRESETS: dict[str, TrainSettings] = {
     # paper is silent: beta = 0.001 (verl's kl_loss_coef default), 32 prompts x G per step.
     "paper": TrainSettings(
         name="paper", model="Qwen/Qwen2.5-Coder-7B-Instruct", bf16=True, rollout="vllm", gradient_checkpointing=True,
-        sft_epochs=2.0, sft_learning_rate=1e-5, sft_batch_size=4, sft_gradient_accumulation=8, sft_max_length=6144,
+        sft_epochs=2.0, sft_learning_rate=1e-5, sft_batch_size=32, sft_micro_batch=4, sft_max_length=6144,
         grpo_epochs=2.0, grpo_prompts_per_step=32, grpo_num_generations=5, grpo_micro_batch=4,
         grpo_learning_rate=1e-6, grpo_max_response_tokens=4096, grpo_lambda=0.3, grpo_beta=0.001,
         eval_tasks=256, eval_max_tokens=4096, vllm_gpu_memory_utilization=0.3,
     ),
 }
+
+
+def batch_shape(sequences: int, micro_batch: int, processes: int, name: str = "batch") -> tuple[int, int]:
+    """(per-process micro batch, gradient accumulation steps) for ``sequences`` per optimizer step
+    split over ``processes``: the same global batch, hence the same update, on 1 GPU or 8."""
+    if sequences % processes:
+        raise ValueError(f"{name}: {sequences} sequences per step do not split over {processes} processes")
+    share = sequences // processes
+    micro = micro_batch or share
+    if share % micro:
+        raise ValueError(f"{name}: the micro batch ({micro}) must divide each process's {share} sequences per step")
+    return micro, share // micro
 
 
 def preset(name: str, **overrides) -> TrainSettings:

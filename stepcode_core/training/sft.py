@@ -10,9 +10,10 @@ from stepcode_core.training.modeling import (
     device_dtype,
     load_model,
     lora_config,
+    process_count,
     train_and_save,
 )
-from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings
+from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings, batch_shape
 from stepcode_core.training.tasks import messages, select_tasks
 
 
@@ -34,17 +35,18 @@ def run_sft(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, se
         {"prompt": messages(row["prompt"]), "completion": [{"role": "assistant", "content": row["reference"]}]}
         for row in chosen
     ])
+    micro, accumulation = batch_shape(settings.sft_batch_size, settings.sft_micro_batch, process_count(settings),
+                                      "sft_batch_size")
     model, tokenizer = load_model(str(model_dir), settings)
     _, cuda = device_dtype(settings)
     scratch = tempfile.mkdtemp(prefix="stepcode-sft-")  # the trainer's output_dir; nothing is saved there
     args = SFTConfig(
         output_dir=scratch, num_train_epochs=settings.sft_epochs,
         learning_rate=settings.sft_learning_rate, lr_scheduler_type="constant",
-        per_device_train_batch_size=settings.sft_batch_size,
-        gradient_accumulation_steps=settings.sft_gradient_accumulation, max_length=settings.sft_max_length,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation, max_length=settings.sft_max_length,
         completion_only_loss=True, packing=False, logging_steps=1, save_strategy="no", report_to="none",
         seed=settings.seed, bf16=settings.bf16 and cuda, gradient_checkpointing=settings.gradient_checkpointing,
-        dataset_num_proc=None, disable_tqdm=True,
+        dataset_num_proc=None, disable_tqdm=True, use_cpu=not cuda,
     )
     curves = CurvesCallback("sft", {"loss": "loss", "mean_token_accuracy": "token_accuracy", "learning_rate": "learning_rate"},
                      progress)

@@ -15,12 +15,19 @@ step-reward matrix, computes the advantages with :mod:`stepcode_core.training.ad
 completion tokens and replaces ``advantages`` (B,) with a (B, T) tensor. TRL's loss unsqueezes only
 1-D advantages (``_compute_loss``), so the (B, T) tensor multiplies the per-token ratios directly.
 TRL's own reward normalization (``scale_rewards``) then plays no part in the update.
+
+Across processes: a group's G samples may sit on two ranks, so the verdicts are gathered (in rank
+order, as TRL gathers rewards) before the group statistics, and each rank takes its own rows back at
+``process_index * len(local)``. ``reproducible_rollouts`` samples each completion alone under a seed
+of its own, and ``record_to`` writes every completion with its verdict and per-token advantages:
+together they let a test compare a distributed step with a single-process one.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,11 +98,26 @@ class BiLevelGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose advantages are Bi-Level GRPO's, per token (see the module docstring).
     ``mode``: ``terminal`` | ``step`` | ``bilevel``; ``lam``: weight of the intra-trajectory term."""
 
-    def __init__(self, *args, reward: SandboxReward, mode: str = "bilevel", lam: float = 0.3, **kwargs):
+    def __init__(self, *args, reward: SandboxReward, mode: str = "bilevel", lam: float = 0.3,
+                 reproducible_rollouts: bool = False, record_to: Path | None = None, **kwargs):
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.step_reward = reward
         self.advantage_mode = mode
         self.lam = lam
+        self.reproducible_rollouts = reproducible_rollouts
+        self.record_to = Path(record_to) if record_to else None
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if not self.reproducible_rollouts or self.use_vllm or images is not None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        first = self.accelerator.process_index * len(prompt_ids)  # this rank's rows in the global batch
+        completions, logprobs = [], []
+        for index, ids in enumerate(prompt_ids):
+            torch.manual_seed(rollout_seed(self.args.seed, self.state.global_step, first + index))
+            one, one_logprobs = super()._generate_single_turn([ids], None, multimodal_fields, num_generations)
+            completions += list(one)
+            logprobs = None if one_logprobs is None or logprobs is None else logprobs + list(one_logprobs)
+        return completions, logprobs
 
     def _generate(self, prompts):
         started = time.perf_counter()  # the rollout (transformers generate or vLLM), timed for the curves
@@ -124,6 +146,8 @@ class BiLevelGRPOTrainer(GRPOTrainer):
             values = per_token(advantages[offset + row], decode(tokens), tokens, decode)
             table[row, :length] = torch.as_tensor(values, dtype=torch.float32)
         output["advantages"] = table
+        if self.record_to is not None:
+            self._record(inputs, local, offset, ids, mask, table, decode)
         metrics = self._metrics[mode]
         pooled = step_accuracy(everyone)
         if pooled is not None:
@@ -132,3 +156,22 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         metrics["time/reward_s"].append(self.step_reward.seconds)
         metrics["time/advantages_s"].append(time.perf_counter() - started)
         return output
+
+    def _record(self, inputs, verdicts, offset, ids, mask, table, decode) -> None:
+        """One JSON line per local completion: where it sits in the global batch, its text and
+        tokens, its verdict and the advantage of each of its tokens."""
+        self.record_to.mkdir(parents=True, exist_ok=True)
+        with open(self.record_to / f"rank{self.accelerator.process_index}.jsonl", "a") as out:
+            for row, verdict in enumerate(verdicts):
+                length = int(mask[row].sum().item())
+                tokens = ids[row, :length].tolist()
+                out.write(json.dumps({
+                    "step": self.state.global_step, "index": offset + row, "task_id": inputs[row].get("task_id"),
+                    "completion": decode(tokens), "completion_ids": tokens, "step_rewards": list(verdict.step_rewards),
+                    "final_reward": verdict.final_reward, "advantages": table[row, :length].tolist(),
+                }) + "\n")
+
+
+def rollout_seed(seed: int, step: int, index: int) -> int:
+    """The sampling seed of one completion: a function of its place in the global batch only."""
+    return (seed * 1_000_003 + step * 10_007 + index) % 2**31

@@ -4,7 +4,7 @@ reward on held-out prompts must rise by a margin. Fixed seeds. The ``step`` and 
 run too (one step each: they must train and save a checkpoint, not show a gain).
 
 Sizes are set by a 2-core CPU. The model is a 2-layer, 128-wide Llama trained from scratch
-(:func:`tiny_model` below, a 400-token BPE): SmolLM2-135M's rollouts cost ~15 s a
+(the ``tiny_model`` fixture, a 400-token BPE): SmolLM2-135M's rollouts cost ~15 s a
 GRPO step here, the tiny model's ~1 s, so a hundred steps fit. SFT is stopped on purpose while
 copying values is half learned (it has just emerged by step ~220 of 272), so the policy samples right
 and wrong states and GRPO has room. The held-out reward is measured by sampling at the training
@@ -24,44 +24,6 @@ from stepcode_core.training.sft import run_sft
 from stepcode_core.training.tiny_task import tiny_task_rows
 
 pytestmark = pytest.mark.learning
-
-# ChatML without SmolLM2's default system prompt: the tiny model has no use for it, and under the
-# retrained tokenizer it is 64 of a prompt's 145 tokens (measured).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def tiny_model(folder, tokenizer_dir, corpus: list[str], *, vocab_size: int = 400, layers: int = 2, hidden: int = 128,
-               heads: int = 4, seed: int = 0):
-    """A randomly initialised ``LlamaForCausalLM`` (``layers`` decoder layers, ``hidden`` wide, tied
-    embeddings), saved with its tokenizer as a Hugging Face folder under ``folder``. The tokenizer is
-    ``tokenizer_dir``'s (pre-tokenizer, special tokens) retrained as a ``vocab_size`` BPE on ``corpus``
-    (the texts the model will see), with :data:`CHAT_TEMPLATE`: a 49K vocabulary would make the LM
-    head most of a CPU step. The model knows nothing, not even the language: SFT has to teach it the
-    task. For learning tests and benchmarks where a pretrained model's rollouts do not fit a CPU budget."""
-    from pathlib import Path
-
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = Path(folder)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir).train_new_from_iterator(corpus, vocab_size=vocab_size)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)  # the initial weights are a function of the seed
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
 
 SETTINGS = preset(
     "cpu-smoke", seed=0, train_top_layers=0, sft_max_tasks=0, sft_epochs=17.0, sft_learning_rate=3e-3,
@@ -91,7 +53,7 @@ def tiny_tasks(local_sandbox):
 
 
 @pytest.fixture(scope="module")
-def sft_dir(tiny_tasks, tmp_path_factory):
+def sft_dir(tiny_tasks, tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("tiny")
     corpus = [row["prompt"] + "\n" + row["reference"] for row in tiny_tasks[0]]  # the tokenizer's training text
     base = tiny_model(folder / "base", materialize_embedded_model(stepcode_home() / "models"), corpus, seed=0)

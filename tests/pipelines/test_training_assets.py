@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from pipelines.assets import training
+from pipelines.launchers import LocalTrainingLauncher
 from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactStore
 from stepcode_core.models import weights_hash
@@ -25,7 +26,8 @@ RUN_CONFIG = {"ops": {
 def _materialize(root, tiny_trace_dataset):
     return dg.materialize(
         [training.base_model, tiny_trace_dataset, training.sft_checkpoint, training.grpo_checkpoint],
-        resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local", workers=2)},
+        resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local", workers=2),
+                   "training_launcher": LocalTrainingLauncher()},
         run_config=RUN_CONFIG,
     )
 

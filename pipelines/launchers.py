@@ -1,0 +1,185 @@
+"""Where training runs: a resource chosen per deployment (``training_launcher``).
+
+Both launchers start :mod:`pipelines.training_child` through Dagster Pipes with the same extras and
+the same command, ``python -m pipelines.training_child`` for one process and ``accelerate launch
+--num_processes N [--config_file F] -m pipelines.training_child`` for several:
+
+* :class:`LocalTrainingLauncher` (the default): child processes on the machine of the run;
+* :class:`KubernetesTrainingLauncher`: one GPU pod through dagster-k8s' ``PipesK8sClient``, from the
+  pod spec in ``configs/k8s_training_pod.yaml``.
+
+Going from the CPU demo to 8 GPUs or a cluster changes the launcher's configuration, nothing else:
+the global batch sizes in the training settings do not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import yaml
+from dagster._core.errors import DagsterExecutionInterruptedError, DagsterPipesExecutionError  # not exported
+from pydantic import Field
+
+from pipelines import training_child  # imported for its name, and so that its code is the assets' code
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHILD_MODULE = training_child.__name__
+PR_SET_PDEATHSIG = 1
+
+
+def training_command(num_processes: int, accelerate_config: str = "", python: str = sys.executable) -> list[str]:
+    """The child's command line: plain python for one process without a config, else accelerate."""
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if num_processes == 1 and not accelerate_config:
+        return [python, "-m", CHILD_MODULE]
+    command = [python, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--num_machines", "1"]
+    if accelerate_config:
+        command += ["--config_file", str(_resolve(accelerate_config))]
+    else:  # DDP: torchrun starts the ranks (on a machine without CUDA they use gloo)
+        command += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return [*command, "-m", CHILD_MODULE]
+
+
+def _resolve(path: str) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+
+
+class TrainingLauncher(dg.ConfigurableResource):
+    """Starts the training child for a checkpoint asset and returns the Pipes invocation."""
+
+    num_processes: int = Field(default=1, description="training processes (one per GPU); 1: plain python")
+    accelerate_config: str = Field(default="", description="accelerate config file (FSDP, ZeRO-3), relative "
+                                   "to the checkout or absolute; empty: DDP when num_processes > 1")
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        return training_command(self.num_processes, self.accelerate_config, python)
+
+    def launch(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation:
+        raise NotImplementedError
+
+
+class ProcessGroupPipesClient(dg.PipesSubprocessClient):
+    """``PipesSubprocessClient`` whose child leads a process group of its own, and on cancellation
+    the whole group is stopped: SIGTERM to every process, SIGKILL to whatever is left after the grace
+    period. Written by hand because Dagster's client signals only its direct child (and leaves it
+    running if it outlives the timeout), while ``accelerate launch`` has one process per rank below
+    it. The child also receives SIGTERM if the run's process dies (PR_SET_PDEATHSIG)."""
+
+    def run(self, *, context, extras=None, command, env=None, cwd=None) -> dg.PipesClientCompletedInvocation:
+        with dg.open_pipes_session(context=context, context_injector=self.context_injector,
+                                message_reader=self.message_reader, extras=extras) as session:
+            process = subprocess.Popen(
+                command, cwd=cwd or self.cwd, start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, **self.env, **(env or {}), **session.get_bootstrap_env_vars()},
+            )
+            try:
+                process.wait()
+            except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+                context.log.info(f"[pipes] run interrupted: stopping the training processes (group {process.pid})")
+                stop_process_group(process, self.termination_timeout_seconds)
+                raise
+            finally:
+                if process.poll() is None:  # an unexpected error while waiting
+                    stop_process_group(process, self.termination_timeout_seconds)
+            if process.returncode != 0:
+                raise DagsterPipesExecutionError(f"training processes failed with code {process.returncode}")
+        return dg.PipesClientCompletedInvocation(session)
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the group ``process`` leads, wait up to ``grace_s``, then SIGKILL what is left."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _group_alive(process.pid):
+            break
+    from sandbox import remove_orphaned_workers  # containers whose owning rank was killed
+
+    remove_orphaned_workers()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+class LocalTrainingLauncher(TrainingLauncher):
+    """Training processes on the run's machine (CPU or its GPUs)."""
+
+    termination_grace_s: float = Field(default=30.0, description="after a cancel, seconds before SIGKILL")
+    threads_per_process: int = Field(default=0, description="torch threads per rank; 0: the CPUs shared out")
+
+    def launch(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation:
+        threads = self.threads_per_process or max(1, (os.cpu_count() or 1) // self.num_processes)
+        client = ProcessGroupPipesClient(termination_timeout_seconds=self.termination_grace_s)
+        context.log.info(f"launching {' '.join(self.command())}")
+        return client.run(context=context, extras=extras, command=self.command(), cwd=str(REPO_ROOT),
+                          env={"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO_ROOT)})
+
+
+class KubernetesTrainingLauncher(TrainingLauncher):
+    """One GPU pod per training run through ``PipesK8sClient`` (dagster-k8s). The image holds this
+    checkout and its environment; the pod must see the artifact folder at the same path as the run
+    (a shared volume, as in the example spec), since the child reads the dataset and writes the
+    checkpoint there."""
+
+    num_processes: int = 8
+    image: str = Field(default="", description="container image with this checkout installed")
+    namespace: str = "default"
+    pod_spec: str = Field(default="configs/k8s_training_pod.yaml", description="base pod spec (YAML)")
+    python: str = Field(default="python", description="the interpreter inside the image")
+    load_incluster_config: bool = Field(default=False, description="True when Dagster itself runs in the cluster")
+    kubeconfig_file: Optional[str] = None
+
+    def base_pod_spec(self) -> dict:
+        spec = yaml.safe_load(_resolve(self.pod_spec).read_text())
+        if not isinstance(spec, dict) or not spec.get("containers"):
+            raise ValueError(f"{self.pod_spec}: a pod spec needs a `containers` list")
+        return spec
+
+    def pod_body(self, pod_name: str = "stepcode-training", env: Optional[dict] = None):
+        """The pod as PipesK8sClient will create it (a ``kubernetes.client.V1Pod``), for checking."""
+        from dagster_k8s.pipes import build_pod_body
+
+        return build_pod_body(pod_name=pod_name, image=self.image or None, command=self.command(self.python),
+                              env_vars=env or {}, base_pod_meta={"labels": {"app": "stepcode-training"}},
+                              base_pod_spec=self.base_pod_spec())
+
+    def launch(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation:
+        from dagster_k8s import PipesK8sClient
+
+        if not self.image:
+            raise dg.Failure("KubernetesTrainingLauncher needs an image")
+        client = PipesK8sClient(load_incluster_config=self.load_incluster_config, kubeconfig_file=self.kubeconfig_file)
+        return client.run(context=context, extras=extras, image=self.image, command=self.command(self.python),
+                          namespace=self.namespace, base_pod_meta={"labels": {"app": "stepcode-training"}},
+                          base_pod_spec=self.base_pod_spec())
+
+
+def failure_from(exc: Exception, errors_dir: Path) -> dg.Failure:
+    """A dg.Failure whose description holds each failed rank's last traceback lines."""
+    tails = [f"{path.stem}:\n{path.read_text()}" for path in sorted(errors_dir.glob("rank*.txt"))]
+    detail = "\n".join(tails) if tails else "(no rank left a traceback; see the step's stderr)"
+    return dg.Failure(description=f"{exc}\n{detail}", metadata={"errors": dg.MetadataValue.md(f"```\n{detail}\n```")})

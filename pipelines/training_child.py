@@ -1,0 +1,128 @@
+"""The training process a checkpoint asset launches through Dagster Pipes.
+
+``python -m pipelines.training_child`` (one process) or ``accelerate launch ... -m
+pipelines.training_child`` (one per rank; see :mod:`pipelines.launchers`). The parameters come as
+Pipes extras: ``phase`` (sft | grpo), ``model_dir``, ``dataset`` (a trace_dataset folder), ``out``
+(the artifact folder), ``settings`` (TrainSettings fields), ``sandbox`` (``open_sandbox`` keywords)
+and ``errors_dir``. Every rank trains; rank 0 alone opens the Pipes message channel and reports each
+logged step as a log line of the run, the final metadata (a custom message: metrics, held-out
+numbers, weights hash, timings) and a failure's traceback. Any rank that fails leaves the last lines
+of its traceback in ``errors_dir`` for the asset's error message.
+
+Only ``dagster-pipes`` is imported from Dagster, so the child is light and ``stepcode_core`` stays free
+of Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader, open_dagster_pipes
+
+TRACEBACK_LINES = 12  # of a failure, in the run's log and the asset's error
+
+
+def _extras_without_channel() -> dict:
+    """The extras for ranks other than 0: the context is read, the message channel left to rank 0."""
+    params = PipesEnvVarParamsLoader().load_context_params()
+    with PipesDefaultContextLoader().load_context(params) as data:
+        return dict(data.get("extras") or {})
+
+
+def _terminate_cleanly(signum, frame):  # noqa: ARG001
+    # SIGTERM (a cancelled run, torchrun closing its workers) unwinds the stack, so sandboxes close.
+    raise SystemExit(128 + signum)
+
+
+def train(extras: dict, log=None) -> dict:
+    """Train one phase as the extras say; on rank 0 also plot, score held-out tasks and return the
+    final metadata (other ranks return {})."""
+    from sandbox import open_sandbox
+    from stepcode_core.models import weights_hash
+    from stepcode_core.training.curves import plot_curves
+    from stepcode_core.training.held_out import evaluate
+    from stepcode_core.training.settings import TrainSettings
+    from stepcode_core.training.tasks import load_tasks, select_tasks
+
+    started = time.perf_counter()
+    rank = int(os.environ.get("RANK", "0"))
+    settings = TrainSettings().replace(**extras["settings"])
+    phase, out = extras["phase"], Path(extras["out"])
+    tasks = load_tasks(extras["dataset"], "train")
+
+    def progress(name: str, step: int, total: int, row: dict) -> None:
+        if log is not None:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step" and isinstance(v, float))
+            log.info(f"{name} step {step}/{total}: {shown}")
+
+    with contextlib.ExitStack() as stack:
+        sandbox = None
+        if phase == "grpo" or (rank == 0 and settings.eval_tasks):
+            sandbox = stack.enter_context(open_sandbox(**extras.get("sandbox", {})))
+        loaded = time.perf_counter()
+        if phase == "sft":
+            from stepcode_core.training.sft import run_sft
+
+            result = run_sft(extras["model_dir"], tasks, out / "model", settings, progress)
+        else:
+            from stepcode_core.training.grpo import run_grpo
+
+            result = run_grpo(extras["model_dir"], tasks, out / "model", settings, sandbox=sandbox, progress=progress)
+        trained = time.perf_counter()
+        if rank != 0:
+            return {}
+        (out / "curves.json").write_text(json.dumps(result.curves, indent=1))
+        plot_curves(result.curves, out / "curves.png", title=f"{phase} ({settings.name})")
+        held_out = {}
+        val = select_tasks(load_tasks(extras["dataset"], "val"), settings.tasks, settings.eval_tasks, settings.seed)
+        if settings.eval_tasks and val:
+            held_out = evaluate(result.checkpoint_dir, val, sandbox, max_tokens=settings.eval_max_tokens)
+            if log is not None:
+                log.info(f"{phase}: held-out {held_out}")
+    timings = {"start_s": round(loaded - started, 1), "train_s": round(trained - loaded, 1),
+               "held_out_s": round(time.perf_counter() - trained, 1)}
+    return {"metrics": result.metrics, "held_out": held_out, "weights_hash": weights_hash(out / "model"),
+            "settings": settings.to_dict(), "timings": timings}
+
+
+def _record_failure(errors_dir: str | None, rank: int) -> str:
+    tail = "".join(traceback.format_exc().splitlines(keepends=True)[-TRACEBACK_LINES:])
+    if errors_dir:
+        with contextlib.suppress(OSError):
+            Path(errors_dir).mkdir(parents=True, exist_ok=True)
+            (Path(errors_dir) / f"rank{rank}.txt").write_text(tail)
+    return tail
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate_cleanly)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        extras = _extras_without_channel()
+        try:
+            train(extras)
+        except BaseException:
+            _record_failure(extras.get("errors_dir"), rank)
+            raise
+        return 0
+    with open_dagster_pipes() as pipes:
+        extras = dict(pipes.extras)
+        try:
+            meta = train(extras, pipes.log)
+        except BaseException:
+            tail = _record_failure(extras.get("errors_dir"), rank)
+            pipes.log.error(f"training failed on rank 0:\n{tail}")
+            raise
+        pipes.report_custom_message(meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
