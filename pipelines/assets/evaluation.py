@@ -58,6 +58,8 @@ class GenerationConfig(dg.Config):
     max_new_tokens: int = Field(default=96, description="tokens generated per answer")
     temperature: float = Field(default=0.0, description="0: greedy")
     top_p: float = 1.0
+    vllm_gpu_memory_utilization: float = Field(
+        default=0.85, description="fraction of the GPU's memory vLLM may take (one model per GPU: the `gpu` pool)")
     num_samples: int = Field(default=1, description="samples per prompt; pass@5 needs at least 5")
     batch_size: int = 16
     seed: int = 0
@@ -100,7 +102,8 @@ def _checkpoint_ref(context, registry: CheckpointRegistry) -> tuple[ArtifactRef,
 
 
 def _engine(model_dir: str, generation: GenerationConfig):
-    return make_engine(model_dir, backend=generation.engine)
+    return make_engine(model_dir, backend=generation.engine,
+                       vllm_options={"gpu_memory_utilization": generation.vllm_gpu_memory_utilization})
 
 
 def _progress(context, label: str):
@@ -144,7 +147,8 @@ def _markdown(rows: list[dict]) -> str:
     return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, floatfmt=".1f", missingval="-")
 
 
-@dg.asset(group_name="evaluation", code_version=CRUXEVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
+@dg.asset(group_name="evaluation", code_version=CRUXEVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS,
+          pool="gpu")
 def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, store: ArtifactStore,
                   sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
     """CRUXEval input and output prediction: pass@1 (and pass@5 with 5+ samples), scored exactly as
@@ -179,7 +183,8 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
     return cached_output(context, store, CRUXEVAL_VERSION, config.model_dump(), inputs, write, _summary_metadata)
 
 
-@dg.asset(group_name="evaluation", code_version=LIVECODEBENCH_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
+@dg.asset(group_name="evaluation", code_version=LIVECODEBENCH_VERSION, partitions_def=CHECKPOINT_PARTITIONS,
+          pool="gpu")
 def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchConfig, store: ArtifactStore,
                        sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
     """LiveCodeBench code execution (output prediction), scored as LCB's harness scores it (its
@@ -214,7 +219,8 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                          _summary_metadata)
 
 
-@dg.asset(group_name="evaluation", code_version=REVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
+@dg.asset(group_name="evaluation", code_version=REVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS,
+          pool="gpu")
 def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: ArtifactStore,
                sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
     """REval's four tasks (coverage, state, path, output) and Incremental Consistency, with ground
@@ -247,7 +253,8 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
                          [checkpoint, *(file_ref(p, f"data:{p.name}") for p in data_files)], write, _summary_metadata)
 
 
-@dg.asset(group_name="evaluation", code_version=TRACE_GAP_VERSION, partitions_def=CHECKPOINT_PARTITIONS)
+@dg.asset(group_name="evaluation", code_version=TRACE_GAP_VERSION, partitions_def=CHECKPOINT_PARTITIONS,
+          pool="gpu")
 def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, store: ArtifactStore,
                    sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry,
                    trace_dataset: ArtifactRef) -> dg.Output:
@@ -355,7 +362,8 @@ def _plot_report(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-@dg.asset(group_name="evaluation", code_version=REPORT_VERSION, deps=list(EVAL_ASSETS))
+# In the pool too, though it loads no model: every training and evaluation asset is, without exceptions.
+@dg.asset(group_name="evaluation", code_version=REPORT_VERSION, deps=list(EVAL_ASSETS), pool="gpu")
 def eval_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.Output:
     """Every evaluated checkpoint beside the published numbers, as a table and a bar chart."""
     summaries = latest_summaries(context.instance)

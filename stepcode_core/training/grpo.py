@@ -19,7 +19,12 @@ from stepcode_core.training.modeling import (
     train_and_save,
     use_vllm,
 )
-from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings, batch_shape
+from stepcode_core.training.settings import (
+    Progress,
+    TrainingResult,
+    TrainSettings,
+    batch_shape,
+)
 from stepcode_core.training.tasks import messages, select_tasks
 from stepcode_core.training.trainer import BiLevelGRPOTrainer, SandboxReward
 

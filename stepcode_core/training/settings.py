@@ -67,7 +67,7 @@ class TrainSettings:
     eval_tasks: int = 16
     eval_max_tokens: int = 256
 
-    def replace(self, **overrides) -> "TrainSettings":
+    def replace(self, **overrides) -> TrainSettings:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")

@@ -13,7 +13,12 @@ from stepcode_core.training.modeling import (
     process_count,
     train_and_save,
 )
-from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings, batch_shape
+from stepcode_core.training.settings import (
+    Progress,
+    TrainingResult,
+    TrainSettings,
+    batch_shape,
+)
 from stepcode_core.training.tasks import messages, select_tasks
 
 

@@ -139,7 +139,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         offset = self.accelerator.process_index * len(local)
         ids, mask = output["completion_ids"], output["completion_mask"]
         table = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-        decode = lambda part: self.processing_class.decode(part, skip_special_tokens=True)  # noqa: E731
+        decode = lambda part: self.processing_class.decode(part, skip_special_tokens=True)
         for row in range(ids.size(0)):
             length = int(mask[row].sum().item())
             tokens = ids[row, :length].tolist()
@@ -166,7 +166,8 @@ class BiLevelGRPOTrainer(GRPOTrainer):
                 length = int(mask[row].sum().item())
                 tokens = ids[row, :length].tolist()
                 out.write(json.dumps({
-                    "step": self.state.global_step, "index": offset + row, "task_id": inputs[row].get("task_id"),
+                    "step": self.state.global_step, "rank": self.accelerator.process_index, "index": offset + row,
+                    "task_id": inputs[row].get("task_id"),
                     "completion": decode(tokens), "completion_ids": tokens, "step_rewards": list(verdict.step_rewards),
                     "final_reward": verdict.final_reward, "advantages": table[row, :length].tolist(),
                 }) + "\n")

@@ -80,7 +80,23 @@ def test_config_overrides_and_errors():
         training._settings(training.SFTCheckpointConfig(preset="huge"), training._SFT_FIELDS)
 
 
-def test_assets_declare_the_gpu_pool_and_group():
-    for asset in (training.sft_checkpoint, training.grpo_checkpoint):
-        assert asset.group_names_by_key[asset.key] == "training"
-        assert asset.op.pool == "gpu"
+def test_every_training_and_evaluation_asset_takes_the_gpu_pool():
+    from pipelines.definitions import defs
+
+    def pool(asset):  # a graph-backed asset's pool is that of its ops
+        return asset.op.pool if isinstance(asset.node_def, dg.OpDefinition) else \
+            ",".join(sorted({op.pool or "" for op in asset.node_def.iterate_op_defs()})) or None
+
+    pools = {key.to_user_string(): (asset.group_names_by_key[key], pool(asset)) for asset in defs.assets for key in asset.keys}
+    chosen = {name: pool for name, (group, pool) in pools.items() if group in ("training", "evaluation")}
+    assert {"base_model", "sft_checkpoint", "grpo_checkpoint", "eval_cruxeval", "eval_livecodebench", "eval_reval",
+            "eval_trace_gap", "eval_report"} <= set(chosen)
+    assert set(chosen.values()) == {"gpu"}, chosen
+    assert not any(pool for group, pool in pools.values() if group == "data")  # the data stages run side by side
+
+
+def test_the_instance_runs_one_gpu_asset_at_a_time():
+    import yaml
+
+    instance = yaml.safe_load((Path(__file__).resolve().parents[2] / "dagster.yaml").read_text())
+    assert instance["concurrency"]["pools"]["default_limit"] == 1

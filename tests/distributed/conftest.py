@@ -1,0 +1,66 @@
+"""What the distributed tests share: a half-trained tiny model on the tiny trace task, so that a
+GRPO group's samples disagree and its advantages are not all zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stepcode_core.models import materialize_embedded_model
+from stepcode_core.paths import stepcode_home
+from stepcode_core.training.settings import preset
+from stepcode_core.training.tiny_task import tiny_task_rows
+from tests.distributed.launching import GRPO, SFT, launch_training
+
+TASKS, HELD_OUT = 528, 16
+
+
+def write_trace_dataset(folder: Path, rows: list[dict]) -> Path:
+    """``rows`` in trace_dataset's layout: tasks/{split}.parquet and the programs' code beside them."""
+    (folder / "tasks").mkdir(parents=True, exist_ok=True)
+    for split, part in (("train", rows[:-HELD_OUT]), ("val", rows[-HELD_OUT:])):
+        pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "code"} for r in part]),
+                       folder / "tasks" / f"{split}.parquet")
+        programs = {r["program_id"]: {"program_id": r["program_id"], "code": r["code"]} for r in part}
+        pq.write_table(pa.Table.from_pylist(list(programs.values())), folder / f"{split}.parquet")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def half_trained(tmp_path_factory, local_sandbox, tiny_model):
+    """{"dataset", "base", "sft"}: the tiny trace task as a trace_dataset folder, a tiny random Llama
+    and that model after 272 SFT steps, when copying values has just begun to work (its samples
+    are right and wrong). About two minutes on two cores, once per session."""
+    import torch
+
+    from stepcode_core.training.sft import run_sft
+
+    root = tmp_path_factory.mktemp("half_trained")
+    rows = tiny_task_rows(TASKS, 1, local_sandbox)
+    dataset = write_trace_dataset(root / "dataset", rows)
+    corpus = [row["prompt"] + "\n" + row["reference"] for row in rows]
+    base = tiny_model(root / "base", materialize_embedded_model(stepcode_home() / "models"), corpus, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        settings = preset("cpu-smoke", seed=0, train_top_layers=0, sft_max_tasks=0, sft_epochs=17.0,
+                          sft_learning_rate=3e-3, sft_batch_size=32, eval_tasks=0)
+        run_sft(base, rows[:-HELD_OUT], root / "sft", settings)
+    finally:
+        torch.set_num_threads(threads)
+    return {"dataset": dataset, "base": base, "sft": root / "sft"}
+
+
+@pytest.fixture(scope="session")
+def grpo_one_process(half_trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grpo1") / "model"
+    return launch_training(1, "grpo", half_trained["sft"], half_trained["dataset"], out, GRPO), out
+
+
+@pytest.fixture(scope="session")
+def sft_one_process(half_trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft1") / "model"
+    return launch_training(1, "sft", half_trained["base"], half_trained["dataset"], out, SFT), out
