@@ -13,7 +13,7 @@ from stepcode_core.paths import stepcode_home
 from stepcode_core.rewards.verify import Verdict
 from stepcode_core.tracing.anchors import instrument
 from stepcode_core.training.curves import plot_curves
-from stepcode_core.training.settings import PRESETS, preset
+from stepcode_core.training.settings import PRESETS, batch_shape, preset
 from stepcode_core.training.tasks import load_tasks, select_tasks
 from stepcode_core.training.trainer import group_token_advantages, per_token
 
@@ -22,8 +22,10 @@ def test_presets_are_consistent():
     """Each preset can run as it is: its GRPO step splits into whole micro-batches, its SFT context
     holds its GRPO responses, its modes and engines are ones the code knows."""
     for name, settings in PRESETS.items():
-        per_step = settings.grpo_prompts_per_step * settings.grpo_num_generations
-        assert per_step % (settings.grpo_micro_batch or per_step) == 0, name
+        for processes in (1, 2) if name == "cpu-smoke" else (1, 8):  # where each preset is meant to run
+            batch_shape(settings.grpo_prompts_per_step * settings.grpo_num_generations, settings.grpo_micro_batch,
+                        processes)
+            batch_shape(settings.sft_batch_size, settings.sft_micro_batch, processes)
         assert settings.grpo_num_generations >= 2, f"{name}: a group of one has no advantage"
         assert settings.sft_max_length >= settings.grpo_max_response_tokens, name
         assert preset(name) == settings and preset(name, seed=7).seed == 7
@@ -34,6 +36,17 @@ def test_presets_are_consistent():
         preset("paper", learning_rate=1.0)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+def test_batch_shape_keeps_the_global_batch_whatever_the_processes():
+    # The paper's GRPO step: 32 prompts x G = 5 = 160 sequences, micro-batches of 4.
+    assert batch_shape(160, 4, 1) == (4, 40)
+    assert batch_shape(160, 4, 8) == (4, 5)
+    assert batch_shape(18, 0, 2) == (9, 1)  # 0: a process's whole share at once
+    with pytest.raises(ValueError, match="do not split over 4 processes"):
+        batch_shape(18, 0, 4)
+    with pytest.raises(ValueError, match=r"micro batch \(4\) must divide each process's 9"):
+        batch_shape(18, 4, 2)
 
 
 def test_load_tasks_joins_code_and_keeps_the_policy(tmp_path):

@@ -236,3 +236,130 @@ def test_the_kubernetes_pod_is_valid_and_runs_the_child():
     assert config["distributed_type"] == "MULTI_GPU" and config["num_processes"] == 8
     with pytest.raises(dg.Failure, match="image"):
         KubernetesTrainingLauncher().launch(None, {})
+
+
+UI_LOCATION = textwrap.dedent('''
+    from pathlib import Path
+    import dagster as dg
+    from pipelines.assets import training
+    from pipelines.launchers import LocalTrainingLauncher
+    from pipelines.resources import SandboxResource
+    from pipelines.storage import ArtifactRef, ArtifactStore
+
+    @dg.asset(name="trace_dataset", group_name="data")
+    def trace_dataset():
+        return dg.Output(ArtifactRef("trace_dataset", "x", {dataset!r}, "x"), data_version=dg.DataVersion("x"))
+
+    @dg.asset(name="sft_checkpoint", group_name="training")
+    def sft_checkpoint():  # grpo_checkpoint reads <path>/model
+        return dg.Output(ArtifactRef("sft_checkpoint", "x", {sft_parent!r}, "x"), data_version=dg.DataVersion("x"))
+
+    defs = dg.Definitions(
+        assets=[trace_dataset, sft_checkpoint, training.grpo_checkpoint],
+        jobs=[dg.define_asset_job("grpo_run", selection=["trace_dataset", "sft_checkpoint", "grpo_checkpoint"])],
+        resources={{"store": ArtifactStore(root={store!r}), "sandbox": SandboxResource(),
+                   "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1)}},
+    )
+''')
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _training_processes() -> set[int]:
+    """Every process running the training child, and everything below them (sandbox workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"pipelines.training_child" in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found | {child for pid in found for child in _descendants(pid)}
+
+
+def test_a_run_from_the_ui_shows_the_steps_and_its_cancel_leaves_nothing(half_trained, tmp_path):
+    """`dagster dev` (webserver, daemon, code server; runs in run workers, steps in subprocesses), the
+    UI's GraphQL calls: launch grpo_checkpoint on two processes, read its step lines and metadata;
+    launch a long one and terminate it as the UI's *Terminate* button does."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "model").symlink_to(half_trained["sft"])
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    location = tmp_path / "location.py"
+    location.write_text(UI_LOCATION.format(dataset=str(half_trained["dataset"]), sft_parent=str(tmp_path / "sft"),
+                                           store=str(tmp_path / "store")))
+    port = _free_port()
+    log = (tmp_path / "dev.log").open("w")
+    dev = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-f", str(location), "-p", str(port)],
+                           cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                           env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)})
+    try:
+        client = _wait_for_ui(port, dev, tmp_path / "dev.log")
+        instance = dg.DagsterInstance.from_config(str(tmp_path / "home"))
+        settings = {key: value for key, value in GRPO.items() if key != "grpo_steps"}
+
+        def launch(steps: int) -> str:
+            return client.submit_job_execution("grpo_run", run_config={"ops": {"grpo_checkpoint": {"config": {
+                "steps": steps, "overrides_json": json.dumps(settings)}}}})
+
+        finished = launch(1)
+        assert _wait_for(lambda: client.get_run_status(finished).value in ("SUCCESS", "FAILURE"), 400)
+        messages = [entry.user_message for entry in instance.all_logs(finished)]
+        assert client.get_run_status(finished).value == "SUCCESS", messages[-20:]
+        assert any(m.startswith("grpo step 1/1: ") and "reward" in m for m in messages), [m for m in messages if "grpo" in m]
+        event = instance.get_latest_materialization_event(dg.AssetKey("grpo_checkpoint"))
+        metadata = event.asset_materialization.metadata
+        assert metadata["training"].data["processes"] == 2 and "curves" in metadata and "weights_hash" in metadata
+
+        cancelled = launch(1000)
+        assert _wait_for(lambda: any("grpo step 2/1000" in e.user_message for e in instance.all_logs(cancelled)), 400)
+        running = _training_processes()
+        assert len(running) >= 3  # accelerate's torchrun and its two ranks, at least
+        client.terminate_run(cancelled)
+        assert _wait_for(lambda: client.get_run_status(cancelled).value == "CANCELED", 120)
+        assert _wait_for(lambda: not {pid for pid in running if _alive(pid)}, 30), \
+            {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in running if _alive(pid)}
+        assert not _training_processes()
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
+        log.close()
+
+
+def _wait_for(condition, timeout_s: float, every_s: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every_s)
+    return condition()
+
+
+def _wait_for_ui(port: int, dev: subprocess.Popen, log: Path):
+    import urllib.request
+
+    from dagster_graphql import DagsterGraphQLClient
+
+    def up() -> bool:
+        assert dev.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    assert _wait_for(up, 180), log.read_text()[-3000:]
+    return DagsterGraphQLClient("127.0.0.1", port_number=port)

@@ -74,8 +74,10 @@ def test_an_edit_recomputes_what_runs_the_edited_code_and_nothing_else(tmp_path,
     histogram = ('axis.set_ylabel("programs")', 'axis.set_ylabel("programs")  # edited')
     assert _edit_and_diff(root, "pipelines/assets/data.py", replace=histogram) == {"trace_dataset"}
     assert _edit_and_diff(root, "pipelines/assets/data.py", "\ndef _helper_nobody_calls():\n    return 1\n") == set()
-    # a function-level import is a dependency too: the GRPO asset imports its trainer inside a function
-    assert _edit_and_diff(root, "stepcode_core/training/trainer.py") == {"grpo_checkpoint"}
+    # a function-level import is a dependency too: the training child imports its trainer inside a
+    # function; and the child, launched by module name, is code of both checkpoint assets
+    assert _edit_and_diff(root, "stepcode_core/training/trainer.py") == {"sft_checkpoint", "grpo_checkpoint"}
+    assert _edit_and_diff(root, "pipelines/training_child.py") == {"sft_checkpoint", "grpo_checkpoint"}
 
     before = _versions(root)
     monkeypatch.setenv("STEPCODE_CODE_SALT", "a library upgrade")
