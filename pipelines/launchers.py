@@ -31,6 +31,7 @@ from pydantic import Field
 from pipelines import (
     training_child,  # imported for its name, and so that its code is the assets' code
 )
+from sandbox import remove_orphaned_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHILD_MODULE = training_child.__name__
@@ -114,9 +115,6 @@ def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
             continue
         if not _group_alive(process.pid):
             break
-    from sandbox import (
-        remove_orphaned_workers,  # containers whose owning rank was killed
-    )
 
     remove_orphaned_workers()
 

@@ -30,6 +30,14 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
+from sandbox import open_sandbox
+from stepcode_core.models import weights_hash
+from stepcode_core.training.curves import plot_curves
+from stepcode_core.training.held_out import evaluate
+from stepcode_core.training.settings import TrainSettings
+from stepcode_core.training.sft import run_sft
+from stepcode_core.training.tasks import load_tasks, select_tasks
+
 TRACEBACK_LINES = 12  # of a failure, in the run's log and the asset's error
 
 
@@ -48,13 +56,6 @@ def _terminate_cleanly(signum, frame):
 def train(extras: dict, log=None) -> dict:
     """Train one phase as the extras say; on rank 0 also plot, score held-out tasks and return the
     final metadata (other ranks return {})."""
-    from sandbox import open_sandbox
-    from stepcode_core.models import weights_hash
-    from stepcode_core.training.curves import plot_curves
-    from stepcode_core.training.held_out import evaluate
-    from stepcode_core.training.settings import TrainSettings
-    from stepcode_core.training.tasks import load_tasks, select_tasks
-
     started = time.perf_counter()
     rank = int(os.environ.get("RANK", "0"))
     settings = TrainSettings().replace(**extras["settings"])
@@ -72,11 +73,11 @@ def train(extras: dict, log=None) -> dict:
             sandbox = stack.enter_context(open_sandbox(**extras.get("sandbox", {})))
         loaded = time.perf_counter()
         if phase == "sft":
-            from stepcode_core.training.sft import run_sft
-
             result = run_sft(extras["model_dir"], tasks, out / "model", settings, progress)
         else:
-            from stepcode_core.training.grpo import run_grpo
+            from stepcode_core.training.grpo import (
+                run_grpo,  # TRL and torch: not on the Dagster side
+            )
 
             result = run_grpo(extras["model_dir"], tasks, out / "model", settings, sandbox=sandbox, progress=progress)
         trained = time.perf_counter()

@@ -288,7 +288,6 @@ def test_a_run_from_the_ui_shows_the_steps_and_its_cancel_leaves_nothing(half_tr
     """`dagster dev` (webserver, daemon, code server; runs in run workers, steps in subprocesses), the
     UI's GraphQL calls: launch grpo_checkpoint on two processes, read its step lines and metadata;
     launch a long one and terminate it as the UI's *Terminate* button does."""
-    from dagster_graphql import DagsterGraphQLClient
 
     (tmp_path / "sft").mkdir()
     (tmp_path / "sft" / "model").symlink_to(half_trained["sft"])
