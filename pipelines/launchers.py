@@ -14,10 +14,12 @@ the global batch sizes in the training settings do not depend on the number of p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -41,15 +43,18 @@ DIE_WITH_PARENT = [sys.executable, "-c", ("import ctypes, os, signal, sys; "
                    "ctypes.CDLL(None).prctl(1, int(signal.SIGTERM), 0, 0, 0); os.execvp(sys.argv[1], sys.argv[1:])")]
 
 
-def training_command(num_processes: int, accelerate_config: str = "", python: str = sys.executable) -> list[str]:
-    """The child's command line: plain python for one process without a config, else accelerate."""
+def training_command(num_processes: int, accelerate_config: str = "", python: str = sys.executable,
+                     root: Path | None = REPO_ROOT) -> list[str]:
+    """The child's command line: plain python for one process without a config, else accelerate. A
+    relative config path is taken from ``root`` (None: left relative, for a container's working dir)."""
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     if num_processes == 1 and not accelerate_config:
         return [python, "-m", CHILD_MODULE]
     command = [python, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--num_machines", "1"]
     if accelerate_config:
-        command += ["--config_file", str(_resolve(accelerate_config))]
+        config = Path(accelerate_config).expanduser()
+        command += ["--config_file", str(config if config.is_absolute() or root is None else root / config)]
     else:  # DDP: torchrun starts the ranks (on a machine without CUDA they use gloo)
         command += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return [*command, "-m", CHILD_MODULE]
@@ -67,8 +72,8 @@ class TrainingLauncher(dg.ConfigurableResource):
     accelerate_config: str = Field(default="", description="accelerate config file (FSDP, ZeRO-3), relative "
                                    "to the checkout or absolute; empty: DDP when num_processes > 1")
 
-    def command(self, python: str = sys.executable) -> list[str]:
-        return training_command(self.num_processes, self.accelerate_config, python)
+    def command(self, python: str = sys.executable, root: Path | None = REPO_ROOT) -> list[str]:
+        return training_command(self.num_processes, self.accelerate_config, python, root)
 
     def launch(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation:
         raise NotImplementedError
@@ -95,28 +100,28 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
                 stop_process_group(process, self.termination_timeout_seconds)
                 raise
             finally:
-                if process.poll() is None:  # an unexpected error while waiting
-                    stop_process_group(process, self.termination_timeout_seconds)
+                # Also after a normal or failed exit: nothing of the group may outlive its leader.
+                stop_process_group(process, self.termination_timeout_seconds)
             if process.returncode != 0:
                 raise DagsterPipesExecutionError(f"training processes failed with code {process.returncode}")
         return dg.PipesClientCompletedInvocation(session)
 
 
 def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM the group ``process`` leads, wait up to ``grace_s``, then SIGKILL what is left."""
+    """SIGTERM the group ``process`` leads, wait up to ``grace_s``, then SIGKILL what is left; then
+    remove the sandbox containers of ranks that died without closing them. Never raises: it runs
+    while another error or an interrupt is on its way up."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
         if not _group_alive(process.pid):
             break
-
-    remove_orphaned_workers()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + wait_s
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.2)
+    with contextlib.suppress(Exception):
+        remove_orphaned_workers()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -125,6 +130,8 @@ def _group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+    except PermissionError:  # a member changed its uid (a sandbox worker): still alive
+        return True
 
 
 class LocalTrainingLauncher(TrainingLauncher):
@@ -143,11 +150,14 @@ class LocalTrainingLauncher(TrainingLauncher):
 
 class KubernetesTrainingLauncher(TrainingLauncher):
     """One GPU pod per training run through ``PipesK8sClient`` (dagster-k8s). The image holds this
-    checkout and its environment; the pod must see the artifact folder at the same path as the run
-    (a shared volume, as in the example spec), since the child reads the dataset and writes the
-    checkpoint there."""
+    checkout (the pod spec's ``workingDir``) and its environment; the pod must see the artifact
+    folder at the same path as the run (a shared volume, as in the example spec), since the child
+    reads the dataset and writes the checkpoint, and a failing rank its traceback, there."""
 
     num_processes: int = 8
+    # FSDP2 by default: the paper's 7B policy with its optimizer, reference model and colocated vLLM
+    # does not fit one GPU whole. The path is the image's, relative to the pod's workingDir.
+    accelerate_config: str = "configs/accelerate_fsdp.yaml"
     image: str = Field(default="", description="container image with this checkout installed")
     namespace: str = "default"
     pod_spec: str = Field(default="configs/k8s_training_pod.yaml", description="base pod spec (YAML)")
@@ -165,7 +175,7 @@ class KubernetesTrainingLauncher(TrainingLauncher):
         """The pod as PipesK8sClient will create it (a ``kubernetes.client.V1Pod``), for checking."""
         from dagster_k8s.pipes import build_pod_body
 
-        return build_pod_body(pod_name=pod_name, image=self.image or None, command=self.command(self.python),
+        return build_pod_body(pod_name=pod_name, image=self.image or None, command=self.command(self.python, root=None),
                               env_vars=env or {}, base_pod_meta={"labels": {"app": "stepcode-training"}},
                               base_pod_spec=self.base_pod_spec())
 
@@ -175,7 +185,7 @@ class KubernetesTrainingLauncher(TrainingLauncher):
         if not self.image:
             raise dg.Failure("KubernetesTrainingLauncher needs an image")
         client = PipesK8sClient(load_incluster_config=self.load_incluster_config, kubeconfig_file=self.kubeconfig_file)
-        return client.run(context=context, extras=extras, image=self.image, command=self.command(self.python),
+        return client.run(context=context, extras=extras, image=self.image, command=self.command(self.python, root=None),
                           namespace=self.namespace, base_pod_meta={"labels": {"app": "stepcode-training"}},
                           base_pod_spec=self.base_pod_spec())
 

@@ -48,9 +48,14 @@ def _extras_without_channel() -> dict:
         return dict(data.get("extras") or {})
 
 
+STOPPED = 128 + signal.SIGTERM  # exit status of a rank stopped from outside
+
+
 def _terminate_cleanly(signum, frame):
-    # SIGTERM (a cancelled run, torchrun closing its workers) unwinds the stack, so sandboxes close.
-    raise SystemExit(128 + signum)
+    # SIGTERM (a cancelled run, torchrun closing its workers) unwinds the stack, so sandboxes close;
+    # a second one (the launcher's and torchrun's both arrive) must not interrupt that.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(STOPPED)
 
 
 def train(extras: dict, log=None) -> dict:
@@ -83,6 +88,7 @@ def train(extras: dict, log=None) -> dict:
         trained = time.perf_counter()
         if rank != 0:
             return {}
+        _release_training_memory()
         (out / "curves.json").write_text(json.dumps(result.curves, indent=1))
         plot_curves(result.curves, out / "curves.png", title=f"{phase} ({settings.name})")
         held_out = {}
@@ -96,6 +102,16 @@ def train(extras: dict, log=None) -> dict:
                "held_out_s": round(time.perf_counter() - trained, 1)}
     return {"metrics": result.metrics, "held_out": held_out, "weights_hash": weights_hash(out / "model"),
             "settings": settings.to_dict(), "timings": timings}
+
+
+def _release_training_memory() -> None:
+    """The trainer is gone once run_sft / run_grpo return, but its cycles hold GPU memory until
+    collected; held-out generation (vLLM's start checks free memory) needs it back."""
+    import gc
+
+    gc.collect()
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        sys.modules["torch"].cuda.empty_cache()
 
 
 def _record_failure(errors_dir: str | None, rank: int) -> str:
@@ -114,6 +130,10 @@ def main() -> int:
         extras = _extras_without_channel()
         try:
             train(extras)
+        except SystemExit as stop:  # stopped from outside: not this rank's failure
+            if stop.code != STOPPED:
+                _record_failure(extras.get("errors_dir"), rank)
+            raise
         except BaseException:
             _record_failure(extras.get("errors_dir"), rank)
             raise
@@ -122,9 +142,14 @@ def main() -> int:
         extras = dict(pipes.extras)
         try:
             meta = train(extras, pipes.log)
+        except SystemExit as stop:
+            if stop.code == STOPPED:
+                pipes.log.warning("rank 0 stopped (the run was cancelled, or another rank failed)")
+            else:
+                pipes.log.error(f"rank 0 failed:\n{_record_failure(extras.get('errors_dir'), rank)}")
+            raise
         except BaseException:
-            tail = _record_failure(extras.get("errors_dir"), rank)
-            pipes.log.error(f"training failed on rank 0:\n{tail}")
+            pipes.log.error(f"rank 0 failed:\n{_record_failure(extras.get('errors_dir'), rank)}")
             raise
         pipes.report_custom_message(meta)
     return 0

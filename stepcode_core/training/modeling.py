@@ -6,6 +6,7 @@ that the rest of StepCode (the pipeline, the sandbox, tracing) runs without them
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -27,13 +28,11 @@ def device_dtype(settings: TrainSettings):
     return (torch.bfloat16 if settings.bf16 and cuda else torch.float32), cuda
 
 
-def process_count(settings: TrainSettings) -> int:
-    """How many training processes take part (``accelerate launch --num_processes``; 1 under plain
-    python). Without CUDA they talk over gloo, which accelerate uses only when told ``cpu``."""
-    from accelerate import PartialState
-
-    _, cuda = device_dtype(settings)
-    return PartialState(cpu=not cuda).num_processes
+def process_count() -> int:
+    """How many training processes take part (``accelerate launch --num_processes`` sets WORLD_SIZE;
+    1 under plain python). Read from the environment: the process group itself is started by the
+    trainer, with its arguments (backend, timeout)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def load_model(model_dir: str, settings: TrainSettings):

@@ -40,7 +40,7 @@ def run_sft(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, se
         {"prompt": messages(row["prompt"]), "completion": [{"role": "assistant", "content": row["reference"]}]}
         for row in chosen
     ])
-    micro, accumulation = batch_shape(settings.sft_batch_size, settings.sft_micro_batch, process_count(settings),
+    micro, accumulation = batch_shape(settings.sft_batch_size, settings.sft_micro_batch, process_count(),
                                       "sft_batch_size")
     model, tokenizer = load_model(str(model_dir), settings)
     _, cuda = device_dtype(settings)

@@ -176,7 +176,7 @@ def test_cancelling_a_grpo_run_leaves_nothing_running(half_trained, tmp_path):
     running = _descendants(process.pid)
     commands = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") for pid in running
                         if Path(f"/proc/{pid}/cmdline").exists())
-    assert commands.count("pipelines.training_child") >= 2  # torchrun's two ranks (and torchrun itself)
+    assert commands.count("pipelines.training_child") >= 3  # accelerate's torchrun and its two ranks
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     process.wait(timeout=120)
@@ -216,24 +216,25 @@ def test_the_launch_command():
 def test_the_kubernetes_pod_is_valid_and_runs_the_child():
     from kubernetes.client import ApiClient, V1Pod
 
-    launcher = KubernetesTrainingLauncher(image="registry.example/stepcode:1", num_processes=8,
-                                          accelerate_config="configs/accelerate_multi_gpu.yaml")
+    launcher = KubernetesTrainingLauncher(image="registry.example/stepcode:1")  # the defaults: 8 GPUs, FSDP2
     pod = launcher.pod_body(env={"DAGSTER_PIPES_CONTEXT": "x"})
     assert isinstance(pod, V1Pod)
     body = ApiClient().sanitize_for_serialization(pod)
     (container,) = body["spec"]["containers"]
     assert container["image"] == "registry.example/stepcode:1"
-    assert container["command"][:5] == ["python", "-m", "accelerate.commands.launch", "--num_processes", "8"]
-    assert container["command"][-2:] == ["-m", "pipelines.training_child"]
+    assert container["command"] == ["python", "-m", "accelerate.commands.launch", "--num_processes", "8",
+                                    "--num_machines", "1", "--config_file", "configs/accelerate_fsdp.yaml",
+                                    "-m", "pipelines.training_child"]
+    assert container["workingDir"] == "/opt/stepcode"  # where the relative config path is read
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"  # quantities are strings in the API
     assert {"name": "DAGSTER_PIPES_CONTEXT", "value": "x"} in container["env"]
     assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in body["spec"]["volumes"])  # /dev/shm for NCCL
     assert body["spec"]["restartPolicy"] == "Never"
-    # The accelerate config the pod uses is a real one, for 8 processes.
+    # The accelerate config the pod uses is the checkout's, for 8 processes.
     import yaml
 
-    config = yaml.safe_load((REPO / "configs" / "accelerate_multi_gpu.yaml").read_text())
-    assert config["distributed_type"] == "MULTI_GPU" and config["num_processes"] == 8
+    config = yaml.safe_load((REPO / "configs" / "accelerate_fsdp.yaml").read_text())
+    assert config["distributed_type"] == "FSDP" and config["num_processes"] == 8
     with pytest.raises(dg.Failure, match="image"):
         KubernetesTrainingLauncher().launch(None, {})
 
