@@ -53,16 +53,15 @@ def training_command(num_processes: int, accelerate_config: str = "", python: st
         return [python, "-m", CHILD_MODULE]
     command = [python, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes), "--num_machines", "1"]
     if accelerate_config:
-        config = Path(accelerate_config).expanduser()
-        command += ["--config_file", str(config if config.is_absolute() or root is None else root / config)]
+        command += ["--config_file", accelerate_config if root is None else str(_resolve(accelerate_config, root))]
     else:  # DDP: torchrun starts the ranks (on a machine without CUDA they use gloo)
         command += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return [*command, "-m", CHILD_MODULE]
 
 
-def _resolve(path: str) -> Path:
+def _resolve(path: str, root: Path = REPO_ROOT) -> Path:
     candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+    return candidate if candidate.is_absolute() else root / candidate
 
 
 class TrainingLauncher(dg.ConfigurableResource):
@@ -97,10 +96,10 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
                 process.wait()
             except (DagsterExecutionInterruptedError, KeyboardInterrupt):
                 context.log.info(f"[pipes] run interrupted: stopping the training processes (group {process.pid})")
-                stop_process_group(process, self.termination_timeout_seconds)
                 raise
             finally:
-                # Also after a normal or failed exit: nothing of the group may outlive its leader.
+                # After an interrupt, and after a normal or failed exit: nothing of the group may outlive
+                # its leader.
                 stop_process_group(process, self.termination_timeout_seconds)
             if process.returncode != 0:
                 raise DagsterPipesExecutionError(f"training processes failed with code {process.returncode}")

@@ -16,7 +16,6 @@ of Dagster.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -32,10 +31,9 @@ from dagster_pipes import (
 
 from sandbox import open_sandbox
 from stepcode_core.models import weights_hash
-from stepcode_core.training.curves import plot_curves
 from stepcode_core.training.held_out import evaluate
+from stepcode_core.training.phases import run_phase, write_curves
 from stepcode_core.training.settings import TrainSettings
-from stepcode_core.training.sft import run_sft
 from stepcode_core.training.tasks import load_tasks, select_tasks
 
 TRACEBACK_LINES = 12  # of a failure, in the run's log and the asset's error
@@ -75,22 +73,15 @@ def train(extras: dict, log=None) -> dict:
     with contextlib.ExitStack() as stack:
         sandbox = None
         if phase == "grpo" or (rank == 0 and settings.eval_tasks):
-            sandbox = stack.enter_context(open_sandbox(**extras.get("sandbox", {})))
+            sandbox = stack.enter_context(open_sandbox(**_sandbox_options(extras.get("sandbox", {}))))
         loaded = time.perf_counter()
-        if phase == "sft":
-            result = run_sft(extras["model_dir"], tasks, out / "model", settings, progress)
-        else:
-            from stepcode_core.training.grpo import (
-                run_grpo,  # TRL and torch: not on the Dagster side
-            )
-
-            result = run_grpo(extras["model_dir"], tasks, out / "model", settings, sandbox=sandbox, progress=progress)
+        result = run_phase(phase, extras["model_dir"], tasks, out / "model", settings, sandbox=sandbox,
+                           progress=progress)
         trained = time.perf_counter()
         if rank != 0:
             return {}
         _release_training_memory()
-        (out / "curves.json").write_text(json.dumps(result.curves, indent=1))
-        plot_curves(result.curves, out / "curves.png", title=f"{phase} ({settings.name})")
+        write_curves(result, out, f"{phase} ({settings.name})")
         held_out = {}
         val = select_tasks(load_tasks(extras["dataset"], "val"), settings.tasks, settings.eval_tasks, settings.seed)
         if settings.eval_tasks and val:
@@ -102,6 +93,13 @@ def train(extras: dict, log=None) -> dict:
                "held_out_s": round(time.perf_counter() - trained, 1)}
     return {"metrics": result.metrics, "held_out": held_out, "weights_hash": weights_hash(out / "model"),
             "settings": settings.to_dict(), "timings": timings}
+
+
+def _sandbox_options(options: dict) -> dict:
+    """The pool's workers default to this machine's CPUs shared among its ranks (the pod's CPUs,
+    not those of the machine that launched it)."""
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return {**options, "workers": options.get("workers") or max(1, (os.cpu_count() or 1) // ranks_here)}
 
 
 def _release_training_memory() -> None:

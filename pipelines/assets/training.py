@@ -5,7 +5,6 @@ weights. Training runs in processes of its own, launched through Dagster Pipes b
 concurrency pool; unchanged inputs, config and code reuse the cached checkpoint and launch nothing."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -116,10 +115,8 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
 
     def write(folder: Path) -> dict:
         errors_dir = folder / "errors"  # beside the checkpoint: a pod on the shared volume sees it too
-        options = sandbox.open_options()
-        options["workers"] = options["workers"] or max(1, (os.cpu_count() or 1) // launcher.num_processes)
         extras = {"phase": phase, "model_dir": start_dir, "dataset": trace_dataset.path, "out": str(folder),
-                  "settings": settings.to_dict(), "sandbox": options, "errors_dir": str(errors_dir)}
+                  "settings": settings.to_dict(), "sandbox": sandbox.open_options(), "errors_dir": str(errors_dir)}
         context.log.info(f"{phase}: preset {settings.name}, from {start_dir}, {launcher.num_processes} process(es)")
         try:
             invocation = launcher.launch(context, extras)

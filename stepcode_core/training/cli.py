@@ -8,10 +8,9 @@ import json
 import os
 from pathlib import Path
 
-from stepcode_core.training.curves import plot_curves
 from stepcode_core.training.modeling import resolve_model
+from stepcode_core.training.phases import PHASES, run_phase, write_curves
 from stepcode_core.training.settings import PRESETS, preset
-from stepcode_core.training.sft import run_sft
 from stepcode_core.training.tasks import load_tasks
 
 
@@ -20,7 +19,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "train", help="one training phase (SFT or Bi-Level GRPO) outside Dagster",
         description="Train from a Hugging Face folder on a trace_dataset artifact; prints one JSON line per "
                     "logged step, then one with the checkpoint folder and the run's numbers.")
-    train.add_argument("phase", choices=["sft", "grpo"])
+    train.add_argument("phase", choices=PHASES)
     train.add_argument("--model", required=True, help="Hugging Face folder to start from ('embedded': SmolLM2-135M)")
     train.add_argument("--dataset", required=True, help="a trace_dataset artifact folder (tasks/train.parquet ...)")
     train.add_argument("--out", required=True, help="where the checkpoint folder goes")
@@ -51,17 +50,8 @@ def _train(args: argparse.Namespace) -> int:
         if main:
             print(json.dumps({"phase": phase, "step": step, "total": total, **row}), flush=True)
 
-    model = resolve_model(args.model)
-    if args.phase == "sft":
-        result = run_sft(model, tasks, out, settings, progress)
-    else:
-        from stepcode_core.training.grpo import (
-            run_grpo,  # loads TRL and torch: only the grpo phase pays it
-        )
-
-        result = run_grpo(model, tasks, out, settings, progress=progress)
+    result = run_phase(args.phase, resolve_model(args.model), tasks, out, settings, progress=progress)
     if main:
-        (out / "curves.json").write_text(json.dumps(result.curves, indent=1))
-        plot_curves(result.curves, out / "curves.png", title=f"{args.phase} ({settings.name})")
+        write_curves(result, out, f"{args.phase} ({settings.name})")
         print(json.dumps({"checkpoint_dir": str(result.checkpoint_dir), **result.metrics}))
     return 0

@@ -18,8 +18,7 @@ STAGES = ("tracing", "data", "rewards", "training", "evaluation")
 # Project imports inside a function, each for a stated reason (see the comment at each).
 DEFERRED_IMPORTS = {
     ("pipelines/cli.py", "pipelines.demo"),  # loads the whole code location: only `stepcode demo` pays it
-    ("pipelines/training_child.py", "stepcode_core.training.grpo"),  # TRL and torch: not where launchers imports it
-    ("stepcode_core/training/cli.py", "stepcode_core.training.grpo"),  # TRL and torch: only `train grpo`
+    ("stepcode_core/training/phases.py", "stepcode_core.training.grpo"),  # TRL and torch: only the GRPO phase
 }
 
 
