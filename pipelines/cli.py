@@ -16,6 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     parser, commands = build_parser()
     demo = commands.add_parser("demo", help="materialize the asset graph on the embedded default")
     demo.set_defaults(func=_demo)
+    ablation = commands.add_parser("ablation", help="the ablation job: GRPO's reward modes x seeds, then ablation_report")
+    ablation.add_argument("--preset", default="", help="training preset of the warm start and the runs "
+                          "(default: the assets' own, tiny-ablation)")
+    ablation.add_argument("--model", default="", help="ablation_base's model: tiny (default), embedded or a folder")
+    ablation.set_defaults(func=_ablation)
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_ui)
@@ -25,9 +30,21 @@ def main(argv: list[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     # Imported when the command runs: loading the code location (Dagster and every asset) takes
     # seconds that the other commands should not pay.
+    from pipelines.console import quiet_libraries
+
+    quiet_libraries()
     from pipelines.demo import run_demo
 
     return run_demo()
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    from pipelines.console import quiet_libraries
+
+    quiet_libraries()
+    from pipelines.demo import run_ablation
+
+    return run_ablation(preset=args.preset, model=args.model)
 
 
 def _ui(args: argparse.Namespace) -> int:

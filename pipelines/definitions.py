@@ -4,11 +4,13 @@ import os
 
 import dagster as dg
 
-from pipelines.assets import data, evaluation, training
+from pipelines.assets import ablation, data, evaluation, training
 from pipelines.checkpoints import CheckpointRegistry
 from pipelines.checks import DATA_CHECKS
+from pipelines.console import compact_console
 from pipelines.instance import configure_environment
 from pipelines.jobs import (
+    ablation_job,
     data_refresh_job,
     eval_report_job,
     evaluation_job,
@@ -30,11 +32,13 @@ data_refresh_schedule = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, training, evaluation]),
+    assets=dg.load_assets_from_modules([data, training, evaluation, ablation]),
     asset_checks=DATA_CHECKS,
     resources={"store": ArtifactStore(), "sandbox": SandboxResource(), "checkpoint_registry": CheckpointRegistry(),
                "training_launcher": LocalTrainingLauncher()},
-    jobs=[stepcode_all_job, data_refresh_job, evaluation_job, eval_report_job],
+    jobs=[stepcode_all_job, data_refresh_job, evaluation_job, eval_report_job, ablation_job],
     schedules=[data_refresh_schedule],
+    # Dagster's own console logger stays the default; the terminal commands choose the compact one.
+    loggers={**dg.default_loggers(), "compact_console": compact_console},
     sensors=[checkpoint_sensor, report_after_evaluation],
 )

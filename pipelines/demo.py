@@ -1,7 +1,12 @@
-"""`stepcode demo` (`make demo`): materialize the data and training assets on the embedded default,
-evaluate each checkpoint that is new to this instance (one partition each, as the checkpoint sensor
-would), then build ``eval_report``; in this process, against the persistent instance, so the Dagster
-UI shows the runs afterwards."""
+"""`stepcode demo` (`make demo`) and `stepcode ablation`, from a terminal.
+
+The demo materializes the data and training assets on the embedded default, evaluates each
+checkpoint that is new to this instance (one partition each, as the checkpoint sensor would), builds
+``eval_report`` and prints whether training helped, with 95% intervals. The ablation runs every
+partition (mode × seed) of the ``ablation`` job in turn, then prints ``ablation_report``. Both run in
+this process against the persistent instance, so the Dagster UI shows the runs afterwards; both
+print one line per step or per tenth of a stage, not the libraries' warnings and bars.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,21 @@ import time
 
 import dagster as dg
 
+from pipelines.assets.ablation import ABLATION_PARTITIONS
 from pipelines.checkpoints import (
     CHECKPOINT_PARTITIONS,
     CheckpointRegistry,
     register_new_checkpoints,
 )
+from pipelines.console import COMPACT_LOGGING
 from pipelines.definitions import defs
 from pipelines.instance import configure_environment
 from pipelines.jobs import EVAL_ASSET_KEYS
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+def _elapsed(started: float) -> str:
+    seconds = time.perf_counter() - started
+    return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
 
 
 def _print_materializations(result) -> None:
@@ -28,13 +38,9 @@ def _print_materializations(result) -> None:
         metadata = materialization.metadata
         path = metadata.get("artifact") or metadata.get("model_dir")
         reused = metadata.get("reused")
-        rows = metadata.get("rows")
         partition = f"[{event.partition}]" if event.partition else ""
-        print(
-            f"  {materialization.asset_key.to_user_string() + partition:44s}"
-            f" rows={rows.value if rows else '-':<6} reused={reused.value if reused else '-'!s:<5}"
-            f" {path.value if path else ''}"
-        )
+        print(f"  {materialization.asset_key.to_user_string() + partition:44s}"
+              f" {'reused' if reused and reused.value else 'built ':7s} {path.value if path else ''}")
 
 
 def _unevaluated(instance, keys: list[str]) -> list[str]:
@@ -52,40 +58,77 @@ def run_demo() -> int:
     env = configure_environment()
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
-    print("materializing the data and training assets (embedded default) ...", flush=True)
-    result = defs.resolve_job_def("stepcode_all").execute_in_process(instance=instance, run_config=QUIET)
+    print("[1/3] data and training (embedded default: generated programs, SmolLM2-135M) ...", flush=True)
+    result = defs.resolve_job_def("stepcode_all").execute_in_process(instance=instance, run_config=COMPACT_LOGGING,
+                                                                     raise_on_error=False)
     if not result.success:
         print("the demo run failed; see the log above", file=sys.stderr)
         return 1
-    print(f"\ndata and training done in {time.perf_counter() - started:.1f} s (run {result.run_id})\n")
+    print(f"\ndata and training done ({_elapsed(started)}; run {result.run_id})")
     _print_materializations(result)
     for evaluation in result.get_asset_check_evaluations():
-        verdict = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
-        print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: {verdict}")
+        if not evaluation.passed:
+            print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: "
+                  f"FAILED ({evaluation.severity.value})")
 
     # What the checkpoint sensor does under `dagster dev`: register, then evaluate each new checkpoint alone.
     registry = CheckpointRegistry()
-    for checkpoint in register_new_checkpoints(instance, registry):
-        print(f"\nnew checkpoint {checkpoint.key} ({checkpoint.origin}): {checkpoint.model_dir}")
+    register_new_checkpoints(instance, registry)
     pending = _unevaluated(instance, instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS.name))
+    print(f"\n[2/3] evaluating {len(pending)} new checkpoint(s) ...", flush=True)
     evaluation_job = defs.resolve_job_def("evaluation")
     for key in pending:
-        print(f"\nevaluating checkpoint {key} (subset sizes: the evaluation assets' config) ...", flush=True)
-        evaluated = evaluation_job.execute_in_process(instance=instance, partition_key=key, run_config=QUIET)
+        print(f"\nevaluating {key} ...", flush=True)
+        evaluated = evaluation_job.execute_in_process(instance=instance, partition_key=key, run_config=COMPACT_LOGGING,
+                                                      raise_on_error=False)
         if not evaluated.success:
             print(f"evaluation of {key} failed; see the log above", file=sys.stderr)
             return 1
-        _print_materializations(evaluated)
 
-    report = defs.resolve_job_def("eval_report_job").execute_in_process(instance=instance, run_config=QUIET)
+    print("\n[3/3] the report ...", flush=True)
+    report = defs.resolve_job_def("eval_report_job").execute_in_process(instance=instance, run_config=COMPACT_LOGGING,
+                                                                        raise_on_error=False)
     if not report.success:
         print("eval_report failed; see the log above", file=sys.stderr)
         return 1
     (event,) = report.get_asset_materialization_events()
     metadata = event.step_materialization_data.materialization.metadata
-    print(f"\n{metadata['report'].value}\n")
-    print(f"report: {metadata['report_md'].value} (and report.png beside it)")
-    print(f"\nall done in {time.perf_counter() - started:.1f} s; "
-          f"artifacts and the Dagster instance live under {env['STEPCODE_HOME']}")
+    print("\nheld-out trace tasks, CRUXEval and REval (percent, 95% intervals):\n")
+    print(metadata["report"].value)
+    print(f"report: {metadata['report_md'].value} (report.json and report.png beside it)")
+    if "compare_html" in metadata:
+        print(f"what each model predicted, step by step: {metadata['compare_html'].value}")
+    print(f"\nthe demo took {_elapsed(started)}; artifacts and the Dagster instance live under {env['STEPCODE_HOME']}")
     print("open the UI with:  make ui   (or .venv/bin/stepcode ui), then http://127.0.0.1:3000")
+    return 0
+
+
+def run_ablation(preset: str = "", model: str = "") -> int:
+    """Every partition of the ``ablation`` job in turn (cached ones are reused), then its report."""
+    env = configure_environment()
+    instance = dg.DagsterInstance.get()
+    started = time.perf_counter()
+    ops: dict = {}
+    if preset:
+        ops.update({name: {"config": {"preset": preset}} for name in ("ablation_start", "ablation_checkpoint")})
+    if model:
+        ops["ablation_base"] = {"config": {"model": model}}
+    run_config = {**COMPACT_LOGGING, **({"ops": ops} if ops else {})}
+    job = defs.resolve_job_def("ablation")
+    keys = ABLATION_PARTITIONS.get_partition_keys()
+    result = None
+    for index, key in enumerate(keys, 1):
+        print(f"\n[{index}/{len(keys)}] ablation run {key} ({_elapsed(started)} so far) ...", flush=True)
+        result = job.execute_in_process(instance=instance, partition_key=key, run_config=run_config,
+                                        raise_on_error=False)
+        if not result.success:
+            print(f"ablation run {key} failed; see the log above", file=sys.stderr)
+            return 1
+    (event,) = [e for e in result.get_asset_materialization_events()
+                if e.asset_key == dg.AssetKey("ablation_report")]
+    metadata = event.step_materialization_data.materialization.metadata
+    print(f"\nablation ({len(keys)} runs), held-out accuracy (mean ± std over seeds, percent):")
+    print(metadata["summary"].value)
+    print(f"\nablation.json: {metadata['ablation_json'].value} (ablation.png beside it)")
+    print(f"the ablation took {_elapsed(started)}; artifacts under {env['STEPCODE_HOME']}")
     return 0

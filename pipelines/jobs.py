@@ -21,3 +21,8 @@ eval_report_job = dg.define_asset_job(
     "eval_report_job", selection=dg.AssetSelection.assets("eval_report"),
     description="Tabulate every evaluated checkpoint beside the published numbers.",
 )
+ablation_job = dg.define_asset_job(
+    "ablation", selection=dg.AssetSelection.groups("ablation"),
+    description="GRPO's reward modes x seeds from one warm start (a partition: mode|seed; backfill them all), "
+                "then ablation_report. `stepcode ablation` runs every partition in turn.",
+)

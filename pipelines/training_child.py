@@ -62,11 +62,16 @@ def train(extras: dict, log=None) -> dict:
     started = time.perf_counter()
     rank = int(os.environ.get("RANK", "0"))
     settings = TrainSettings().replace(**extras["settings"])
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     phase, out = extras["phase"], Path(extras["out"])
     tasks = load_tasks(extras["dataset"], "train")
 
     def progress(name: str, step: int, total: int, row: dict) -> None:
-        if log is not None:
+        # every step of a short run, about every tenth of a long one (the curves keep them all)
+        if log is not None and (total <= 20 or step in (1, total) or step % max(1, total // 10) == 0):
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step" and isinstance(v, float))
             log.info(f"{name} step {step}/{total}: {shown}")
 
@@ -86,7 +91,8 @@ def train(extras: dict, log=None) -> dict:
         val = select_tasks(load_tasks(extras["dataset"], "val"), settings.tasks, settings.eval_tasks, settings.seed)
         if settings.eval_tasks and val:
             held_out = evaluate(result.checkpoint_dir, val, sandbox, max_tokens=settings.eval_max_tokens,
-                                vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization)
+                                num_samples=settings.eval_num_samples, temperature=settings.eval_temperature,
+                                seed=settings.seed, vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization)
             if log is not None:
                 log.info(f"{phase}: held-out {held_out}")
     timings = {"start_s": round(loaded - started, 1), "train_s": round(trained - loaded, 1),

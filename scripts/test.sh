@@ -8,6 +8,7 @@ export STEPCODE_SHARED_DATA="${STEPCODE_SHARED_DATA:-$(cd .. && pwd)/shared/data
 
 scripts/bootstrap.sh dev,train,reval || exit 1
 
+scripts/ensure_browser.sh || { echo "browser set-up failed" >&2; exit 1; }
 dockerd_pid="$(scripts/ensure_docker.sh)" || { echo "Docker set-up failed" >&2; exit 1; }
 stop_dockerd() {
   if [ -n "$dockerd_pid" ]; then

@@ -33,43 +33,37 @@ def cruxeval_rows() -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-# ChatML without SmolLM2's default system prompt: the tiny model has no use for it, and under the
-# retrained tokenizer it is 64 of a prompt's 145 tokens (measured).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+@pytest.fixture(scope="session")
+def tiny_model():
+    """:func:`stepcode_core.training.tiny_task.tiny_model`: ``tiny_model(folder, tokenizer_dir, corpus, ...)``
+    saves a tiny random Llama."""
+    from stepcode_core.training.tiny_task import tiny_model as build
 
-
-def _tiny_model(folder, tokenizer_dir, corpus: list[str], *, vocab_size: int = 400, layers: int = 2, hidden: int = 128,
-               heads: int = 4, seed: int = 0):
-    """A randomly initialised ``LlamaForCausalLM`` (``layers`` decoder layers, ``hidden`` wide, tied
-    embeddings), saved with its tokenizer as a Hugging Face folder under ``folder``. The tokenizer is
-    ``tokenizer_dir``'s (pre-tokenizer, special tokens) retrained as a ``vocab_size`` BPE on ``corpus``
-    (the texts the model will see), with :data:`CHAT_TEMPLATE`: a 49K vocabulary would make the LM
-    head most of a CPU step. The model knows nothing, not even the language: SFT has to teach it the
-    task. For learning tests and benchmarks where a pretrained model's rollouts do not fit a CPU budget."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = Path(folder)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir).train_new_from_iterator(corpus, vocab_size=vocab_size)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)  # the initial weights are a function of the seed
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build
 
 
 @pytest.fixture(scope="session")
-def tiny_model():
-    """:func:`_tiny_model`: ``tiny_model(folder, tokenizer_dir, corpus, ...)`` saves a tiny random Llama."""
-    return _tiny_model
+def browser():
+    """Headless Chromium driven by Selenium (Debian's chromium and chromium-driver, which
+    scripts/ensure_browser.sh installs). Missing, it skips, except under CI, where it fails."""
+    import shutil
+
+    binary = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if binary is None or not Path(driver_path).is_file():
+        message = "chromium and chromium-driver are not installed (scripts/ensure_browser.sh installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()

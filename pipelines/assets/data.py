@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+from pydantic import Field
 import pyarrow.parquet as pq
 
 from pipelines.resources import SandboxResource
@@ -27,12 +28,14 @@ from pipelines.versions import code_version
 from stepcode_core.data import schemas, sources
 from stepcode_core.data.dataset import (
     FilterConfig,
+    approx_tokens,
     build_trace_dataset,
     shard_of,
     trace_job,
     trace_record,
 )
 from stepcode_core.data.decontaminate import load_evaluation_index
+from stepcode_core.data.tasks import PROMPT_STYLES
 from stepcode_core.parallel import parallel_map
 from stepcode_core.paths import shared_data_dir
 from stepcode_core.tracing.anchors import (
@@ -54,6 +57,8 @@ DATASET_VERSION = code_version(__name__, "trace_dataset")
 class RawProgramsConfig(dg.Config):
     generator_count: int = 200
     generator_seed: int = 0
+    generator_levels: list[int] = Field(default=[1, 2], description="difficulty levels of the generated programs, "
+                                        "in turn: 1 (one assignment) to 4 (loops and branches, CRUXEval-like)")
     humaneval: bool = False
     files: list[str] = []  # JSONL / Parquet in CRUXEval's schema, or folders of .py files
     huggingface: list[str] = []  # hub dataset names, "name" or "name:split"
@@ -78,6 +83,8 @@ class DatasetConfig(dg.Config):
     max_prompt_tokens: int = 1024
     contamination_threshold: float = 0.5
     val_fraction: float = 0.1
+    prompt_style: str = Field(default="compact", description="full (the task spelled out, ~250 tokens on level 4) "
+                              "or compact (code, call and a one-line format: about a third of the tokens)")
     livecodebench_path: str = ""  # LiveCodeBench execution rows, to decontaminate against
 
 
@@ -95,7 +102,7 @@ def raw_programs(context: dg.AssetExecutionContext, config: RawProgramsConfig, s
     embedded default is the built-in generator (no download)."""
 
     def write(folder: Path) -> dict:
-        programs = sources.from_generator(config.generator_count, config.generator_seed)
+        programs = sources.from_generator(config.generator_count, config.generator_seed, config.generator_levels)
         if config.humaneval:
             programs += sources.from_humaneval()
         for path in config.files:
@@ -108,7 +115,9 @@ def raw_programs(context: dg.AssetExecutionContext, config: RawProgramsConfig, s
             raise dg.Failure(f"duplicate program ids across sources: {duplicated[:5]}")
         table = _table([p.to_row() for p in programs], schemas.RAW_PROGRAMS)
         write_parquet(table, folder / "data.parquet")
-        return {"rows": table.num_rows, "sources": dict(Counter(table.column("source").to_pylist()))}
+        levels = Counter(level for level in table.column("level").to_pylist() if level is not None)
+        return {"rows": table.num_rows, "sources": dict(Counter(table.column("source").to_pylist())),
+                "levels": {str(level): count for level, count in sorted(levels.items())}}
 
     try:
         return cached_output(
@@ -116,6 +125,7 @@ def raw_programs(context: dg.AssetExecutionContext, config: RawProgramsConfig, s
             lambda ref, meta, reused: {
                 "rows": meta["rows"],
                 "sources": dg.MetadataValue.json(meta["sources"]),
+                "levels": dg.MetadataValue.json(meta.get("levels", {})),
                 "preview": _preview(ref.read_table(), ["program_id", "source", "input"]),
             },
         )
@@ -287,8 +297,8 @@ def _rows_hash(rows: list[dict]) -> str:
 def _not_run(row: dict) -> dict:
     """A program that could not be instrumented is recorded, not executed."""
     return {
-        "program_id": row["program_id"], "source": row["source"], "entry_point": row["entry_point"],
-        "code": row["code"], "instrumented_code": None, "policy": row["policy"], "input": row["input"],
+        "program_id": row["program_id"], "source": row["source"], "level": row.get("level"),
+        "entry_point": row["entry_point"], "code": row["code"], "instrumented_code": None, "policy": row["policy"], "input": row["input"],
         "expected_output": row["output"],
         "status": "not_run", "result": None, "error": row["instrument_error"], "matches_expected": None,
         "steps": [], "anchor_lines": 0, "over_cap": False, "complete": False, "deterministic": False,
@@ -309,7 +319,10 @@ def trace_dataset(
         max_prompt_tokens=config.max_prompt_tokens,
         contamination_threshold=config.contamination_threshold,
         val_fraction=config.val_fraction,
-    )
+        prompt_style=config.prompt_style,
+    ) if config.prompt_style in PROMPT_STYLES else None
+    if filters is None:
+        raise dg.Failure(f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {config.prompt_style!r}")
     livecodebench = Path(config.livecodebench_path) if config.livecodebench_path else None
     # The evaluation sets are inputs too: a changed benchmark file changes the cache key.
     eval_files = [p for p in (shared_data_dir() / "cruxeval" / "cruxeval.jsonl",
@@ -330,6 +343,7 @@ def trace_dataset(
             splits[split] = {"programs": len(programs), "tasks": len(tasks_rows)}
         anchor_counts = Counter(row["anchor_lines"] for row in build.programs)
         _plot_histogram(anchor_counts, folder / "anchor_lines.png")
+        by_level = _per_level(build.programs, build.tasks)
         return {
             "input_programs": len(traces),
             "kept_programs": len(build.programs),
@@ -338,6 +352,7 @@ def trace_dataset(
             "contaminated_by": dict(build.contaminated_by),
             "anchor_lines_histogram": {str(k): v for k, v in sorted(anchor_counts.items())},
             "mean_anchor_lines": round(sum(k * v for k, v in anchor_counts.items()) / max(len(build.programs), 1), 3),
+            "levels": by_level,
             "evaluation_sets": index.programs,
             "filters": config.model_dump(),
         }
@@ -351,6 +366,7 @@ def trace_dataset(
             "train_programs": meta["splits"]["train"]["programs"],
             "val_programs": meta["splits"]["val"]["programs"],
             "mean_anchor_lines": meta["mean_anchor_lines"],
+            "levels": dg.MetadataValue.md(_levels_markdown(meta.get("levels", {}))),
             "drop_reasons": dg.MetadataValue.json(meta["drop_reasons"]),
             "contaminated_by": dg.MetadataValue.json(meta["contaminated_by"]),
             "evaluation_sets": dg.MetadataValue.json(meta["evaluation_sets"]),
@@ -364,6 +380,33 @@ def trace_dataset(
     return cached_output(
         context, store, DATASET_VERSION, config.model_dump(), [execution_traces, *eval_refs], write, to_metadata
     )
+
+
+def _per_level(programs: list[dict], task_rows: list[dict]) -> dict[str, dict]:
+    """Per difficulty level ("none" for rows of other sources): programs per split, anchor lines
+    (mean and histogram) and the mean prompt length in approximate tokens."""
+    found: dict[str, dict] = {}
+    for row in programs:
+        level = found.setdefault(str(row.get("level") or "none"), {"train": 0, "val": 0, "anchor_lines": Counter(),
+                                                                  "prompt_tokens": []})
+        level[row["split"]] += 1
+        level["anchor_lines"][row["anchor_lines"]] += 1
+    for row in task_rows:
+        found[str(row.get("level") or "none")]["prompt_tokens"].append(approx_tokens(row["prompt"]))
+    return {
+        key: {"programs": value["train"] + value["val"], "train": value["train"], "val": value["val"],
+              "mean_anchor_lines": round(sum(k * v for k, v in value["anchor_lines"].items())
+                                         / max(value["train"] + value["val"], 1), 2),
+              "anchor_lines_histogram": {str(k): v for k, v in sorted(value["anchor_lines"].items())},
+              "mean_prompt_tokens": round(sum(value["prompt_tokens"]) / max(len(value["prompt_tokens"]), 1), 1)}
+        for key, value in sorted(found.items())
+    }
+
+
+def _levels_markdown(levels: dict[str, dict]) -> str:
+    header = "| level | programs | train | val | mean anchor lines | mean prompt tokens |\n|---|---|---|---|---|---|\n"
+    return header + "".join(f"| {key} | {v['programs']} | {v['train']} | {v['val']} | {v['mean_anchor_lines']} | "
+                            f"{v['mean_prompt_tokens']} |\n" for key, v in levels.items())
 
 
 def _plot_histogram(counts: Counter, path: Path) -> None:

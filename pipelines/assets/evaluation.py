@@ -27,7 +27,14 @@ from pipelines.storage import (
     png_markdown,
 )
 from pipelines.versions import code_version
-from stepcode_core.evaluation import cruxeval, execution, livecodebench, reval
+from stepcode_core.evaluation import cruxeval, execution, intervals, livecodebench, report, reval
+from stepcode_core.evaluation.intervals import format_interval, percent
+from stepcode_core.evaluation.samples_page import (
+    mark_counts,
+    render_comparison_page,
+    render_samples_page,
+    sample_record,
+)
 from stepcode_core.evaluation.trace_gap import trace_gap
 from stepcode_core.models import SamplingConfig, make_engine
 from stepcode_core.paths import cruxeval_path, shared_data_dir
@@ -142,10 +149,25 @@ def _write_scored(folder: Path, stem: str, scored: dict) -> None:
     (folder / f"{stem}_responses.json").write_text(json.dumps(scored["raw_responses"]))
 
 
+def _pass_at_1_ci(scored: dict) -> list[float] | None:
+    """95% interval of pass@1 (percent) over the problems: each problem's share of right samples."""
+    per_problem = [sum(marks) / len(marks) for marks in scored["raw_scored_generations"].values() if marks]
+    return percent(intervals.proportion(per_problem))
+
+
 def _markdown(rows: list[dict]) -> str:
+    """A markdown table; a ``<name>_ci`` column is folded into ``<name>`` as ``value [low, high]``."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows)
+    folded = []
+    for row in rows:
+        shown = {k: v for k, v in row.items() if not k.endswith("_ci")}
+        for key, value in row.items():
+            base = key[:-3]
+            if key.endswith("_ci") and isinstance(shown.get(base), (int, float)):
+                shown[base] = format_interval(float(shown[base]), value)
+        folded.append(shown)
+    frame = pd.DataFrame(folded)
     return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, floatfmt=".1f", missingval="-")
 
 
@@ -176,7 +198,7 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
                     (folder / f"{stem}_generations.json").write_text(json.dumps(scored["raw_generations"]))
                     _write_scored(folder, stem, scored)
                     rows.append({"style": style, "mode": mode, "pass@1": scored["pass_at_1"],
-                                 "pass@5": scored["pass_at_5"]})
+                                 "pass@1_ci": _pass_at_1_ci(scored), "pass@5": scored["pass_at_5"]})
         first = [r["pass@1"] for r in rows if r["style"] == config.styles[0]]
         return {"weights_hash": checkpoint.content_hash, "problems": len(items), "results": rows,
                 "headline": sum(first) / len(first), "table": _markdown(rows)}
@@ -212,7 +234,8 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                 scored = execution.evaluate_livecodebench(engine, rows, style, config.generation.sampling(), sb,
                                                           progress=_progress(context, f"livecodebench/{style}"))
                 _write_scored(folder, f"output_{style}", scored)
-                results.append({"style": style, "pass@1": scored["pass_at_1"], "pass@5": scored["pass_at_5"]})
+                results.append({"style": style, "pass@1": scored["pass_at_1"], "pass@1_ci": _pass_at_1_ci(scored),
+                                "pass@5": scored["pass_at_5"]})
         return {"weights_hash": checkpoint.content_hash, "problems": len(rows), "results": results,
                 "headline": results[0]["pass@1"], "table": _markdown(results)}
 
@@ -245,8 +268,11 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
                     for row in scored:
                         out.write(json.dumps(row) + "\n")
                 accuracies = [summary[kind] for kind in reval.KINDS if summary[kind] is not None]
+                marks = {kind: [float(row["correct"]) for row in scored if row["kind"] == kind] for kind in reval.KINDS}
                 results.append({"style": style, **{k: 100 * summary[k] for k in reval.KINDS if summary[k] is not None},
+                                **{f"{k}_ci": percent(intervals.proportion(marks[k])) for k in reval.KINDS if marks[k]},
                                 "ic": summary["ic"], "mean": 100 * sum(accuracies) / len(accuracies),
+                                "mean_ci": percent(intervals.mean_of_proportions(list(marks.values()))),
                                 "questions": len(scored)})
         return {"weights_hash": checkpoint.content_hash, "programs": len(programs), "results": results,
                 "headline": results[0]["mean"], "table": _markdown(results)}
@@ -281,26 +307,64 @@ def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, st
                                                            progress=_progress(context, "trace gap"))]
         with sandbox.open() as sb:
             verdicts = verify([TaskSpec.from_row(row) for row in rows], responses, sb)
-        by_task = {kind: trace_gap([v for row, v in zip(rows, verdicts) if row["task"] == kind])
-                   for kind in config.tasks}
+
+        def gap_of(selected) -> dict:
+            return trace_gap([v for row, v in zip(rows, verdicts) if selected(row)])
+
+        by_task = {kind: gap_of(lambda row, kind=kind: row["task"] == kind) for kind in config.tasks}
+        levels = sorted({row.get("level") for row in rows if row.get("level") is not None})
+        by_level = {str(level): gap_of(lambda row, level=level: row.get("level") == level) for level in levels}
         gap = trace_gap(verdicts)
-        with (folder / "responses.jsonl").open("w") as out:
-            for row, text, verdict in zip(rows, responses, verdicts):
-                out.write(json.dumps({"task_id": row["task_id"], "task": row["task"], "response": text,
-                                      "step_rewards": verdict.step_rewards,
-                                      "final_correct": verdict.final_reward == 1.0, "note": verdict.note}) + "\n")
-        table = [{"tasks": kind, **numbers} for kind, numbers in by_task.items()] + [{"tasks": "all", **gap}]
-        return {"weights_hash": checkpoint.content_hash, **gap, "by_task": by_task, "headline": gap["gap"],
+        samples = [sample_record(row, text, verdict) for row, text, verdict in zip(rows, responses, verdicts)]
+        with (folder / "samples.jsonl").open("w") as out:
+            for sample in samples:
+                out.write(json.dumps(sample) + "\n")
+        label = checkpoint_label(context.partition_key)
+        (folder / "samples.html").write_text(render_samples_page(label, _page_summary(gap), samples))
+        table = ([{"tasks": kind, **_shown(numbers)} for kind, numbers in by_task.items()]
+                 + [{"tasks": f"level {level}", **_shown(numbers)} for level, numbers in by_level.items()]
+                 + [{"tasks": "all", **_shown(gap)}])
+        return {"weights_hash": checkpoint.content_hash, "label": label, **gap, "by_task": by_task,
+                "by_level": by_level, "marks": mark_counts(samples), "headline": gap["gap"],
                 "table": _markdown(table)}
 
+    def to_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
+        shown = _summary_metadata(ref, meta, reused)
+        shown["step_accuracy"] = format_interval(meta["step_accuracy"], meta.get("step_accuracy_ci"))
+        shown["final_accuracy"] = format_interval(meta["final_accuracy"], meta.get("final_accuracy_ci"))
+        shown["samples_html"] = dg.MetadataValue.path(str(ref.file("samples.html")))
+        return shown
+
     return cached_output(context, store, TRACE_GAP_VERSION, config.model_dump(), [checkpoint, trace_dataset], write,
-                         _summary_metadata)
+                         to_metadata)
+
+
+def _shown(numbers: dict) -> dict:
+    """A trace-gap row of the printed tables: each accuracy with its interval."""
+    return {"samples": numbers["samples"], "steps": numbers["steps"],
+            "step acc": format_interval(numbers["step_accuracy"], numbers.get("step_accuracy_ci")),
+            "final acc": format_interval(numbers["final_accuracy"], numbers.get("final_accuracy_ci")),
+            "gap": "-" if numbers["gap"] is None else f"{numbers['gap']:.1f}",
+            "right answer, wrong logic %": f"{numbers['right_answer_wrong_logic']:.1f}"}
+
+
+def _page_summary(gap: dict) -> dict:
+    return {"step accuracy %": format_interval(gap["step_accuracy"], gap.get("step_accuracy_ci")),
+            "final accuracy %": format_interval(gap["final_accuracy"], gap.get("final_accuracy_ci")),
+            "right answer, wrong logic %": f"{gap['right_answer_wrong_logic']:.1f}"}
+
+
+def checkpoint_label(partition_key: str) -> str:
+    """``sft_checkpoint-0123abcd4567`` → ``sft_checkpoint``: the asset's name, or the external folder's."""
+    label, _, digest = partition_key.rpartition("-")
+    return label if label and len(digest) == 12 else partition_key
 
 
 # ---------------------------------------------------------------- the report
 
-def latest_summaries(instance: dg.DagsterInstance) -> dict[str, dict[str, dict]]:
-    """{checkpoint: {eval asset: summary}} from each partition's latest materialization."""
+def latest_evaluations(instance: dg.DagsterInstance) -> dict[str, dict[str, dict]]:
+    """{checkpoint: {eval asset: {"summary", "artifact", "timestamp"}}} from each partition's latest
+    materialization."""
     found: dict[str, dict[str, dict]] = {}
     for key in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS.name):
         for asset in EVAL_ASSETS:
@@ -311,53 +375,74 @@ def latest_summaries(instance: dg.DagsterInstance) -> dict[str, dict[str, dict]]
             artifact = records[0].asset_materialization.metadata.get("artifact")
             meta = Path(str(artifact.value)) / "meta.json" if artifact else None
             if meta and meta.is_file():
-                found.setdefault(key, {})[asset] = json.loads(meta.read_text())["metadata"]
+                found.setdefault(key, {})[asset] = {"summary": json.loads(meta.read_text())["metadata"],
+                                                    "artifact": str(artifact.value), "timestamp": records[0].timestamp}
     return found
 
 
-def report_rows(summaries: dict[str, dict[str, dict]]) -> list[dict]:
-    """One row per published model and evaluated checkpoint: the three headline numbers (CRUXEval:
-    mean of input and output pass@1; LiveCodeBench: pass@1; REval: mean accuracy of the four tasks),
-    REval's IC and the trace gap."""
-    rows = [{"model": name, "cruxeval": v["cruxeval"], "livecodebench": v["livecodebench"], "reval": v["reval"],
-             "reval_ic": None, "step_acc": None, "final_acc": None, "gap": None, "published": True}
-            for name, v in PUBLISHED.items()]
-    for key in sorted(summaries):
-        found = summaries[key]
-        gap = found.get("eval_trace_gap", {})
-        reval_results = found.get("eval_reval", {}).get("results") or [{}]
-        rows.append({
-            "model": key,
-            "cruxeval": found.get("eval_cruxeval", {}).get("headline"),
-            "livecodebench": found.get("eval_livecodebench", {}).get("headline"),
-            "reval": found.get("eval_reval", {}).get("headline"),
-            "reval_ic": reval_results[0].get("ic"),
-            "step_acc": gap.get("step_accuracy"),
-            "final_acc": gap.get("final_accuracy"),
-            "gap": gap.get("gap"),
-            "published": False,
-        })
-    return rows
+def _samples(evaluation: dict | None) -> list[dict]:
+    path = Path(evaluation["artifact"]) / "samples.jsonl" if evaluation else None
+    if not path or not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _plot_report(rows: list[dict], path: Path) -> None:
+def build_report(evaluations: dict[str, dict[str, dict]]) -> tuple[dict, list[tuple[str, dict, list[dict]]]]:
+    """``report.json``'s content, and the latest evaluated checkpoint of each label in chain order as
+    (key, trace-gap summary, samples) for the pages."""
+    entries = []
+    for key in sorted(evaluations):
+        found = evaluations[key]
+        gap = found.get("eval_trace_gap")
+        samples_html = str(Path(gap["artifact"]) / "samples.html") if gap else None
+        entries.append(report.checkpoint_entry(key, checkpoint_label(key), {a: e["summary"] for a, e in found.items()},
+                                               samples_html))
+    latest: dict[str, str] = {}
+    for key, found in evaluations.items():
+        if "eval_trace_gap" not in found:
+            continue
+        label = checkpoint_label(key)
+        if label not in latest or found["eval_trace_gap"]["timestamp"] > evaluations[latest[label]]["eval_trace_gap"]["timestamp"]:
+            latest[label] = key
+    chain = [(latest[label], evaluations[latest[label]]["eval_trace_gap"]["summary"],
+              _samples(evaluations[latest[label]]["eval_trace_gap"])) for label in report.ordered(list(latest))]
+    comparisons = [report.compare(checkpoint_label(a[0]), a[2], checkpoint_label(b[0]), b[2])
+                   for a, b in zip(chain, chain[1:])]
+    entries.sort(key=lambda e: (report.ordered([e["label"], *report.CHAIN]).index(e["label"]), e["key"]))
+    return {"checkpoints": entries, "comparisons": comparisons, "published": PUBLISHED,
+            "units": "accuracies and pass@1 as fractions in [0, 1]; *_ci: 95% intervals"}, chain
+
+
+def _plot_report(content: dict, path: Path) -> None:
+    """Held-out step and final accuracy, CRUXEval and REval per checkpoint, with 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    benchmarks = ["cruxeval", "livecodebench", "reval"]
-    figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(rows) + 3), 3.6), dpi=100)
-    width = 0.8 / len(benchmarks)
-    x = np.arange(len(rows))
-    for index, bench in enumerate(benchmarks):
-        values = [row[bench] if row[bench] is not None else 0.0 for row in rows]
-        axis.bar(x + (index - 1) * width, values, width, label=bench)
-    axis.set_xticks(x, [row["model"] for row in rows], rotation=20, ha="right", fontsize=7)
-    axis.set_ylabel("score (0-100)")
+    entries = content["checkpoints"]
+    series = [("held-out step acc", lambda e: (e["trace_step_accuracy"], e["trace_step_accuracy_ci"])),
+              ("held-out final acc", lambda e: (e["trace_final_accuracy"], e["trace_final_accuracy_ci"])),
+              ("CRUXEval output pass@1", lambda e: ((e["cruxeval"] or {}).get("output_pass@1"),
+                                                    (e["cruxeval"] or {}).get("output_pass@1_ci"))),
+              ("REval mean", lambda e: ((e["reval"] or {}).get("mean"), (e["reval"] or {}).get("mean_ci")))]
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(entries) + 3), 3.8), dpi=100)
+    width = 0.8 / len(series)
+    x = np.arange(len(entries))
+    for index, (name, pick) in enumerate(series):
+        values, lows, highs = [], [], []
+        for entry in entries:
+            value, interval = pick(entry)
+            value = 100 * (value or 0.0)
+            values.append(value)
+            lows.append(value - 100 * interval[0] if interval else 0.0)
+            highs.append(100 * interval[1] - value if interval else 0.0)
+        axis.bar(x + (index - 1.5) * width, values, width, yerr=[lows, highs], capsize=3, label=name)
+    axis.set_xticks(x, [f"{e['label']}\n{e['key'][-12:]}" for e in entries], fontsize=7)
+    axis.set_ylabel("percent (95% intervals)")
     axis.set_ylim(0, 100)
-    axis.set_title("evaluated checkpoints beside published numbers (missing = 0)")
+    axis.set_title("evaluated checkpoints (missing = 0)")
     axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, format="png")
@@ -367,24 +452,43 @@ def _plot_report(rows: list[dict], path: Path) -> None:
 # In the pool too, though it loads no model: every training and evaluation asset is, without exceptions.
 @dg.asset(group_name="evaluation", code_version=REPORT_VERSION, deps=list(EVAL_ASSETS), pool="gpu")
 def eval_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.Output:
-    """Every evaluated checkpoint beside the published numbers, as a table and a bar chart."""
-    summaries = latest_summaries(context.instance)
-    rows = report_rows(summaries)
+    """Every evaluated checkpoint with 95% intervals, the change between successive checkpoints on
+    the same held-out tasks (paired bootstrap), a comparison page (base vs latest) and a chart:
+    ``report.md``, ``report.json``, ``report.png``, ``compare.html``."""
+    evaluations = latest_evaluations(context.instance)
+    content, chain = build_report(evaluations)
+    summaries = {key: {a: e["summary"] for a, e in found.items()} for key, found in evaluations.items()}
     # The summaries are the inputs: an unchanged set of results reuses the report.
     digest = hashlib.sha256(json.dumps(summaries, sort_keys=True, default=str).encode()).hexdigest()[:20]
     inputs = [ArtifactRef("eval_results", digest, "", digest)]
 
     def write(folder: Path) -> dict:
-        table = _markdown([{k: v for k, v in row.items() if k != "published"} for row in rows])
-        (folder / "report.md").write_text(table + "\n")
-        (folder / "report.json").write_text(json.dumps(rows, indent=1))
-        _plot_report(rows, folder / "report.png")
-        return {"checkpoints": sorted(summaries), "table": table}
+        table = report.report_markdown(content)
+        published = _markdown([{"model": name, **numbers} for name, numbers in PUBLISHED.items()])
+        pages = "".join(f"- {e['label']} ({e['key']}): {e['samples_html']}\n" for e in content["checkpoints"]
+                        if e["samples_html"])
+        compared = None
+        if len(chain) >= 2:
+            (key_a, gap_a, samples_a), (key_b, gap_b, samples_b) = chain[0], chain[-1]
+            (folder / "compare.html").write_text(render_comparison_page(
+                checkpoint_label(key_a), _page_summary(gap_a), samples_a,
+                checkpoint_label(key_b), _page_summary(gap_b), samples_b))
+            compared = [key_a, key_b]
+        (folder / "report.md").write_text(f"{table}\npublished (percent):\n\n{published}\n\nper-sample pages:\n{pages}")
+        (folder / "report.json").write_text(json.dumps({**content, "compare_html_checkpoints": compared}, indent=1))
+        _plot_report(content, folder / "report.png")
+        return {"checkpoints": [e["key"] for e in content["checkpoints"]], "table": table,
+                "verdicts": [report.verdict(change) for change in content["comparisons"]], "compared": compared}
 
     def to_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
-        return {"checkpoints": dg.MetadataValue.json(meta["checkpoints"]), "rows": len(meta["checkpoints"]),
-                "report": dg.MetadataValue.md(meta["table"]),
-                "plot": png_markdown(ref.file("report.png"), "report"),
-                "report_md": dg.MetadataValue.path(str(ref.file("report.md")))}
+        shown = {"checkpoints": dg.MetadataValue.json(meta["checkpoints"]), "rows": len(meta["checkpoints"]),
+                 "report": dg.MetadataValue.md(meta["table"]),
+                 "verdicts": dg.MetadataValue.md("\n".join(f"- {line}" for line in meta.get("verdicts", [])) or "-"),
+                 "plot": png_markdown(ref.file("report.png"), "report"),
+                 "report_md": dg.MetadataValue.path(str(ref.file("report.md"))),
+                 "report_json": dg.MetadataValue.path(str(ref.file("report.json")))}
+        if meta.get("compared"):
+            shown["compare_html"] = dg.MetadataValue.path(str(ref.file("compare.html")))
+        return shown
 
     return cached_output(context, store, REPORT_VERSION, {}, inputs, write, to_metadata)

@@ -59,7 +59,8 @@ GRPO_VERSION = code_version(__name__, "grpo_checkpoint")
 
 
 class SFTCheckpointConfig(dg.Config):
-    preset: str = Field(default="cpu-smoke", description="cpu-smoke (SmolLM2-135M on a CPU, minutes) or paper")
+    preset: str = Field(default="cpu-demo", description="cpu-demo (SmolLM2-135M learns levels 1-2 on a CPU), "
+                        "cpu-smoke (a few steps), tiny-ablation or paper")
     epochs: float | None = Field(default=None, description="SFT epochs over the training tasks")
     learning_rate: float | None = None
     max_tasks: int | None = Field(default=None, description="train on this many tasks (0: all)")
@@ -70,7 +71,8 @@ class SFTCheckpointConfig(dg.Config):
 
 
 class GRPOCheckpointConfig(dg.Config):
-    preset: str = Field(default="cpu-smoke", description="cpu-smoke (SmolLM2-135M on a CPU, minutes) or paper")
+    preset: str = Field(default="cpu-demo", description="cpu-demo (SmolLM2-135M learns levels 1-2 on a CPU), "
+                        "cpu-smoke (a few steps), tiny-ablation or paper")
     mode: str | None = Field(default=None, description="terminal | step | bilevel")
     steps: int | None = Field(default=None, description="optimizer steps (0: grpo_epochs over the tasks)")
     learning_rate: float | None = None

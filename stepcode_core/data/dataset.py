@@ -39,6 +39,7 @@ def trace_record(row: dict, run: TracedRun) -> dict:
     return {
         "program_id": row["program_id"],
         "source": row["source"],
+        "level": row.get("level"),
         "entry_point": row["entry_point"],
         "code": row["code"],
         "instrumented_code": row["instrumented_code"],
@@ -67,6 +68,11 @@ class FilterConfig:
     max_prompt_tokens: int = 1024
     contamination_threshold: float = 0.5
     val_fraction: float = 0.1
+    prompt_style: str = "full"  # full | compact (tasks.PROMPT_STYLES)
+
+    def __post_init__(self):
+        if self.prompt_style not in tasks.PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {', '.join(tasks.PROMPT_STYLES)}, got {self.prompt_style!r}")
 
 
 # Rough token count (words, numbers, single punctuation marks): within ~20% of BPE tokenizers on code.
@@ -106,7 +112,8 @@ def drop_reason(trace: dict, config: FilterConfig, index: NgramIndex | None) -> 
         return "over_anchor_cap", None
     if trace["anchor_lines"] < config.min_anchor_lines:
         return "too_few_anchors", None
-    prompt = tasks.output_prompt(trace["instrumented_code"], trace["entry_point"], trace["input"])
+    prompt = tasks.prompts(config.prompt_style, trace["instrumented_code"], trace["entry_point"], trace["input"],
+                           trace["result"] or "")["output"]
     if approx_tokens(prompt) > config.max_prompt_tokens:
         return "prompt_too_long", None
     if index is not None:
@@ -130,6 +137,7 @@ def build_trace_dataset(traces: list[dict], config: FilterConfig, index: NgramIn
         program = {
             "program_id": trace["program_id"],
             "source": trace["source"],
+            "level": trace.get("level"),
             "entry_point": trace["entry_point"],
             "code": trace["code"],
             "instrumented_code": trace["instrumented_code"],
@@ -145,16 +153,16 @@ def build_trace_dataset(traces: list[dict], config: FilterConfig, index: NgramIn
             continue  # a script has no call to predict: it stays a program row, without task rows
         pairs = [(step["name"], step["value"]) for step in trace["steps"]]
         call = tasks.call_text(trace["entry_point"], trace["input"])
-        common = {k: program[k] for k in ("program_id", "source", "entry_point", "instrumented_code", "policy", "input",
+        common = {k: program[k] for k in ("program_id", "source", "level", "entry_point", "instrumented_code", "policy", "input",
                                           "output", "steps", "split")}
+        prompts = tasks.prompts(config.prompt_style, trace["instrumented_code"], trace["entry_point"], trace["input"],
+                                output)
         build.tasks.append({
-            **common, "task_id": f"{trace['program_id']}:output", "task": "output",
-            "prompt": tasks.output_prompt(trace["instrumented_code"], trace["entry_point"], trace["input"]),
+            **common, "task_id": f"{trace['program_id']}:output", "task": "output", "prompt": prompts["output"],
             "answer": output, "reference": tasks.reference_response(pairs, output),
         })
         build.tasks.append({
-            **common, "task_id": f"{trace['program_id']}:input", "task": "input",
-            "prompt": tasks.input_prompt(trace["instrumented_code"], trace["entry_point"], output),
+            **common, "task_id": f"{trace['program_id']}:input", "task": "input", "prompt": prompts["input"],
             "answer": call, "reference": tasks.reference_response(pairs, call),
         })
     return build

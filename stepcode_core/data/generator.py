@@ -1,11 +1,18 @@
-"""A seeded generator of CRUXEval-style programs: the embedded default source, so that the pipeline
-runs with no download.
+"""A seeded generator of CRUXEval-style programs at four difficulty levels: the embedded default
+source, so that the pipeline runs with no download.
 
-Each program is one function ``f`` over a string, a list of ints, a dict or an int, built from 2-5
-steps (library calls, branches, ``for`` and ``while`` loops, comprehensions, in-place updates), with a
-concrete input. The same ``(seed, index)`` always yields the same program. No well-kept library
-generates such programs, hence this module; its output still goes through execution and the
-filters, which drop the rare program that fails or misbehaves.
+Each program is one function ``f`` with a concrete input. The levels (:data:`LEVELS`):
+
+1. one or two straight-line assignments over a small int or a short string (``y = x + 3``);
+2. two or three straight-line steps over ints, short strings and short lists, with library calls
+   (``len``, ``sorted``, slicing, ``str`` methods) and no control flow;
+3. two or three steps, one of them a branch or a short ``for`` loop;
+4. CRUXEval-like: 2-5 steps over strings, lists, dicts and ints (library calls, branches, ``for``
+   and ``while`` loops, comprehensions, in-place updates), prompts of ~250 tokens.
+
+The same ``(seed, index, level)`` always yields the same program. No well-kept library generates
+such programs, hence this module; its output still goes through execution and the filters, which
+drop the rare program that fails or misbehaves.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ class GeneratedProgram:
     program_id: str
     code: str
     input: str  # the call's arguments, as in CRUXEval: f(<input>)
+    level: int = 4  # difficulty, 1 (one assignment) to 4 (loops and branches)
 
 
 class _Builder:
@@ -291,12 +299,102 @@ def _int_to_text(b: _Builder) -> bool:
     return True
 
 
-_STEPS = [
+_STEPS = [  # level 4
     _str_case, _str_count, _str_filter_loop, _str_split_join, _str_find_cut, _str_replace,
     _list_aggregate, _list_comprehension, _list_index_loop, _list_mutate, _list_count_dict, _list_while_pop,
     _dict_keys, _dict_update, _dict_invert, _dict_total,
     _int_halve, _int_branch, _int_digits, _int_to_text,
 ]
+
+# ---- levels 1-3: short programs a small model can learn to trace --------------------------------
+
+_SHORT_WORDS = ["ab", "c", "xy", "hi", "no", "q", "cat", "sun"]
+
+
+def _small_step(b: _Builder, level: int) -> bool:
+    """One straight-line step of level 1 or 2 on a variable the builder holds (level 2 adds lists and
+    library calls)."""
+    rng = b.rng
+    kinds = [kind for kind in (("int", "str") if level == 1 else ("int", "str", "list")) if b.vars[kind]]
+    kind = rng.choice(kinds)
+    source = b.vars[kind][-1]
+    k = rng.randint(1, 5)
+    if kind == "int":
+        options = [(f"{source} + {k}", "int"), (f"{source} - {k}", "int"), (f"{source} * {k % 3 + 2}", "int")]
+        if level == 2:
+            options += [(f"{source} // 2", "int"), (f"{source} % {k + 1}", "int"), (f"str({source})", "str"),
+                        (f"[{source}, {k}]", "list")]
+    elif kind == "str":
+        word = rng.choice(_SHORT_WORDS)
+        options = [(f"{source} + {word!r}", "str"), (f"{word!r} + {source}", "str"), (f"{source} * 2", "str"),
+                   (f"{source}.upper()", "str")]
+        if level == 2:
+            options += [(f"len({source})", "int"), (f"{source}[::-1]", "str"), (f"{source}[:2]", "str"),
+                        (f"{source}.replace('a', {word[:1]!r})", "str"), (f"list({source})", "list")]
+    else:
+        options = [(f"len({source})", "int"), (f"sum({source})", "int"), (f"sorted({source})", "list"),
+                   (f"{source} + [{k}]", "list"), (f"{source}[::-1]", "list"), (f"{source}[0]", "int"),
+                   (f"max({source})", "int")]
+    expression, result_kind = rng.choice(options)
+    name = b.fresh({"int": "y", "str": "t", "list": "ys"}[result_kind])
+    b.emit(f"{name} = {expression}")
+    b.define(result_kind, name)
+    return True
+
+
+def _control_step(b: _Builder) -> bool:
+    """Level 3's one branch or short loop, on the latest variable of a kind the builder holds."""
+    rng = b.rng
+    kind = rng.choice([kind for kind in ("int", "str", "list") if b.vars[kind]])
+    source = b.vars[kind][-1]
+    if kind == "list":
+        total = b.fresh("total")
+        body = rng.choice(["x", f"x * {rng.randint(2, 3)}", "1"])
+        b.emit(f"{total} = 0", f"for x in {source}:", f"    {total} += {body}")
+        b.define("int", total)
+    elif kind == "int":
+        k = rng.randint(2, 6)
+        name = b.fresh("y")
+        b.emit(f"if {source} > {k}:", f"    {name} = {source} - {k}", "else:", f"    {name} = {source} + {k}")
+        b.define("int", name)
+    else:
+        name = b.fresh("t")
+        ch = rng.choice("abcxyhinoqtu")
+        b.emit(f"if {ch!r} in {source}:", f"    {name} = {source}.upper()", "else:", f"    {name} = {source} + {ch!r}")
+        b.define("str", name)
+    return True
+
+
+def _small_input(rng: random.Random, kind: str) -> str:
+    if kind == "int":
+        return repr(rng.randint(0, 9))
+    if kind == "str":
+        return repr(rng.choice(_SHORT_WORDS))
+    return repr([rng.randint(0, 5) for _ in range(rng.randint(1, 3))])
+
+
+def _short_program(rng: random.Random, level: int) -> tuple[str, str]:
+    """(code, input) of a level 1-3 program: the steps chain, each on the latest variable."""
+    kind = rng.choice(["int", "str"] if level == 1 else ["int", "str", "list"])
+    param = {"int": "x", "str": "s", "list": "xs"}[kind]
+    builder = _Builder(rng, kind, param)
+    builder.vars = {"str": [], "list": [], "dict": [], "int": []}
+    builder.vars[kind].append(param)
+    steps = rng.randint(1, 2) if level == 1 else rng.randint(2, 3)
+    control_at = rng.randrange(steps) if level == 3 else -1
+    for index in range(steps):
+        if index == control_at:
+            _control_step(builder)
+        else:
+            _small_step(builder, min(level, 2))
+    result = builder.lines[-1].split(" = ")[0].strip() if " = " in builder.lines[-1] else _last_defined(builder)
+    body = "\n".join(f"    {line}" for line in [*builder.lines, f"return {result}"])
+    return f"def f({param}):\n{body}\n", _small_input(rng, kind)
+
+
+def _last_defined(builder: _Builder) -> str:
+    assigned = [line.strip().split(" = ")[0].split(" += ")[0] for line in builder.lines if "=" in line]
+    return assigned[-1]
 
 
 def _random_input(rng: random.Random, kind: str) -> str:
@@ -319,8 +417,19 @@ def _random_input(rng: random.Random, kind: str) -> str:
 _PARAMETERS = {"str": "text", "list": "nums", "dict": "d", "int": "n"}
 
 
-def generate_program(seed: int, index: int) -> GeneratedProgram:
-    rng = random.Random(f"stepcode-generator:{seed}:{index}")
+LEVELS = (1, 2, 3, 4)
+
+
+def generate_program(seed: int, index: int, level: int = 4, attempt: int = 0) -> GeneratedProgram:
+    """Program ``index`` of ``seed`` at ``level``; ``attempt`` > 0 draws another one (for a duplicate)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level}")
+    if level < 4:
+        rng = random.Random(f"stepcode-generator:{seed}:{index}:level{level}" + (f":{attempt}" if attempt else ""))
+        code, arguments = _short_program(rng, level)
+        return GeneratedProgram(program_id=f"gen-{seed}-{index}", code=code, input=arguments, level=level)
+    # level 4: the programs of earlier versions
+    rng = random.Random(f"stepcode-generator:{seed}:{index}" + (f":{attempt}" if attempt else ""))
     kind = rng.choice(["str", "str", "list", "list", "dict", "int"])
     builder = _Builder(rng, kind, _PARAMETERS[kind])
     wanted = rng.randint(2, 5)
@@ -339,12 +448,31 @@ def generate_program(seed: int, index: int) -> GeneratedProgram:
         result = candidates[-1]
     body = "\n".join(f"    {line}" for line in [*builder.lines, f"return {result}"])
     code = f"def f({_PARAMETERS[kind]}):\n{body}\n"
-    return GeneratedProgram(program_id=f"gen-{seed}-{index}", code=code, input=_random_input(rng, kind))
+    return GeneratedProgram(program_id=f"gen-{seed}-{index}", code=code, input=_random_input(rng, kind), level=4)
 
 
-def generate_programs(count: int, seed: int = 0) -> list[GeneratedProgram]:
-    """``count`` programs; program ``i`` depends only on ``(seed, i)``, so a larger count extends a
-    smaller one."""
+def generate_programs(count: int, seed: int = 0, levels: tuple[int, ...] | list[int] = (4,)) -> list[GeneratedProgram]:
+    """``count`` distinct programs (code and input), program ``i`` at level ``levels[i % len(levels)]``,
+    drawn again while it repeats an earlier one: a held-out program never duplicates a training one.
+    Program ``i`` depends only on ``seed``, the levels and the programs before it, so a larger count
+    extends a smaller one."""
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
-    return [generate_program(seed, index) for index in range(count)]
+    if not levels or any(level not in LEVELS for level in levels):
+        raise ValueError(f"levels must be a non-empty list of {list(LEVELS)}, got {list(levels)}")
+    seen: set[tuple[str, str]] = set()
+    programs = []
+    for index in range(count):
+        level = levels[index % len(levels)]
+        for attempt in range(_MAX_ATTEMPTS):
+            program = generate_program(seed, index, level, attempt)
+            if (program.code, program.input) not in seen:
+                break
+        else:
+            raise ValueError(f"level {level} ran out of distinct programs at {index}: lower the count")
+        seen.add((program.code, program.input))
+        programs.append(program)
+    return programs
+
+
+_MAX_ATTEMPTS = 100

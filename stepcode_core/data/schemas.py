@@ -14,6 +14,7 @@ RAW_PROGRAMS = pa.schema(
         pa.field("output", pa.string()),  # expected value's repr, when the source gives one
         pa.field("entry_point", pa.string()),  # the function called; null: run the program as a script
         pa.field("provenance", pa.string()),  # JSON: where the row came from
+        pa.field("level", pa.int8()),  # the generator's difficulty level (1-4); null for other sources
     ]
 )
 
@@ -49,6 +50,7 @@ EXECUTION_TRACES = pa.schema(
     [
         pa.field("program_id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("level", pa.int8()),  # difficulty level of a generated program; null for other sources
         pa.field("entry_point", pa.string()),
         pa.field("code", pa.string(), nullable=False),
         pa.field("instrumented_code", pa.string()),
@@ -74,6 +76,7 @@ TRACE_PROGRAMS = pa.schema(
     [
         pa.field("program_id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("level", pa.int8()),  # difficulty level of a generated program; null for other sources
         pa.field("entry_point", pa.string()),
         pa.field("code", pa.string(), nullable=False),
         pa.field("instrumented_code", pa.string(), nullable=False),
@@ -92,6 +95,7 @@ TRACE_TASKS = pa.schema(
         pa.field("program_id", pa.string(), nullable=False),
         pa.field("task", pa.string(), nullable=False),  # output | input
         pa.field("source", pa.string(), nullable=False),
+        pa.field("level", pa.int8()),  # difficulty level of a generated program; null for other sources
         pa.field("entry_point", pa.string()),
         pa.field("instrumented_code", pa.string(), nullable=False),
         pa.field("policy", pa.string(), nullable=False),  # the anchor policy (a predicted input is traced under it)

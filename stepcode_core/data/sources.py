@@ -30,6 +30,7 @@ class RawProgram:
     output: str | None = None
     entry_point: str | None = "f"
     provenance: dict = field(default_factory=dict)
+    level: int | None = None  # the generator's difficulty level; None for other sources
 
     def to_row(self) -> dict:
         row = asdict(self)
@@ -37,10 +38,15 @@ class RawProgram:
         return row
 
 
-def from_generator(count: int, seed: int) -> list[RawProgram]:
+def from_generator(count: int, seed: int, levels: tuple[int, ...] | list[int] = (4,)) -> list[RawProgram]:
+    try:
+        programs = generate_programs(count, seed, tuple(levels))
+    except ValueError as exc:
+        raise SourceError(f"generator: {exc}") from exc
     return [
-        RawProgram(p.program_id, "generator", p.code, p.input, provenance={"generator_seed": seed, "index": i})
-        for i, p in enumerate(generate_programs(count, seed))
+        RawProgram(p.program_id, "generator", p.code, p.input, level=p.level,
+                   provenance={"generator_seed": seed, "index": i, "level": p.level})
+        for i, p in enumerate(programs)
     ]
 
 

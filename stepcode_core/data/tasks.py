@@ -41,6 +41,33 @@ def input_prompt(instrumented_code: str, entry_point: str | None, output: str) -
     )
 
 
+# Compact prompts: the same tasks in about a third of the tokens (the code, the call and a one-line
+# format), for models whose every prompt token costs CPU time; the format is then learnt in SFT.
+PROMPT_STYLES = ("full", "compact")
+
+
+def compact_output_prompt(instrumented_code: str, entry_point: str | None, arguments: str) -> str:
+    return (f"```python\n{instrumented_code}\n```\nTrace `{call_text(entry_point, arguments)}`: each anchor line as "
+            "<state>NAME: value</state>, then <answer>returned value</answer>.")
+
+
+def compact_input_prompt(instrumented_code: str, entry_point: str | None, output: str) -> str:
+    name = entry_point or "f"
+    return (f"```python\n{instrumented_code}\n```\nFind x with `{name}(x) == {output}`: each anchor line of "
+            f"`{name}(x)` as <state>NAME: value</state>, then <answer>{name}(x)</answer>.")
+
+
+def prompts(style: str, instrumented_code: str, entry_point: str | None, arguments: str, output: str) -> dict[str, str]:
+    """{task kind: prompt} in ``style`` (:data:`PROMPT_STYLES`)."""
+    if style == "full":
+        return {"output": output_prompt(instrumented_code, entry_point, arguments),
+                "input": input_prompt(instrumented_code, entry_point, output)}
+    if style == "compact":
+        return {"output": compact_output_prompt(instrumented_code, entry_point, arguments),
+                "input": compact_input_prompt(instrumented_code, entry_point, output)}
+    raise ValueError(f"prompt style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+
+
 def reference_response(steps: list[tuple[str, str]], answer: str) -> str:
     """The ideal response: every state in order, then the answer."""
     states = "\n".join(f"<state>{name}: {value}</state>" for name, value in steps)

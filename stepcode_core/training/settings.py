@@ -1,6 +1,8 @@
 """Training settings: one flat :class:`TrainSettings`, the presets, and what a training run returns.
 
-:data:`PRESETS` holds ``cpu-smoke`` (SmolLM2-135M on a 2-core CPU, minutes) and ``paper``
+:data:`PRESETS` holds ``cpu-demo`` (the default: SmolLM2-135M learns the easy levels on a 2-core CPU
+in minutes), ``cpu-smoke`` (a few steps that prove the graph runs; the base of the tests' settings),
+``tiny-ablation`` (the ablation in miniature: a tiny Llama on the tiny trace task) and ``paper``
 (Qwen2.5-Coder-7B-Instruct, G = 5, lr 1e-6, responses up to 4096 tokens, λ = 0.3, bf16, vLLM
 rollouts): the paper's settings, with our choices where the paper is silent.
 """
@@ -22,7 +24,7 @@ class TrainSettings:
     name: str = "custom"
     model: str = "embedded"  # "embedded", a local Hugging Face folder, or a hub id (where the network allows)
     seed: int = 0
-    bf16: bool = False  # used only where a GPU is present
+    bf16: bool = False  # GPU: bf16 weights; CPU with bf16 instructions: bf16 autocast over fp32 weights
     rollout: str = "auto"  # auto (vLLM when installed and a GPU is present) | transformers | vllm
     lora: bool = False  # train a LoRA adapter (peft), merged into the saved checkpoint
     lora_rank: int = 16
@@ -66,6 +68,9 @@ class TrainSettings:
     # held-out evaluation after training
     eval_tasks: int = 16
     eval_max_tokens: int = 256
+    eval_num_samples: int = 1  # responses per held-out prompt
+    eval_temperature: float = 0.0  # 0: greedy; the ablation samples at the training temperature
+    torch_threads: int = 0  # > 0: torch threads of each training process (a tiny model runs fastest on one)
 
     def replace(self, **overrides) -> TrainSettings:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -83,6 +88,15 @@ class TrainSettings:
 
 
 PRESETS: dict[str, TrainSettings] = {
+    # The demo: SFT that measurably teaches SmolLM2-135M to trace levels 1-2 (README, "the demo"), then a
+    # short GRPO. bf16 autocast where the CPU has the instructions (~1.7x a step); the top 8 of 30
+    # layers trained (the backward pass stops there); the held-out scoring is eval_trace_gap's.
+    "cpu-demo": TrainSettings(
+        name="cpu-demo", model="embedded", bf16=True, train_top_layers=8,
+        sft_epochs=1.0, sft_learning_rate=2e-4, sft_batch_size=8, sft_max_length=512, sft_max_tasks=448,
+        grpo_steps=4, grpo_prompts_per_step=2, grpo_num_generations=4, grpo_learning_rate=1e-5,
+        grpo_max_response_tokens=96, grpo_max_tasks=64, eval_tasks=0, eval_max_tokens=96,
+    ),
     # Runs end to end on 2 CPU cores in a few minutes: a handful of SFT and GRPO steps that prove the
     # graph works, not a model worth evaluating. Training only the top layers cuts the backward pass.
     "cpu-smoke": TrainSettings(
@@ -90,6 +104,17 @@ PRESETS: dict[str, TrainSettings] = {
         sft_epochs=1.0, sft_learning_rate=1e-4, sft_batch_size=8, sft_max_length=768, sft_max_tasks=32,
         grpo_steps=3, grpo_prompts_per_step=2, grpo_num_generations=4, grpo_learning_rate=1e-5,
         grpo_max_response_tokens=128, grpo_max_tasks=32, eval_tasks=6, eval_max_tokens=160,
+    ),
+    # The ablation in miniature (the `ablation` job): a 2-layer, 128-wide Llama with a 400-token BPE,
+    # warm-started by SFT until copying values is half learned, then 100 GRPO steps per mode and seed,
+    # the held-out reward sampled at the training temperature (what GRPO optimizes). The values of the
+    # learning test (tests/core/test_learning.py), where they were measured.
+    "tiny-ablation": TrainSettings(
+        name="tiny-ablation", model="tiny", train_top_layers=0, torch_threads=1,
+        sft_epochs=17.0, sft_learning_rate=3e-3, sft_batch_size=32, sft_max_tasks=0,
+        grpo_steps=100, grpo_prompts_per_step=4, grpo_num_generations=8, grpo_learning_rate=3e-4,
+        grpo_max_response_tokens=64, grpo_temperature=1.0, grpo_max_tasks=0, tasks="output",
+        eval_tasks=64, eval_max_tokens=64, eval_num_samples=4, eval_temperature=1.0,
     ),
     # The paper's settings (Qwen2.5-Coder-7B, SFT then GRPO, G = 5, lr 1e-6, responses up to 4096 tokens,
     # 2 epochs, on 8 GPUs with verl). The KL coefficient and batch shape are our choices where the

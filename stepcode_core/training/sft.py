@@ -10,6 +10,7 @@ from stepcode_core.training.modeling import (
     device_dtype,
     load_model,
     lora_config,
+    mixed_precision_bf16,
     process_count,
     train_and_save,
 )
@@ -50,7 +51,7 @@ def run_sft(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, se
         learning_rate=settings.sft_learning_rate, lr_scheduler_type="constant",
         per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation, max_length=settings.sft_max_length,
         completion_only_loss=True, packing=False, logging_steps=1, save_strategy="no", report_to="none",
-        seed=settings.seed, bf16=settings.bf16 and cuda, gradient_checkpointing=settings.gradient_checkpointing,
+        seed=settings.seed, bf16=mixed_precision_bf16(settings), gradient_checkpointing=settings.gradient_checkpointing,
         dataset_num_proc=None, disable_tqdm=True, use_cpu=not cuda,
     )
     curves = CurvesCallback("sft", {"loss": "loss", "mean_token_accuracy": "token_accuracy", "learning_rate": "learning_rate"},

@@ -1,6 +1,9 @@
 """A small trace task for learning tests and benchmarks: short programs of two anchored steps, with
 compact prompts, so that GRPO fits a CPU budget.
 
+:func:`tiny_model` builds the randomly initialised small Llama these tasks are learnt by in tests and
+in the ablation.
+
 Ground truth comes the same way as for the trace dataset: P' is built by :func:`instrument` and run
 in the sandbox by :func:`run_traces`; rows have the columns of ``tasks/*.parquet`` plus ``code`` and
 ``policy`` (what :func:`stepcode_core.training.tasks.load_tasks` adds).
@@ -9,6 +12,7 @@ in the sandbox by :func:`run_traces`; rows have the columns of ``tasks/*.parquet
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from stepcode_core.data import tasks as task_text
 from stepcode_core.tracing.anchors import instrument
@@ -74,3 +78,55 @@ def tiny_task_rows(count: int, seed: int, sandbox, kinds: tuple[str, ...] = ("ou
                 "reference": task_text.reference_response(pairs, answer), "code": code, "policy": "paper",
             })
     return rows
+
+
+# ChatML without SmolLM2's default system prompt: the tiny model has no use for it, and under the
+# retrained tokenizer it is 64 of a prompt's 145 tokens (measured).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_model(folder, tokenizer_dir, corpus: list[str], *, vocab_size: int = 400, layers: int = 2, hidden: int = 128,
+               heads: int = 4, seed: int = 0):
+    """A randomly initialised ``LlamaForCausalLM`` (``layers`` decoder layers, ``hidden`` wide, tied
+    embeddings), saved with its tokenizer as a Hugging Face folder under ``folder``. The tokenizer is
+    ``tokenizer_dir``'s (pre-tokenizer, special tokens) retrained as a ``vocab_size`` BPE on ``corpus``
+    (the texts the model will see), with :data:`CHAT_TEMPLATE`: a 49K vocabulary would make the LM
+    head most of a CPU step. The model knows nothing, not even the language: SFT has to teach it the
+    task. For learning tests and benchmarks where a pretrained model's rollouts do not fit a CPU budget."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir).train_new_from_iterator(corpus, vocab_size=vocab_size)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)  # the initial weights are a function of the seed
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_task_dataset(folder: str | Path, train: list[dict], val: list[dict]) -> Path:
+    """Task rows in ``trace_dataset``'s layout (``tasks/{split}.parquet`` and the programs' code in
+    ``{split}.parquet``), what :func:`stepcode_core.training.tasks.load_tasks` and the training child read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    (folder / "tasks").mkdir(parents=True, exist_ok=True)
+    for split, part in (("train", train), ("val", val)):
+        pq.write_table(pa.Table.from_pylist([{k: v for k, v in row.items() if k != "code"} for row in part]),
+                       folder / "tasks" / f"{split}.parquet")
+        programs = {row["program_id"]: {"program_id": row["program_id"], "code": row["code"]} for row in part}
+        pq.write_table(pa.Table.from_pylist(list(programs.values())), folder / f"{split}.parquet")
+    return folder

@@ -5,28 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from stepcode_core.models import materialize_embedded_model
 from stepcode_core.paths import stepcode_home
 from stepcode_core.training.settings import preset
-from stepcode_core.training.tiny_task import tiny_task_rows
+from stepcode_core.training.tiny_task import tiny_task_rows, write_task_dataset
 from tests.distributed.launching import GRPO, SFT, launch_training
 
 TASKS, HELD_OUT = 528, 16
 
 
 def write_trace_dataset(folder: Path, rows: list[dict]) -> Path:
-    """``rows`` in trace_dataset's layout: tasks/{split}.parquet and the programs' code beside them."""
-    (folder / "tasks").mkdir(parents=True, exist_ok=True)
-    for split, part in (("train", rows[:-HELD_OUT]), ("val", rows[-HELD_OUT:])):
-        pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "code"} for r in part]),
-                       folder / "tasks" / f"{split}.parquet")
-        programs = {r["program_id"]: {"program_id": r["program_id"], "code": r["code"]} for r in part}
-        pq.write_table(pa.Table.from_pylist(list(programs.values())), folder / f"{split}.parquet")
-    return folder
+    """``rows`` in trace_dataset's layout, the last HELD_OUT as the val split."""
+    return write_task_dataset(folder, rows[:-HELD_OUT], rows[-HELD_OUT:])
 
 
 @pytest.fixture(scope="session")

@@ -65,8 +65,8 @@ def test_checkpoints_through_pipes_on_two_processes(half_trained, tmp_path):
                    "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1)},
         run_config={"ops": {
             "base_model": {"config": {"source": str(half_trained["sft"])}},
-            "sft_checkpoint": {"config": {"overrides_json": _overrides(sft_settings)}},
-            "grpo_checkpoint": {"config": {"overrides_json": _overrides(GRPO)}},
+            "sft_checkpoint": {"config": {"preset": "cpu-smoke", "overrides_json": _overrides(sft_settings)}},
+            "grpo_checkpoint": {"config": {"preset": "cpu-smoke", "overrides_json": _overrides(GRPO)}},
         }},
     )
     assert result.success
@@ -95,7 +95,7 @@ def test_a_failing_rank_fails_the_asset_with_its_traceback(half_trained, tmp_pat
          training.sft_checkpoint],
         resources={"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
                    "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1)},
-        run_config={"ops": {"sft_checkpoint": {"config": {"overrides_json": _overrides({**SFT, "sft_batch_size": 33})}}}},
+        run_config={"ops": {"sft_checkpoint": {"config": {"preset": "cpu-smoke", "overrides_json": _overrides({**SFT, "sft_batch_size": 33})}}}},
         raise_on_error=False,
     )
     assert not result.success
@@ -127,7 +127,7 @@ CANCEL_SCRIPT = textwrap.dedent('''
     dg.materialize([trace_dataset, sft_checkpoint, training.grpo_checkpoint],
                    resources={"store": ArtifactStore(root=store), "sandbox": SandboxResource(),
                               "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1)},
-                   run_config={"ops": {"grpo_checkpoint": {"config": {"steps": 1000, "overrides_json": sys.argv[4]}}}})
+                   run_config={"ops": {"grpo_checkpoint": {"config": {"preset": "cpu-smoke", "steps": 1000, "overrides_json": sys.argv[4]}}}})
 ''')
 
 

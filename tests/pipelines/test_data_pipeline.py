@@ -166,3 +166,36 @@ def test_without_cross_check_determinism_comes_from_a_second_run_in_one_interpre
     meta = materialize(tmp_path, {**generator(40, 8), "execution_traces": {"config": {"cross_check": False}}})
     assert meta["execution_traces"]["determinism_rate"].value > 0.9
     assert meta["trace_dataset"]["kept_programs"].value > 30
+
+
+def test_levels_are_recorded_counted_and_prompted_compactly(tmp_path):
+    """Every row carries its generator level from raw_programs to the task rows; the dataset's
+    metadata counts programs, anchor lines and prompt tokens per level; compact prompts are the
+    default and the full ones one setting away."""
+    ops = {"raw_programs": {"config": {"generator_count": 80, "generator_seed": 2, "generator_levels": [1, 2, 3, 4]}}}
+    meta = materialize(tmp_path, ops)
+    assert meta["raw_programs"]["levels"].data == {"1": 20, "2": 20, "3": 20, "4": 20}
+    dataset = Path(str(meta["trace_dataset"]["artifact"].value))
+    stored = json.loads((dataset / "meta.json").read_text())["metadata"]["levels"]
+    assert set(stored) == {"1", "2", "3", "4"}
+    assert sum(level["programs"] for level in stored.values()) == meta["trace_dataset"]["kept_programs"].value
+    anchors = [stored[level]["mean_anchor_lines"] for level in ("1", "2", "4")]
+    assert anchors == sorted(anchors) and anchors[0] < anchors[-1]  # harder levels trace more states
+    tokens = [stored[level]["mean_prompt_tokens"] for level in ("1", "2", "3", "4")]
+    assert tokens == sorted(tokens)
+    assert "| 1 |" in meta["trace_dataset"]["levels"].value  # the per-level table in the UI
+    for split in ("train", "val"):
+        programs = pq.read_table(dataset / f"{split}.parquet").to_pylist()
+        tasks = pq.read_table(dataset / "tasks" / f"{split}.parquet").to_pylist()
+        assert all(row["level"] in (1, 2, 3, 4) for row in programs + tasks)
+        assert all("Trace `f(" in row["prompt"] or "Find x with" in row["prompt"] for row in tasks)
+
+    full = materialize(tmp_path, {**ops, "trace_dataset": {"config": {"prompt_style": "full"}}})
+    assert recomputed(full) == {"trace_dataset"}
+    full_levels = json.loads((Path(str(full["trace_dataset"]["artifact"].value)) / "meta.json").read_text())
+    assert all(full_levels["metadata"]["levels"][k]["mean_prompt_tokens"] > stored[k]["mean_prompt_tokens"]
+               for k in stored)
+    with pytest.raises(dg.Failure, match="prompt_style"):
+        dg.materialize(DATA_ASSETS, resources={"store": ArtifactStore(root=str(tmp_path)),
+                                               "sandbox": SandboxResource(backend="local")},
+                       run_config={"ops": {**ops, "trace_dataset": {"config": {"prompt_style": "short"}}}})

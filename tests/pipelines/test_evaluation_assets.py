@@ -46,7 +46,7 @@ def _tick(instance, registry) -> dg.SensorResult:
 
 
 @pytest.mark.slow
-def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace_dataset, tiny_checkpoint):
+def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace_dataset, tiny_checkpoint, browser):
     external = tmp_path / "external"
     registry = CheckpointRegistry(registry_file=str(tmp_path / "checkpoints.json"), external_dir=str(external))
     lcb = tmp_path / "lcb.jsonl"
@@ -110,7 +110,29 @@ def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace
         result = defs.resolve_job_def("eval_report_job").execute_in_process(instance=instance)
         assert result.success
         (event,) = result.get_asset_materialization_events()
-        assert sorted(event.step_materialization_data.materialization.metadata["checkpoints"].data) == sorted([first, second])
+        report_meta = event.step_materialization_data.materialization.metadata
+        assert sorted(report_meta["checkpoints"].data) == sorted([first, second])
+
+        # report.json: each checkpoint's numbers with intervals and its per-sample page; the change
+        # between them; the comparison page; every page renders in a real browser with its traces.
+        content = json.loads(Path(str(report_meta["report_json"].value)).read_text())
+        assert [e["label"] for e in content["checkpoints"]] == ["ext_first", "ext_second"]
+        for entry in content["checkpoints"]:
+            assert entry["trace_tasks"] == 4 and entry["key"] in (first, second)
+            assert entry["trace_final_accuracy_ci"] is not None and entry["cruxeval"]["output_pass@1_ci"] is not None
+            assert entry["reval"]["mean_ci"] is not None
+            gap_meta = _materializations(instance, "eval_trace_gap", entry["key"])[0].asset_materialization.metadata
+            assert str(gap_meta["samples_html"].value) == entry["samples_html"]
+            browser.get(Path(entry["samples_html"]).as_uri())
+            assert len(browser.find_elements("css selector", "section.sample")) == 4
+            marks = gap_meta["summary"].data["marks"]
+            for mark, count in marks.items():
+                assert len(browser.find_elements("css selector", f"tr.step.{mark}")) == count
+        (change,) = content["comparisons"]
+        assert (change["from"], change["to"], change["tasks"]) == ("ext_first", "ext_second", 4)
+        assert "step_accuracy_change_ci" in change and report_meta["verdicts"].value.startswith("- ext_second vs ext_first")
+        browser.get(Path(str(report_meta["compare_html"].value)).as_uri())
+        assert len(browser.find_elements("css selector", ".pair")) == 4
 
 
 def test_an_external_checkpoint_changed_in_place_becomes_a_new_partition(tmp_path, tiny_checkpoint):

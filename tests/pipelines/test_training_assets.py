@@ -17,8 +17,8 @@ from pipelines.storage import ArtifactStore
 from stepcode_core.models import weights_hash
 
 RUN_CONFIG = {"ops": {
-    "sft_checkpoint": {"config": {"max_tasks": 8, "eval_tasks": 2, "overrides_json": '{"sft_batch_size": 8, "eval_max_tokens": 24}'}},
-    "grpo_checkpoint": {"config": {"steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_response_tokens": 24,
+    "sft_checkpoint": {"config": {"preset": "cpu-smoke", "max_tasks": 8, "eval_tasks": 2, "overrides_json": '{"sft_batch_size": 8, "eval_max_tokens": 24}'}},
+    "grpo_checkpoint": {"config": {"preset": "cpu-smoke", "steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_response_tokens": 24,
                                    "eval_tasks": 2, "overrides_json": '{"eval_max_tokens": 24}'}},
 }}
 
@@ -71,7 +71,7 @@ def test_checkpoints_materialize_then_reuse(tmp_path, tiny_trace_dataset):
 def test_config_overrides_and_errors():
     config = training.GRPOCheckpointConfig(mode="terminal", steps=3, overrides_json='{"seed": 4}')
     settings = training._settings(config, training._GRPO_FIELDS)
-    assert (settings.grpo_mode, settings.grpo_steps, settings.seed, settings.name) == ("terminal", 3, 4, "cpu-smoke")
+    assert (settings.grpo_mode, settings.grpo_steps, settings.seed, settings.name) == ("terminal", 3, 4, "cpu-demo")
     with pytest.raises(dg.Failure, match="grpo_mode"):
         training._settings(training.GRPOCheckpointConfig(mode="ppo"), training._GRPO_FIELDS)
     with pytest.raises(dg.Failure, match="unknown training settings"):
