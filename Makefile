@@ -5,13 +5,16 @@ export DAGSTER_HOME ?= $(CURDIR)
 export STEPCODE_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 EXTRAS := dev,train,reval
 
-.PHONY: demo test venv ui bench bench-sandbox clean
+.PHONY: demo ablation test venv ui bench bench-sandbox clean
 
 venv:
 	@scripts/bootstrap.sh $(EXTRAS)
 
 demo: venv
 	@.venv/bin/stepcode demo
+
+ablation: venv
+	@.venv/bin/stepcode ablation
 
 test:
 	@scripts/test.sh

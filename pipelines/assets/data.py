@@ -55,9 +55,9 @@ DATASET_VERSION = code_version(__name__, "trace_dataset")
 
 
 class RawProgramsConfig(dg.Config):
-    generator_count: int = 200
+    generator_count: int = 480
     generator_seed: int = 0
-    generator_levels: list[int] = Field(default=[1, 2], description="difficulty levels of the generated programs, "
+    generator_levels: list[int] = Field(default=[1, 2, 3], description="difficulty levels of the generated programs, "
                                         "in turn: 1 (one assignment) to 4 (loops and branches, CRUXEval-like)")
     humaneval: bool = False
     files: list[str] = []  # JSONL / Parquet in CRUXEval's schema, or folders of .py files
@@ -82,7 +82,7 @@ class DatasetConfig(dg.Config):
     min_anchor_lines: int = 1
     max_prompt_tokens: int = 1024
     contamination_threshold: float = 0.5
-    val_fraction: float = 0.1
+    val_fraction: float = Field(default=0.2, description="share of programs held out (by a hash of the id)")
     prompt_style: str = Field(default="compact", description="full (the task spelled out, ~250 tokens on level 4) "
                               "or compact (code, call and a one-line format: about a third of the tokens)")
     livecodebench_path: str = ""  # LiveCodeBench execution rows, to decontaminate against

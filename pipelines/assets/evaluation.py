@@ -78,7 +78,7 @@ class GenerationConfig(dg.Config):
 
 
 class CruxevalConfig(dg.Config):
-    limit: int = Field(default=8, description="first N of the 800 problems; 0: all")
+    limit: int = Field(default=32, description="first N of the 800 problems; 0: all")
     modes: list[str] = Field(default=["output", "input"])
     styles: list[str] = Field(default=["direct"], description="direct, cot, anchored; the first is the headline")
     generation: GenerationConfig = GenerationConfig()
@@ -100,8 +100,8 @@ class RevalConfig(dg.Config):
 
 class TraceGapConfig(dg.Config):
     tasks: list[str] = Field(default=["output", "input"], description="task kinds of the held-out split scored")
-    limit: int = Field(default=8, description="first N held-out tasks of each kind; 0: all")
-    generation: GenerationConfig = GenerationConfig(max_new_tokens=160)
+    limit: int = Field(default=48, description="first N held-out tasks of each kind; 0: all")
+    generation: GenerationConfig = GenerationConfig(max_new_tokens=96)
 
 
 def _checkpoint_ref(context, registry: CheckpointRegistry) -> tuple[ArtifactRef, str]:
@@ -408,7 +408,7 @@ def build_report(evaluations: dict[str, dict[str, dict]]) -> tuple[dict, list[tu
               _samples(evaluations[latest[label]]["eval_trace_gap"])) for label in report.ordered(list(latest))]
     comparisons = [report.compare(checkpoint_label(a[0]), a[2], checkpoint_label(b[0]), b[2])
                    for a, b in zip(chain, chain[1:])]
-    entries.sort(key=lambda e: (report.ordered([e["label"], *report.CHAIN]).index(e["label"]), e["key"]))
+    entries.sort(key=lambda entry: (report.order_key(entry["label"]), entry["key"]))
     return {"checkpoints": entries, "comparisons": comparisons, "published": PUBLISHED,
             "units": "accuracies and pass@1 as fractions in [0, 1]; *_ci: 95% intervals"}, chain
 

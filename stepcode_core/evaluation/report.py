@@ -132,8 +132,13 @@ def verdict(change: dict) -> str:
             f"{' excludes' if outcome != 'no measurable change' else ' includes'} 0)")
 
 
+def order_key(label: str) -> tuple[int, str]:
+    """The training chain first, in its order, then other labels by name."""
+    return (CHAIN.index(label) if label in CHAIN else len(CHAIN), label)
+
+
 def ordered(labels: list[str]) -> list[str]:
-    return sorted(labels, key=lambda label: (CHAIN.index(label) if label in CHAIN else len(CHAIN), label))
+    return sorted(labels, key=order_key)
 
 
 def report_markdown(report: dict) -> str:
