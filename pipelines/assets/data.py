@@ -226,7 +226,7 @@ def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: S
         jobs = [trace_job(row, _program_of(row), repeats=1 if spec.cross_check else 2) for row in runnable]
         if jobs:
             with sandbox.open() as opened:
-                context.log.info(f"sandbox: {opened.name} backend, {len(opened.workers)} warm workers")
+                context.log.debug(f"sandbox: {opened.name} backend, {len(opened.workers)} warm workers")
                 runs = run_traces(jobs, opened, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb,
                                   cross_check=spec.cross_check)
         else:

@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from stepcode_core.models import materialize_embedded_model, vllm_preferred
+from stepcode_core.models import cpu_supports_bf16, materialize_embedded_model, vllm_preferred
 from stepcode_core.paths import stepcode_home
 from stepcode_core.training.settings import TrainSettings
 
@@ -26,16 +26,6 @@ def device_dtype(settings: TrainSettings):
 
     cuda = torch.cuda.is_available()
     return (torch.bfloat16 if settings.bf16 and cuda else torch.float32), cuda
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX): there bf16 autocast roughly
-    halves a training step; elsewhere it is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def mixed_precision_bf16(settings: TrainSettings) -> bool:
@@ -115,6 +105,10 @@ def save_checkpoint(trainer, tokenizer, folder: Path, lora: bool) -> Path:
 def train_and_save(trainer, tokenizer, scratch: str, output_dir: Path, lora: bool, n_tasks: int) -> tuple[Path, dict]:
     """Run ``trainer``, remove its scratch output folder (nothing is saved there), save the checkpoint to
     ``output_dir``; returns the folder and the metrics every training run reports."""
+    from transformers import PrinterCallback
+
+    # The CurvesCallback reports every logged step; the trainer's own printing of each log dict is noise.
+    trainer.remove_callback(PrinterCallback)
     try:
         output = trainer.train()
     finally:

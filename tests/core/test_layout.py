@@ -18,7 +18,6 @@ STAGES = ("tracing", "data", "rewards", "training", "evaluation")
 # Project imports inside a function, each for a stated reason (see the comment at each).
 DEFERRED_IMPORTS = {
     ("pipelines/cli.py", "pipelines.demo"),  # loads the whole code location: only `stepcode demo` pays it
-    ("pipelines/cli.py", "pipelines.console"),  # Dagster: only the terminal runs pay it
     ("stepcode_core/training/phases.py", "stepcode_core.training.grpo"),  # TRL and torch: only the GRPO phase
 }
 
