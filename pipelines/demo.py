@@ -32,6 +32,15 @@ def _elapsed(started: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
 
 
+def _run(job_name: str, instance, what: str, **options):
+    """Run a job in this process with the compact logger; None (and a line on stderr) if it failed."""
+    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False, **options)
+    if not result.success:
+        print(f"{what} failed; see the log above", file=sys.stderr)
+        return None
+    return result
+
+
 def _print_materializations(result) -> None:
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
@@ -59,10 +68,8 @@ def run_demo() -> int:
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
     print("[1/3] data and training (embedded default: generated programs, SmolLM2-135M) ...", flush=True)
-    result = defs.resolve_job_def("stepcode_all").execute_in_process(instance=instance, run_config=COMPACT_LOGGING,
-                                                                     raise_on_error=False)
-    if not result.success:
-        print("the demo run failed; see the log above", file=sys.stderr)
+    result = _run("stepcode_all", instance, "the data and training run", run_config=COMPACT_LOGGING)
+    if result is None:
         return 1
     print(f"\ndata and training done ({_elapsed(started)}; run {result.run_id})")
     _print_materializations(result)
@@ -76,20 +83,14 @@ def run_demo() -> int:
     register_new_checkpoints(instance, registry)
     pending = _unevaluated(instance, instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS.name))
     print(f"\n[2/3] evaluating {len(pending)} new checkpoint(s) ...", flush=True)
-    evaluation_job = defs.resolve_job_def("evaluation")
     for key in pending:
         print(f"\nevaluating {key} ...", flush=True)
-        evaluated = evaluation_job.execute_in_process(instance=instance, partition_key=key, run_config=COMPACT_LOGGING,
-                                                      raise_on_error=False)
-        if not evaluated.success:
-            print(f"evaluation of {key} failed; see the log above", file=sys.stderr)
+        if _run("evaluation", instance, f"evaluation of {key}", partition_key=key, run_config=COMPACT_LOGGING) is None:
             return 1
 
     print("\n[3/3] the report ...", flush=True)
-    report = defs.resolve_job_def("eval_report_job").execute_in_process(instance=instance, run_config=COMPACT_LOGGING,
-                                                                        raise_on_error=False)
-    if not report.success:
-        print("eval_report failed; see the log above", file=sys.stderr)
+    report = _run("eval_report_job", instance, "eval_report", run_config=COMPACT_LOGGING)
+    if report is None:
         return 1
     (event,) = report.get_asset_materialization_events()
     metadata = event.step_materialization_data.materialization.metadata
@@ -114,15 +115,12 @@ def run_ablation(preset: str = "", model: str = "") -> int:
     if model:
         ops["ablation_base"] = {"config": {"model": model}}
     run_config = {**COMPACT_LOGGING, **({"ops": ops} if ops else {})}
-    job = defs.resolve_job_def("ablation")
     keys = ABLATION_PARTITIONS.get_partition_keys()
     result = None
     for index, key in enumerate(keys, 1):
         print(f"\n[{index}/{len(keys)}] ablation run {key} ({_elapsed(started)} so far) ...", flush=True)
-        result = job.execute_in_process(instance=instance, partition_key=key, run_config=run_config,
-                                        raise_on_error=False)
-        if not result.success:
-            print(f"ablation run {key} failed; see the log above", file=sys.stderr)
+        result = _run("ablation", instance, f"ablation run {key}", partition_key=key, run_config=run_config)
+        if result is None:
             return 1
     (event,) = [e for e in result.get_asset_materialization_events()
                 if e.asset_key == dg.AssetKey("ablation_report")]
