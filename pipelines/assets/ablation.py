@@ -165,7 +165,7 @@ def _held_out(record) -> dict | None:
     return {**stored["held_out"], "settings": stored["settings"], "weights_hash": stored["weights_hash"]}
 
 
-@dg.asset(group_name="ablation", code_version=REPORT_VERSION, deps=[ablation_checkpoint, ablation_start])
+@dg.asset(group_name="ablation", code_version=REPORT_VERSION, deps=["ablation_checkpoint", "ablation_start"])
 def ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.Output:
     """Held-out step accuracy, final accuracy and their gap per mode, mean and std over the seeds
     run so far, beside the warm start: ``ablation.json`` and ``ablation.png``."""

@@ -16,7 +16,6 @@ import html
 import json
 
 from stepcode_core.rewards.responses import parse_response
-from stepcode_core.rewards.verify import Verdict
 
 MARKS = ("right", "wrong", "missing", "extra")
 
@@ -28,8 +27,10 @@ def _state_text(pair: tuple[str | None, str] | list | None) -> str | None:
     return f"{name}: {value}" if name is not None else str(value)
 
 
-def sample_record(row: dict, response: str, verdict: Verdict) -> dict:
-    """One task's sample as the pages (and ``samples.jsonl``) store it."""
+def sample_record(row: dict, response: str, verdict) -> dict:
+    """One task's sample as the pages (and ``samples.jsonl``) store it; ``verdict`` is the
+    verifier's :class:`stepcode_core.rewards.verify.Verdict` (not imported: the pages, and
+    eval_report that renders one, do not depend on the verifier's code)."""
     predicted = parse_response(response).pairs
     scored = verdict.step_rewards
     given = [(step["name"], step["value"]) for step in row.get("steps") or []]
