@@ -169,7 +169,7 @@ def test_cancelling_a_grpo_run_leaves_nothing_running(half_trained, tmp_path):
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     deadline = time.monotonic() + 300
-    while "grpo step 2/1000" not in (tmp_path / "run.log").read_text():
+    while "grpo step 1/1000" not in (tmp_path / "run.log").read_text():
         assert process.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.5)
@@ -309,7 +309,7 @@ def test_a_run_from_the_ui_shows_the_steps_and_its_cancel_leaves_nothing(half_tr
 
         def launch(steps: int) -> str:
             return client.submit_job_execution("grpo_run", run_config={"ops": {"grpo_checkpoint": {"config": {
-                "steps": steps, "overrides_json": json.dumps(settings)}}}})
+                "preset": "cpu-smoke", "steps": steps, "overrides_json": json.dumps(settings)}}}})
 
         finished = launch(1)
         assert _wait_for(lambda: client.get_run_status(finished).value in ("SUCCESS", "FAILURE"), 400)
@@ -321,7 +321,7 @@ def test_a_run_from_the_ui_shows_the_steps_and_its_cancel_leaves_nothing(half_tr
         assert metadata["training"].data["processes"] == 2 and "curves" in metadata and "weights_hash" in metadata
 
         cancelled = launch(1000)
-        assert _wait_for(lambda: any("grpo step 2/1000" in e.user_message for e in instance.all_logs(cancelled)), 400)
+        assert _wait_for(lambda: any("grpo step 1/1000" in e.user_message for e in instance.all_logs(cancelled)), 400)
         running = _training_processes()
         assert len(running) >= 3  # accelerate's torchrun and its two ranks, at least
         client.terminate_run(cancelled)
