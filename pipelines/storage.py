@@ -118,6 +118,16 @@ class ArtifactStore(dg.ConfigurableResource):
         return json.loads(ref.file("meta.json").read_text())["metadata"]
 
 
+def recorded_artifact(record) -> tuple[Path, dict] | None:
+    """(folder, stored metadata) of the artifact a materialization record names in its ``artifact``
+    metadata; None when the record has none or the folder is gone."""
+    artifact = record.asset_materialization.metadata.get("artifact")
+    folder = Path(str(artifact.value)) if artifact else None
+    if folder is None or not (folder / "meta.json").is_file():
+        return None
+    return folder, json.loads((folder / "meta.json").read_text())["metadata"]
+
+
 def _remove_abandoned_staging(base: Path) -> None:
     """Delete temp folders left by a process that died mid-write (their pid no longer runs)."""
     for staging in base.glob(".tmp-*"):

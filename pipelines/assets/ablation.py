@@ -19,7 +19,13 @@ from pydantic import Field
 from pipelines.assets.training import _train
 from pipelines.launchers import TrainingLauncher
 from pipelines.resources import SandboxResource
-from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown
+from pipelines.storage import (
+    ArtifactRef,
+    ArtifactStore,
+    cached_output,
+    png_markdown,
+    recorded_artifact,
+)
 from pipelines.versions import code_version
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.paths import stepcode_home
@@ -156,12 +162,11 @@ def ablation_checkpoint(context: dg.AssetExecutionContext, config: AblationTrain
 
 
 def _held_out(record) -> dict | None:
-    """The held-out numbers a training artifact stored (its ``meta.json``)."""
-    artifact = record.asset_materialization.metadata.get("artifact")
-    meta = Path(str(artifact.value)) / "meta.json" if artifact else None
-    if not meta or not meta.is_file():
+    """The held-out numbers a training artifact stored."""
+    found = recorded_artifact(record)
+    if found is None:
         return None
-    stored = json.loads(meta.read_text())["metadata"]
+    _, stored = found
     return {**stored["held_out"], "settings": stored["settings"], "weights_hash": stored["weights_hash"]}
 
 

@@ -25,6 +25,7 @@ from pipelines.storage import (
     cached_output,
     file_ref,
     png_markdown,
+    recorded_artifact,
 )
 from pipelines.versions import code_version
 from stepcode_core.evaluation import cruxeval, execution, intervals, livecodebench, report, reval
@@ -372,11 +373,11 @@ def latest_evaluations(instance: dg.DagsterInstance) -> dict[str, dict[str, dict
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
             if not records:
                 continue
-            artifact = records[0].asset_materialization.metadata.get("artifact")
-            meta = Path(str(artifact.value)) / "meta.json" if artifact else None
-            if meta and meta.is_file():
-                found.setdefault(key, {})[asset] = {"summary": json.loads(meta.read_text())["metadata"],
-                                                    "artifact": str(artifact.value), "timestamp": records[0].timestamp}
+            stored = recorded_artifact(records[0])
+            if stored is not None:
+                folder, summary = stored
+                found.setdefault(key, {})[asset] = {"summary": summary, "artifact": str(folder),
+                                                    "timestamp": records[0].timestamp}
     return found
 
 
