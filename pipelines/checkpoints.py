@@ -6,8 +6,9 @@ changed checkpoint is a new partition and evaluating it touches no other partiti
 * the training assets' materializations (``base_model``, ``sft_checkpoint``, ``grpo_checkpoint``),
   read from the Dagster instance: the folder is the ``model_dir`` metadata, the hash is the
   materialization's DataVersion (a hash of the weights);
-* a folder of external checkpoints (``$STEPCODE_EXTERNAL_CHECKPOINTS``, default
-  ``$STEPCODE_HOME/checkpoints``): every sub-folder with a ``config.json``.
+* a folder of external checkpoints (``external_dir``, which the deployment's resource set fills
+  from ``$STEPCODE_EXTERNAL_CHECKPOINTS``; default ``$STEPCODE_HOME/checkpoints``): every
+  sub-folder with a ``config.json``.
 
 The registry (a JSON file under ``$STEPCODE_HOME``) maps each partition key to its folder, since a
 partition key alone cannot say where the weights lie.
@@ -57,14 +58,13 @@ class CheckpointRegistry(dg.ConfigurableResource):
 
     registry_file: str = Field(default="", description="JSON registry; empty: $STEPCODE_HOME/checkpoints.json")
     external_dir: str = Field(default="", description="folder of external HF checkpoints; empty: "
-                              "$STEPCODE_EXTERNAL_CHECKPOINTS, else $STEPCODE_HOME/checkpoints")
+                              "$STEPCODE_HOME/checkpoints")
 
     def _file(self) -> Path:
         return Path(self.registry_file) if self.registry_file else stepcode_home() / "checkpoints.json"
 
     def external_path(self) -> Path:
-        configured = self.external_dir or os.environ.get("STEPCODE_EXTERNAL_CHECKPOINTS")
-        return Path(configured) if configured else stepcode_home() / "checkpoints"
+        return Path(self.external_dir) if self.external_dir else stepcode_home() / "checkpoints"
 
     def _read(self) -> dict:
         path = self._file()

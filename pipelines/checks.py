@@ -1,4 +1,9 @@
-"""Asset checks on the data stages: what a person would verify before training on a dataset."""
+"""Asset checks on the data stages: what a person would verify before training on a dataset.
+
+Every check is *blocking* with ERROR severity: in a run that also trains, a failed check stops the
+run before any training step starts. A training step of a later run consults the recorded verdicts
+(:mod:`pipelines.verdicts`), so a dataset that failed a check never reaches a checkpoint.
+"""
 
 import json
 from pathlib import Path
@@ -9,15 +14,21 @@ import pyarrow.parquet as pq
 from pipelines.assets.data import execution_traces, trace_dataset
 from pipelines.storage import ArtifactRef
 from stepcode_core.data import schemas
+from stepcode_core.data.dataset import FilterConfig
 from stepcode_core.data.decontaminate import load_evaluation_index
 from stepcode_core.paths import shared_data_dir
+
+
+# The bar a dataset must meet whatever its own filter settings were (a looser filter does not lower it).
+CONTAMINATION_THRESHOLD = FilterConfig.contamination_threshold
+MIN_DETERMINISM_RATE = 0.95
 
 
 def _stored(ref: ArtifactRef) -> dict:
     return json.loads(ref.file("meta.json").read_text())["metadata"]
 
 
-@dg.asset_check(asset=trace_dataset, description="Every Parquet file has the declared pyarrow schema.")
+@dg.asset_check(asset=trace_dataset, blocking=True, description="Every Parquet file has the declared pyarrow schema.")
 def trace_dataset_schema(trace_dataset: ArtifactRef) -> dg.AssetCheckResult:
     wrong = []
     for name, schema in (("train.parquet", schemas.TRACE_PROGRAMS), ("val.parquet", schemas.TRACE_PROGRAMS),
@@ -28,30 +39,37 @@ def trace_dataset_schema(trace_dataset: ArtifactRef) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not wrong, metadata={"mismatched_files": dg.MetadataValue.json(wrong)})
 
 
-@dg.asset_check(asset=trace_dataset, description="Both splits hold programs and task rows.")
+@dg.asset_check(asset=trace_dataset, blocking=True, description="Both splits hold programs and task rows.")
 def trace_dataset_nonempty_splits(trace_dataset: ArtifactRef) -> dg.AssetCheckResult:
     splits = _stored(trace_dataset)["splits"]
     passed = all(counts["programs"] > 0 and counts["tasks"] > 0 for counts in splits.values())
     return dg.AssetCheckResult(passed=passed, metadata={"splits": dg.MetadataValue.json(splits)})
 
 
-@dg.asset_check(asset=trace_dataset, description="No kept program overlaps an evaluation set (10-grams).")
+@dg.asset_check(asset=trace_dataset, blocking=True,
+                description=f"No kept program overlaps an evaluation set (10-grams, overlap >= {CONTAMINATION_THRESHOLD}).")
 def trace_dataset_not_contaminated(trace_dataset: ArtifactRef) -> dg.AssetCheckResult:
     meta = _stored(trace_dataset)
-    threshold = meta["filters"]["contamination_threshold"]
     livecodebench = meta["filters"].get("livecodebench_path") or None
     index = load_evaluation_index(shared_data_dir(), Path(livecodebench) if livecodebench else None)
     codes = []
     for split in ("train", "val"):
         codes += pq.read_table(trace_dataset.file(f"{split}.parquet"), columns=["code"]).column("code").to_pylist()
-    contaminated = sum(index.overlap(code)[0] >= threshold for code in codes)
+    overlaps = [index.overlap(code) for code in codes]
+    contaminated = [(code, overlap) for code, overlap in zip(codes, overlaps) if overlap[0] >= CONTAMINATION_THRESHOLD]
+    examples = [{"overlap": round(overlap[0], 3), "matches": str(overlap[1]), "code": code[:200]}
+                for code, overlap in contaminated[:5]]
     return dg.AssetCheckResult(
-        passed=contaminated == 0,
-        metadata={"contaminated": contaminated, "checked": len(codes), "evaluation_sets": dg.MetadataValue.json(index.programs)},
+        passed=not contaminated,
+        description=f"{len(contaminated)} of {len(codes)} programs overlap an evaluation set" if contaminated else None,
+        metadata={"contaminated": len(contaminated), "checked": len(codes), "threshold": CONTAMINATION_THRESHOLD,
+                  "dataset_filter_threshold": meta["filters"]["contamination_threshold"],
+                  "examples": dg.MetadataValue.json(examples),
+                  "evaluation_sets": dg.MetadataValue.json(index.programs)},
     )
 
 
-@dg.asset_check(asset=trace_dataset, description="Executed anchor lines per program lie within the filter's bounds.")
+@dg.asset_check(asset=trace_dataset, blocking=True, description="Executed anchor lines per program lie within the filter's bounds.")
 def trace_dataset_anchor_counts(trace_dataset: ArtifactRef) -> dg.AssetCheckResult:
     meta = _stored(trace_dataset)
     low, high = meta["filters"]["min_anchor_lines"], meta["filters"]["max_anchor_lines"]
@@ -66,16 +84,16 @@ def trace_dataset_anchor_counts(trace_dataset: ArtifactRef) -> dg.AssetCheckResu
     )
 
 
-@dg.asset_check(asset=execution_traces, description="Share of programs whose two runs agree (warns below 95%).")
+@dg.asset_check(asset=execution_traces, blocking=True,
+                description=f"Share of programs whose two runs agree is at least {MIN_DETERMINISM_RATE:.0%}.")
 def execution_traces_determinism(execution_traces: ArtifactRef) -> dg.AssetCheckResult:
     table = execution_traces.read_table(None)
     ran = [det for det, status in zip(table.column("deterministic").to_pylist(), table.column("status").to_pylist())
            if status != "not_run"]
     rate = sum(ran) / len(ran) if ran else 0.0
     return dg.AssetCheckResult(
-        passed=rate >= 0.95,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"determinism_rate": round(rate, 4), "programs_run": len(ran)},
+        passed=rate >= MIN_DETERMINISM_RATE,
+        metadata={"determinism_rate": round(rate, 4), "minimum": MIN_DETERMINISM_RATE, "programs_run": len(ran)},
     )
 
 
@@ -86,3 +104,4 @@ DATA_CHECKS = [
     trace_dataset_anchor_counts,
     execution_traces_determinism,
 ]
+

@@ -1,13 +1,11 @@
 """The Dagster code location: `dagster dev -m pipelines.definitions` (or `stepcode ui`)."""
 
-import os
-
 import dagster as dg
 
 from pipelines.assets import ablation, data, evaluation, training
-from pipelines.checkpoints import CheckpointRegistry
 from pipelines.checks import DATA_CHECKS
 from pipelines.console import compact_console
+from pipelines.deployments import resources_for
 from pipelines.instance import configure_environment
 from pipelines.jobs import (
     ablation_job,
@@ -16,10 +14,7 @@ from pipelines.jobs import (
     evaluation_job,
     stepcode_all_job,
 )
-from pipelines.launchers import LocalTrainingLauncher
-from pipelines.resources import SandboxResource
-from pipelines.sensors import checkpoint_sensor, report_after_evaluation
-from pipelines.storage import ArtifactStore
+from pipelines.sensors import checkpoint_sensor, eval_report_automation
 
 configure_environment()
 
@@ -27,18 +22,18 @@ configure_environment()
 data_refresh_schedule = dg.ScheduleDefinition(
     name="data_refresh_schedule",
     job=data_refresh_job,
-    cron_schedule=os.environ.get("STEPCODE_DATA_REFRESH_CRON", "0 3 * * *"),
+    cron_schedule=dg.EnvVar("STEPCODE_DATA_REFRESH_CRON").get_value("0 3 * * *") or "0 3 * * *",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([data, training, evaluation, ablation]),
     asset_checks=DATA_CHECKS,
-    resources={"store": ArtifactStore(), "sandbox": SandboxResource(), "checkpoint_registry": CheckpointRegistry(),
-               "training_launcher": LocalTrainingLauncher()},
+    # $STEPCODE_DEPLOYMENT: local (the default) or production (pipelines/deployments.py).
+    resources=resources_for(),
     jobs=[stepcode_all_job, data_refresh_job, evaluation_job, eval_report_job, ablation_job],
     schedules=[data_refresh_schedule],
     # Dagster's own console logger stays the default; the terminal commands choose the compact one.
     loggers={**dg.default_loggers(), "compact_console": compact_console},
-    sensors=[checkpoint_sensor, report_after_evaluation],
+    sensors=[checkpoint_sensor, eval_report_automation],
 )

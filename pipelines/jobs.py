@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from pipelines.checkpoints import CHECKPOINT_PARTITIONS
-
 EVAL_ASSET_KEYS = ("eval_cruxeval", "eval_livecodebench", "eval_reval", "eval_trace_gap")
 
 stepcode_all_job = dg.define_asset_job(
@@ -14,7 +12,7 @@ data_refresh_job = dg.define_asset_job(
     "data_refresh", selection=dg.AssetSelection.groups("data"), description="Refresh the data stages."
 )
 evaluation_job = dg.define_asset_job(
-    "evaluation", selection=dg.AssetSelection.assets(*EVAL_ASSET_KEYS), partitions_def=CHECKPOINT_PARTITIONS,
+    "evaluation", selection=dg.AssetSelection.assets(*EVAL_ASSET_KEYS),
     description="Evaluate one checkpoint (a partition) on every benchmark.",
 )
 eval_report_job = dg.define_asset_job(

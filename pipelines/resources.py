@@ -1,4 +1,5 @@
-"""Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers.
+"""Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers; ``BenchmarkFiles``
+says where the benchmark files that are not bundled lie.
 
 The resource holds configuration; ``open()`` hands out the run's pool, started on first use and
 closed when the run's resources are torn down, so a run whose work is all cached starts no worker
@@ -64,3 +65,11 @@ class SandboxResource(dg.ConfigurableResource):
         defaults = {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb,
                     "output_limit_bytes": self.output_limit_bytes}
         return ExecutionRequest(code=code, stdin=stdin, **{**defaults, **limits})
+
+
+class BenchmarkFiles(dg.ConfigurableResource):
+    """Benchmark files a deployment supplies (they are not bundled): the deployment's resource set
+    fills them from the environment (:mod:`pipelines.deployments`), an asset's config can override."""
+
+    livecodebench: str = Field(default="", description="LiveCodeBench execution rows (JSONL or Parquet); "
+                               "empty: eval_livecodebench is skipped with a reason")

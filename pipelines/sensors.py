@@ -1,9 +1,10 @@
-"""Sensors: evaluate each new or changed checkpoint alone, then refresh the report."""
+"""Sensors: evaluate each new or changed checkpoint alone; then eval_report follows its
+evaluations declaratively (its automation condition, which ``eval_report_automation`` evaluates)."""
 
 import dagster as dg
 
 from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry
-from pipelines.jobs import eval_report_job, evaluation_job
+from pipelines.jobs import evaluation_job
 
 
 @dg.sensor(job=evaluation_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -22,8 +23,8 @@ def checkpoint_sensor(context: dg.SensorEvaluationContext, checkpoint_registry: 
     )
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[evaluation_job],
-                      request_job=eval_report_job, default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="After a checkpoint's evaluation succeeds, rebuild eval_report.")
-def report_after_evaluation(context: dg.RunStatusSensorContext):
-    return dg.RunRequest(run_key=f"report-{context.dagster_run.run_id}")
+eval_report_automation = dg.AutomationConditionSensorDefinition(
+    "eval_report_automation", target=dg.AssetSelection.assets("eval_report"),
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+    description="Requests eval_report when its automation condition holds: evaluations updated, none running.",
+)

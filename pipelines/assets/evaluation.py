@@ -11,14 +11,13 @@ tabulates every evaluated checkpoint beside the published numbers.
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry
-from pipelines.resources import SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource
 from pipelines.storage import (
     ArtifactRef,
     ArtifactStore,
@@ -211,19 +210,21 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
 @dg.asset(group_name="evaluation", code_version=LIVECODEBENCH_VERSION, partitions_def=CHECKPOINT_PARTITIONS,
           pool="gpu")
 def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchConfig, store: ArtifactStore,
-                       sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
+                       sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry,
+                       benchmark_files: BenchmarkFiles) -> dg.Output:
     """LiveCodeBench code execution (output prediction), scored as LCB's harness scores it (its
-    imports before every check; an answer containing the input is skipped). Its data is not bundled: point ``path`` (or $STEPCODE_LIVECODEBENCH) at the rows."""
+    imports before every check; an answer containing the input is skipped). Its data is not bundled:
+    point ``path`` (or the deployment's ``benchmark_files``, $STEPCODE_LIVECODEBENCH) at the rows."""
     _check_styles(config.styles)
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
-    configured = config.path or os.environ.get("STEPCODE_LIVECODEBENCH", "")
+    configured = config.path or benchmark_files.livecodebench
     data = Path(configured) if configured else None
     if data is not None and not data.is_file():
         raise dg.Failure(f"LiveCodeBench file {data} does not exist")
 
     def write(folder: Path) -> dict:
         if data is None:
-            context.log.warning("no LiveCodeBench execution file configured (path or $STEPCODE_LIVECODEBENCH): skipped")
+            context.log.warning("no LiveCodeBench execution file configured (path, or $STEPCODE_LIVECODEBENCH): skipped")
             return {"weights_hash": checkpoint.content_hash, "skipped": "no LiveCodeBench file configured",
                     "headline": None, "results": []}
         rows = livecodebench.read_rows(data)
@@ -450,8 +451,20 @@ def _plot_report(content: dict, path: Path) -> None:
     plt.close(figure)
 
 
+# After any checkpoint's evaluation finished (a partition of an eval asset updated since the report
+# was last requested, and no evaluation or report still running). Not `eager()`: that also waits
+# for every partition of every dependency to exist, and a report of the checkpoints evaluated so
+# far is what a person wants.
+REPORT_CONDITION = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after an evaluation")
+
+
 # In the pool too, though it loads no model: every training and evaluation asset is, without exceptions.
-@dg.asset(group_name="evaluation", code_version=REPORT_VERSION, deps=list(EVAL_ASSETS), pool="gpu")
+@dg.asset(group_name="evaluation", code_version=REPORT_VERSION, deps=list(EVAL_ASSETS), pool="gpu",
+          automation_condition=REPORT_CONDITION)
 def eval_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.Output:
     """Every evaluated checkpoint with 95% intervals, the change between successive checkpoints on
     the same held-out tasks (paired bootstrap), a comparison page (base vs latest) and a chart:

@@ -14,6 +14,7 @@ from pydantic import Field
 from pipelines.launchers import TrainingLauncher, failure_from
 from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown
+from pipelines.verdicts import require_checked_dataset
 from pipelines.versions import code_version
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.paths import stepcode_home
@@ -113,7 +114,8 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
            trace_dataset: ArtifactRef, phase: str) -> dg.Output:
     """The body both checkpoint assets share: reuse the cached artifact, or launch the training
     child (:mod:`pipelines.training_child`) through the launcher, which trains, plots and scores the
-    held-out tasks; version by the weights."""
+    held-out tasks; version by the weights. A dataset that failed a blocking data check is refused."""
+    require_checked_dataset(context, trace_dataset)
 
     def write(folder: Path) -> dict:
         errors_dir = folder / "errors"  # beside the checkpoint: a pod on the shared volume sees it too

@@ -14,7 +14,7 @@ import pytest
 from pipelines.assets import evaluation
 from pipelines.checkpoints import CHECKPOINT_PARTITIONS, CheckpointRegistry
 from pipelines.jobs import EVAL_ASSET_KEYS, eval_report_job, evaluation_job
-from pipelines.resources import SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource
 from pipelines.sensors import checkpoint_sensor
 from pipelines.storage import ArtifactStore
 from stepcode_core.models import weights_hash
@@ -52,7 +52,7 @@ def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace
     lcb = tmp_path / "lcb.jsonl"
     lcb.write_text(json.dumps(LCB_ROW) + "\n")
     resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "checkpoint_registry": registry,
-                 "sandbox": SandboxResource(backend="local", workers=2),
+                 "sandbox": SandboxResource(backend="local", workers=2), "benchmark_files": BenchmarkFiles(),
                  "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "io"))}
     defs = dg.Definitions(
         assets=[tiny_trace_dataset, evaluation.eval_cruxeval, evaluation.eval_livecodebench, evaluation.eval_reval,

@@ -1,0 +1,85 @@
+"""Blocking data checks: a dataset that fails one never reaches training, in the same run or a later
+one, and the reason is recorded where the UI shows it. Real data stages, a real local sandbox, a real
+Dagster instance."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from pipelines.assets import data, training
+from pipelines.checks import DATA_CHECKS
+from pipelines.launchers import LocalTrainingLauncher
+from pipelines.resources import SandboxResource
+from pipelines.storage import ArtifactStore
+from pipelines.verdicts import BLOCKING_CHECKS
+
+DATA_ASSETS = [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset]
+
+
+def test_every_data_check_blocks_and_training_consults_each():
+    for check in DATA_CHECKS:
+        for spec in check.check_specs:
+            assert spec.blocking, spec.key
+    declared = {(key.asset_key.to_user_string(), key.name) for check in DATA_CHECKS for key in check.check_keys}
+    assert declared == {(asset, name) for asset, names in BLOCKING_CHECKS.items() for name in names}
+
+
+def test_a_contaminated_dataset_never_reaches_sft_checkpoint(tmp_path, cruxeval_rows, tiny_checkpoint):
+    planted = tmp_path / "planted.jsonl"
+    rows = [{"id": f"planted-{row['id']}", **{k: row[k] for k in ("code", "input", "output")}} for row in cruxeval_rows[:2]]
+    planted.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base = tiny_checkpoint(tmp_path / "base", seed=0)
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
+                 "training_launcher": LocalTrainingLauncher()}
+    run_config = {"ops": {
+        "raw_programs": {"config": {"generator_count": 16, "files": [str(planted)]}},
+        # The filter off: the planted CRUXEval programs stay in the dataset, as a careless config would leave them.
+        "trace_dataset": {"config": {"contamination_threshold": 1.01}},
+        "base_model": {"config": {"source": str(base)}},
+        "sft_checkpoint": {"config": {"preset": "cpu-smoke", "max_tasks": 4, "eval_tasks": 1}},
+    }}
+    assets = [*DATA_ASSETS, training.base_model, training.sft_checkpoint]
+    (tmp_path / "instance").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
+        # One run, data and training: the failed check stops it before sft_checkpoint starts.
+        result = dg.materialize([*assets, *DATA_CHECKS], instance=instance, resources=resources,
+                                run_config=run_config, raise_on_error=False)
+        assert not result.success
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert "trace_dataset" in materialized and "sft_checkpoint" not in materialized
+        verdicts = {e.event_specific_data.check_name: e.event_specific_data
+                    for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+        contamination = verdicts["trace_dataset_not_contaminated"]
+        assert not contamination.passed and contamination.severity == dg.AssetCheckSeverity.ERROR
+        assert contamination.metadata["contaminated"].value == 2
+        assert "overlap an evaluation set" in contamination.description
+        assert all(verdicts[name].passed for name in verdicts if name != "trace_dataset_not_contaminated")
+        assert not (tmp_path / "store" / "sft_checkpoint").exists()  # no training process ever wrote there
+
+        # The instance keeps the verdict, as the UI shows it on trace_dataset's checks tab.
+        key = dg.AssetCheckKey(dg.AssetKey("trace_dataset"), "trace_dataset_not_contaminated")
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        assert record.evaluation is not None and not record.evaluation.passed
+
+        # A later run of sft_checkpoint alone, on the same dataset: refused, saying why.
+        again = dg.materialize(assets, selection=["sft_checkpoint"], instance=instance, resources=resources,
+                               run_config={"ops": {"sft_checkpoint": run_config["ops"]["sft_checkpoint"]}},
+                               raise_on_error=False)
+        assert not again.success
+        (failure,) = [e for e in again.all_events if e.event_type_value == "STEP_FAILURE"]
+        reason = failure.event_specific_data.error.message
+        assert "trace_dataset_not_contaminated failed" in reason and "2 of" in reason
+        assert not (tmp_path / "store" / "sft_checkpoint").exists()
+
+
+def test_a_clean_dataset_passes_every_check(tmp_path):
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local")}
+    (tmp_path / "instance").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
+        result = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], instance=instance, resources=resources,
+                                run_config={"ops": {"raw_programs": {"config": {"generator_count": 24}}}})
+        assert result.success
+        verdicts = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert len(verdicts) == len(DATA_CHECKS) and all(v.passed for v in verdicts)

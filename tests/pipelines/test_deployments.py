@@ -1,0 +1,81 @@
+"""Resources per deployment: one variable picks the set, Dagster's EnvVar fills it, and no asset body
+reads the environment."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines.checkpoints import CheckpointRegistry
+from pipelines.deployments import DEPLOYMENTS, resources_for
+from pipelines.resources import BenchmarkFiles, SandboxResource
+from pipelines.storage import ArtifactStore
+
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "assets"
+
+
+@dg.asset
+def where_things_go(store: ArtifactStore, sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry,
+                    benchmark_files: BenchmarkFiles) -> dict:
+    return {"artifacts": str(store.root_path()), "backend": sandbox.backend,
+            "external": str(checkpoint_registry.external_path()), "livecodebench": benchmark_files.livecodebench}
+
+
+def _resolved(resources: dict) -> dict:
+    result = dg.materialize([where_things_go], resources=resources)
+    assert result.success
+    return result.output_for_node("where_things_go")
+
+
+def test_local_is_the_default_and_needs_no_variable(monkeypatch, tmp_path):
+    for name in ("STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_LIVECODEBENCH", "STEPCODE_SANDBOX_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STEPCODE_HOME", str(tmp_path))
+    found = _resolved(resources_for("local"))
+    assert found == {"artifacts": str(tmp_path / "artifacts"), "backend": "auto",
+                     "external": str(tmp_path / "checkpoints"), "livecodebench": ""}
+
+
+def test_production_reads_its_variables_when_a_run_starts(monkeypatch, tmp_path):
+    resources = resources_for("production")  # built before the variables exist: EnvVar defers them
+    monkeypatch.setenv("STEPCODE_ARTIFACTS", str(tmp_path / "shared" / "artifacts"))
+    monkeypatch.setenv("STEPCODE_EXTERNAL_CHECKPOINTS", str(tmp_path / "shared" / "checkpoints"))
+    found = _resolved(resources)
+    assert found["artifacts"] == str(tmp_path / "shared" / "artifacts")
+    assert found["external"] == str(tmp_path / "shared" / "checkpoints")
+    assert found["backend"] == "docker"  # untrusted code never runs outside a container there
+
+
+def test_production_without_its_variables_fails_naming_them(monkeypatch):
+    monkeypatch.delenv("STEPCODE_ARTIFACTS", raising=False)
+    with pytest.raises(Exception, match="STEPCODE_ARTIFACTS"):
+        dg.materialize([where_things_go], resources=resources_for("production"))
+
+
+def test_the_variable_chooses_the_set_of_the_code_location(tmp_path):
+    probe = ("from pipelines.definitions import defs; r = defs.resources; "
+             "print(r['sandbox'].backend, type(r['store'].root).__name__)")
+    env = {"PATH": "/usr/bin:/bin", "STEPCODE_HOME": str(tmp_path)}
+    for deployment, expected in (("local", "auto str"), ("production", "docker EnvVar")):
+        shown = subprocess.run([sys.executable, "-c", probe], env={**env, "STEPCODE_DEPLOYMENT": deployment},
+                               capture_output=True, text=True, check=True, cwd=ASSETS_DIR.parents[1])
+        assert shown.stdout.split()[-2:] == expected.split(), deployment
+    wrong = subprocess.run([sys.executable, "-c", probe], env={**env, "STEPCODE_DEPLOYMENT": "staging"},
+                           capture_output=True, text=True, cwd=ASSETS_DIR.parents[1])
+    assert wrong.returncode != 0 and all(name in wrong.stderr for name in DEPLOYMENTS)
+
+
+@pytest.mark.parametrize("module", sorted(ASSETS_DIR.glob("*.py")), ids=lambda path: path.name)
+def test_no_asset_module_reads_the_environment(module):
+    tree = ast.parse(module.read_text())
+    reads = [node.lineno for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb")
+             or isinstance(node, ast.Name) and node.id in ("environ", "getenv")
+             or isinstance(node, ast.ImportFrom) and node.module == "os"
+             and any(alias.name in ("environ", "getenv") for alias in node.names)]
+    assert reads == [], f"{module.name} reads the environment at lines {reads}: take it from a resource"
