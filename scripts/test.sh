@@ -16,7 +16,20 @@ stop_dockerd() {
     for _ in $(seq 1 40); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.25; done
   fi
 }
-trap stop_dockerd EXIT
+postgres_cluster=""
+stop_services() {
+  stop_dockerd
+  # Word splitting is wanted: "15 main" is pg_ctlcluster's two arguments.
+  # shellcheck disable=SC2086
+  if [ -n "$postgres_cluster" ]; then (cd / && pg_ctlcluster $postgres_cluster stop) || true; fi
+}
+trap stop_services EXIT
+
+# PostgreSQL for the instance tests against deploy/dagster.yaml (line 1: URL, line 2: what it started).
+postgres="$(scripts/ensure_postgres.sh)" || { echo "PostgreSQL set-up failed" >&2; exit 1; }
+postgres_cluster="$(sed -n 2p <<<"$postgres")"
+url="$(sed -n 1p <<<"$postgres")"
+[ -n "$url" ] && export STEPCODE_TEST_POSTGRES_URL="$url"
 
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -1,7 +1,10 @@
-"""Stand-ins shared by the pipeline tests: a small trace_dataset and tiny random checkpoints."""
+"""Shared by the pipeline tests: stand-ins (a small trace_dataset, tiny random checkpoints) and the
+Dagster instances the instance-level tests run against (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -58,3 +61,80 @@ def tiny_checkpoint():
         return folder
 
     return make
+
+
+# ---- Dagster instances: the checkout's (SQLite) and the deployment's (PostgreSQL) ----------------
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_URL_VARIABLE = "STEPCODE_TEST_POSTGRES_URL"
+
+
+def _instance_from_yaml(yaml_file: Path, home: Path, monkeypatch, **env: str) -> dg.DagsterInstance:
+    """The instance that ``yaml_file`` describes, loaded the way a deployment loads it: DAGSTER_HOME
+    is a folder holding a copy of the file. The variables go into this process's environment, so
+    the subprocesses a test starts (``DagsterInstance.get()``) open the same instance."""
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(yaml_file.read_text())
+    for name, value in {"DAGSTER_HOME": str(home), "STEPCODE_DAGSTER_DIR": str(home / "storage"),
+                        "STEPCODE_DAGSTER_LOGS": str(home / "logs"), **env}.items():
+        monkeypatch.setenv(name, value)
+    return dg.DagsterInstance.get()
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards), as the variables that
+    deploy/dagster.yaml reads. The server is $STEPCODE_TEST_POSTGRES_URL, a role that may create
+    databases (scripts/ensure_postgres.sh sets one up for `make test`). Without it the test skips,
+    except under CI, where it fails."""
+    from urllib.parse import unquote, urlsplit
+
+    import psycopg2
+
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not url:
+        message = f"${POSTGRES_URL_VARIABLE} is not set (scripts/ensure_postgres.sh provides a server)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    parts = urlsplit(url)
+    name = f"stepcode_test_{uuid.uuid4().hex[:16]}"
+    admin = psycopg2.connect(url)
+    admin.autocommit = True  # CREATE/DROP DATABASE refuse to run inside a transaction
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield {"STEPCODE_POSTGRES_USER": unquote(parts.username or ""),
+               "STEPCODE_POSTGRES_PASSWORD": unquote(parts.password or ""),
+               "STEPCODE_POSTGRES_HOST": parts.hostname or "127.0.0.1",
+               "STEPCODE_POSTGRES_PORT": str(parts.port or 5432),
+               "STEPCODE_POSTGRES_DB": name}
+        with admin.cursor() as cursor:  # FORCE: a killed run process may leave a session behind
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def deploy_instance(tmp_path, monkeypatch, postgres_database):
+    """The production instance, built from deploy/dagster.yaml itself, on a fresh database."""
+    instance = _instance_from_yaml(PROJECT_ROOT / "deploy" / "dagster.yaml", tmp_path / "dagster_home",
+                                   monkeypatch, **postgres_database)
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def dagster_instance(request, tmp_path, monkeypatch):
+    """A persistent Dagster instance, once per kind: ``sqlite`` is the checkout's dagster.yaml,
+    ``postgres`` the deployment's deploy/dagster.yaml. DAGSTER_HOME points at it for the test."""
+    if request.param == "postgres":
+        yield request.getfixturevalue("deploy_instance")
+        return
+    instance = _instance_from_yaml(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster_home", monkeypatch)
+    try:
+        yield instance
+    finally:
+        instance.dispose()
