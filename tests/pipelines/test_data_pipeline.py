@@ -23,11 +23,12 @@ from pipelines.storage import ArtifactStore
 DATA_ASSETS = [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset]
 
 
-def materialize(root: Path, ops: dict) -> dict:
+def materialize(root: Path, ops: dict, instance: dg.DagsterInstance | None = None) -> dict:
     result = dg.materialize(
         DATA_ASSETS,
         resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local")},
         run_config={"ops": ops},
+        instance=instance,
     )
     assert result.success
     return {
@@ -44,23 +45,31 @@ def generator(count: int, seed: int) -> dict:
     return {"raw_programs": {"config": {"generator_count": count, "generator_seed": seed}}}
 
 
-def test_only_what_changed_is_recomputed(tmp_path):
+def test_only_what_changed_is_recomputed(tmp_path, dagster_instance):
     everything = {"raw_programs", "instrumented_programs", "execution_traces", "trace_dataset"}
-    first = materialize(tmp_path, generator(60, 3))
+    store = tmp_path / "store"
+    first = materialize(store, generator(60, 3), dagster_instance)
     assert recomputed(first) == everything
     assert first["execution_traces"]["executed_programs"].value == 60
 
-    unchanged = materialize(tmp_path, generator(60, 3))
+    unchanged = materialize(store, generator(60, 3), dagster_instance)
     assert recomputed(unchanged) == set()
     assert unchanged["execution_traces"]["executed_programs"].value == 0
     for asset in everything:
         assert unchanged[asset]["cache_key"] == first[asset]["cache_key"]
 
-    filters_only = materialize(tmp_path, {**generator(60, 3), "trace_dataset": {"config": {"val_fraction": 0.5}}})
+    filters_only = materialize(store, {**generator(60, 3), "trace_dataset": {"config": {"val_fraction": 0.5}}},
+                               dagster_instance)
     assert recomputed(filters_only) == {"trace_dataset"}
 
-    new_seed = materialize(tmp_path, generator(60, 4))
+    new_seed = materialize(store, generator(60, 4), dagster_instance)
     assert recomputed(new_seed) == everything
+
+    # The instance kept all four runs and every materialization, in order.
+    assert len(dagster_instance.get_runs()) == 4
+    history = dagster_instance.fetch_materializations(dg.AssetKey("trace_dataset"), limit=10).records
+    assert [record.asset_materialization.metadata["cache_key"] for record in history] == [
+        run["trace_dataset"]["cache_key"] for run in (new_seed, filters_only, unchanged, first)]
 
 
 def test_planted_cruxeval_program_is_dropped_as_contamination(tmp_path, cruxeval_rows):
@@ -106,6 +115,7 @@ def test_splits_are_stable_across_reruns(tmp_path):
     assert read(first) == read(second)
 
 
+# Runs on the instance at $DAGSTER_HOME, the test's instance.
 _KILLABLE = """
 import sys
 import dagster as dg
@@ -117,6 +127,7 @@ dg.materialize(
     resources={"store": ArtifactStore(root=sys.argv[1]), "sandbox": SandboxResource(backend="local")},
     run_config={"ops": {"raw_programs": {"config": {"generator_count": 4000, "generator_seed": 9}},
                         "execution_traces": {"config": {"num_shards": 16}}}},
+    instance=dg.DagsterInstance.get(),
 )
 """
 
@@ -129,7 +140,7 @@ def _published_parquet(root: Path, asset: str) -> list[Path]:
     return [p for folder in base.iterdir() if not folder.name.startswith(".") for p in folder.rglob("*.parquet")]
 
 
-def test_kill_9_during_execution_leaves_no_partial_artifact(tmp_path):
+def test_kill_9_during_execution_leaves_no_partial_artifact(tmp_path, dagster_instance):
     root = tmp_path / "store"
     script = tmp_path / "killable.py"
     script.write_text(_KILLABLE)
@@ -153,13 +164,18 @@ def test_kill_9_during_execution_leaves_no_partial_artifact(tmp_path):
     assert _published_parquet(root, "trace_dataset") == []
     finished_before = {p.name for p in shards.iterdir() if not p.name.startswith(".")}
     assert 1 <= len(finished_before) < 16
+    # The instance holds the killed run as it was: started, never finished, trace_dataset unrecorded.
+    (killed,) = dagster_instance.get_runs()
+    assert killed.status == dg.DagsterRunStatus.STARTED
+    assert dagster_instance.get_latest_materialization_event(dg.AssetKey("trace_dataset")) is None
 
     meta = materialize(root, {"raw_programs": {"config": {"generator_count": 4000, "generator_seed": 9}},
-                              "execution_traces": {"config": {"num_shards": 16}}})
+                              "execution_traces": {"config": {"num_shards": 16}}}, dagster_instance)
     assert meta["trace_dataset"]["kept_programs"].value > 0
     # The shards finished before the kill were reused, not run again.
     assert meta["execution_traces"]["executed_programs"].value < 4000
     assert len(_published_parquet(root, "execution_traces")) == 16
+    assert dagster_instance.get_latest_materialization_event(dg.AssetKey("trace_dataset")) is not None
 
 
 def test_without_cross_check_determinism_comes_from_a_second_run_in_one_interpreter(tmp_path):
