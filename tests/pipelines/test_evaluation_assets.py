@@ -46,7 +46,8 @@ def _tick(instance, registry) -> dg.SensorResult:
 
 
 @pytest.mark.slow
-def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace_dataset, tiny_checkpoint, browser):
+def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace_dataset, tiny_checkpoint, browser,
+                                                             dagster_instance):
     external = tmp_path / "external"
     registry = CheckpointRegistry(registry_file=str(tmp_path / "checkpoints.json"), external_dir=str(external))
     lcb = tmp_path / "lcb.jsonl"
@@ -60,87 +61,86 @@ def test_a_new_checkpoint_evaluates_only_its_own_partitions(tmp_path, tiny_trace
         jobs=[evaluation_job, eval_report_job], resources=resources)
     job = defs.resolve_job_def("evaluation")
 
-    (tmp_path / "instance").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
-        assert dg.materialize([tiny_trace_dataset], instance=instance, resources=resources).success
+    instance = dagster_instance
+    assert dg.materialize([tiny_trace_dataset], instance=instance, resources=resources).success
 
-        def evaluate(result: dg.SensorResult) -> list[str]:
-            keys = [request.partition_key for request in result.run_requests]
-            for key in keys:
-                assert job.execute_in_process(instance=instance, partition_key=key, run_config=_run_config(lcb)).success
-            return keys
+    def evaluate(result: dg.SensorResult) -> list[str]:
+        keys = [request.partition_key for request in result.run_requests]
+        for key in keys:
+            assert job.execute_in_process(instance=instance, partition_key=key, run_config=_run_config(lcb)).success
+        return keys
 
-        first_dir = tiny_checkpoint(external / "first", seed=1)
-        (first,) = evaluate(_tick(instance, registry))
-        assert first == f"ext_first-{weights_hash(first_dir)[:12]}"
-        assert _tick(instance, registry).run_requests == []  # nothing new: the sensor skips
+    first_dir = tiny_checkpoint(external / "first", seed=1)
+    (first,) = evaluate(_tick(instance, registry))
+    assert first == f"ext_first-{weights_hash(first_dir)[:12]}"
+    assert _tick(instance, registry).run_requests == []  # nothing new: the sensor skips
 
-        tiny_checkpoint(external / "second", seed=2)
-        (second,) = evaluate(_tick(instance, registry))
-        assert second.startswith("ext_second-") and second != first
+    tiny_checkpoint(external / "second", seed=2)
+    (second,) = evaluate(_tick(instance, registry))
+    assert second.startswith("ext_second-") and second != first
 
-        assert set(instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS.name)) == {first, second}
-        for asset in EVAL_ASSET_KEYS:  # one run each: the first checkpoint was not evaluated again
-            assert len(_materializations(instance, asset, first)) == 1, asset
-            assert len(_materializations(instance, asset, second)) == 1, asset
-        runs = instance.get_runs(dg.RunsFilter(job_name="evaluation"))
-        assert sorted(run.tags["dagster/partition"] for run in runs) == sorted([first, second])
+    assert set(instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS.name)) == {first, second}
+    for asset in EVAL_ASSET_KEYS:  # one run each: the first checkpoint was not evaluated again
+        assert len(_materializations(instance, asset, first)) == 1, asset
+        assert len(_materializations(instance, asset, second)) == 1, asset
+    runs = instance.get_runs(dg.RunsFilter(job_name="evaluation"))
+    assert sorted(run.tags["dagster/partition"] for run in runs) == sorted([first, second])
 
-        # What the evaluation wrote: official files, numbers in range.
-        crux = _materializations(instance, "eval_cruxeval", second)[0].asset_materialization.metadata
-        folder = Path(str(crux["artifact"].value))
-        scored = json.loads((folder / "output_direct_scored.json").read_text())
-        assert set(scored) == {"raw_generations", "raw_scored_generations", "pass_at_1", "pass_at_5"}
-        assert len(scored["raw_generations"]) == 2 and 0.0 <= scored["pass_at_1"] <= 100.0
-        lcb_meta = _materializations(instance, "eval_livecodebench", second)[0].asset_materialization.metadata
-        assert lcb_meta["summary"].data["problems"] == 1
-        gap = _materializations(instance, "eval_trace_gap", second)[0].asset_materialization.metadata["summary"].data
-        assert 0.0 <= gap["step_accuracy"] <= 100.0 and 0.0 <= gap["final_accuracy"] <= 100.0
-        assert set(gap["by_task"]) == {"output", "input"} and gap["samples"] == sum(
-            part["samples"] for part in gap["by_task"].values())
+    # What the evaluation wrote: official files, numbers in range.
+    crux = _materializations(instance, "eval_cruxeval", second)[0].asset_materialization.metadata
+    folder = Path(str(crux["artifact"].value))
+    scored = json.loads((folder / "output_direct_scored.json").read_text())
+    assert set(scored) == {"raw_generations", "raw_scored_generations", "pass_at_1", "pass_at_5"}
+    assert len(scored["raw_generations"]) == 2 and 0.0 <= scored["pass_at_1"] <= 100.0
+    lcb_meta = _materializations(instance, "eval_livecodebench", second)[0].asset_materialization.metadata
+    assert lcb_meta["summary"].data["problems"] == 1
+    gap = _materializations(instance, "eval_trace_gap", second)[0].asset_materialization.metadata["summary"].data
+    assert 0.0 <= gap["step_accuracy"] <= 100.0 and 0.0 <= gap["final_accuracy"] <= 100.0
+    assert set(gap["by_task"]) == {"output", "input"} and gap["samples"] == sum(
+        part["samples"] for part in gap["by_task"].values())
 
-        # A training materialization is picked up too, keyed by its DataVersion.
-        trained = tiny_checkpoint(tmp_path / "sft", seed=3)
-        digest = weights_hash(trained)
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            "sft_checkpoint", metadata={"model_dir": dg.MetadataValue.path(str(trained))},
-            tags={"dagster/data_version": digest}))
-        assert [r.partition_key for r in _tick(instance, registry).run_requests] == [f"sft_checkpoint-{digest[:12]}"]
+    # A training materialization is picked up too, keyed by its DataVersion.
+    trained = tiny_checkpoint(tmp_path / "sft", seed=3)
+    digest = weights_hash(trained)
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "sft_checkpoint", metadata={"model_dir": dg.MetadataValue.path(str(trained))},
+        tags={"dagster/data_version": digest}))
+    assert [r.partition_key for r in _tick(instance, registry).run_requests] == [f"sft_checkpoint-{digest[:12]}"]
 
-        result = defs.resolve_job_def("eval_report_job").execute_in_process(instance=instance)
-        assert result.success
-        (event,) = result.get_asset_materialization_events()
-        report_meta = event.step_materialization_data.materialization.metadata
-        assert sorted(report_meta["checkpoints"].data) == sorted([first, second])
+    result = defs.resolve_job_def("eval_report_job").execute_in_process(instance=instance)
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    report_meta = event.step_materialization_data.materialization.metadata
+    assert sorted(report_meta["checkpoints"].data) == sorted([first, second])
 
-        # report.json: each checkpoint's numbers with intervals and its per-sample page; the change
-        # between them; the comparison page; every page renders in a real browser with its traces.
-        content = json.loads(Path(str(report_meta["report_json"].value)).read_text())
-        assert [e["label"] for e in content["checkpoints"]] == ["ext_first", "ext_second"]
-        for entry in content["checkpoints"]:
-            assert entry["trace_tasks"] == 4 and entry["key"] in (first, second)
-            assert entry["trace_final_accuracy_ci"] is not None and entry["cruxeval"]["output_pass@1_ci"] is not None
-            assert entry["reval"]["mean_ci"] is not None
-            gap_meta = _materializations(instance, "eval_trace_gap", entry["key"])[0].asset_materialization.metadata
-            assert str(gap_meta["samples_html"].value) == entry["samples_html"]
-            browser.get(Path(entry["samples_html"]).as_uri())
-            assert len(browser.find_elements("css selector", "section.sample")) == 4
-            marks = gap_meta["summary"].data["marks"]
-            for mark, count in marks.items():
-                assert len(browser.find_elements("css selector", f"tr.step.{mark}")) == count
-        (change,) = content["comparisons"]
-        assert (change["from"], change["to"], change["tasks"]) == ("ext_first", "ext_second", 4)
-        assert "step_accuracy_change_ci" in change and report_meta["verdicts"].value.startswith("- ext_second vs ext_first")
-        browser.get(Path(str(report_meta["compare_html"].value)).as_uri())
-        assert len(browser.find_elements("css selector", ".pair")) == 4
+    # report.json: each checkpoint's numbers with intervals and its per-sample page; the change
+    # between them; the comparison page; every page renders in a real browser with its traces.
+    content = json.loads(Path(str(report_meta["report_json"].value)).read_text())
+    assert [e["label"] for e in content["checkpoints"]] == ["ext_first", "ext_second"]
+    for entry in content["checkpoints"]:
+        assert entry["trace_tasks"] == 4 and entry["key"] in (first, second)
+        assert entry["trace_final_accuracy_ci"] is not None and entry["cruxeval"]["output_pass@1_ci"] is not None
+        assert entry["reval"]["mean_ci"] is not None
+        gap_meta = _materializations(instance, "eval_trace_gap", entry["key"])[0].asset_materialization.metadata
+        assert str(gap_meta["samples_html"].value) == entry["samples_html"]
+        browser.get(Path(entry["samples_html"]).as_uri())
+        assert len(browser.find_elements("css selector", "section.sample")) == 4
+        marks = gap_meta["summary"].data["marks"]
+        for mark, count in marks.items():
+            assert len(browser.find_elements("css selector", f"tr.step.{mark}")) == count
+    (change,) = content["comparisons"]
+    assert (change["from"], change["to"], change["tasks"]) == ("ext_first", "ext_second", 4)
+    assert "step_accuracy_change_ci" in change and report_meta["verdicts"].value.startswith("- ext_second vs ext_first")
+    browser.get(Path(str(report_meta["compare_html"].value)).as_uri())
+    assert len(browser.find_elements("css selector", ".pair")) == 4
 
 
-def test_an_external_checkpoint_changed_in_place_becomes_a_new_partition(tmp_path, tiny_checkpoint):
+def test_an_external_checkpoint_changed_in_place_becomes_a_new_partition(tmp_path, tiny_checkpoint, dagster_instance):
     """Same folder, new weights: the sensor registers a new partition (its key names the new
     hash), and the old partition refuses to evaluate the weights that replaced its own."""
     external = tmp_path / "external"
     registry = CheckpointRegistry(registry_file=str(tmp_path / "checkpoints.json"), external_dir=str(external))
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dagster_instance
     folder = tiny_checkpoint(external / "mine", seed=1)
     first = _tick(instance, registry)
     (old_key,) = [request.partition_key for request in first.run_requests]
