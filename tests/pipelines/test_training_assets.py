@@ -23,12 +23,13 @@ RUN_CONFIG = {"ops": {
 }}
 
 
-def _materialize(root, tiny_trace_dataset):
+def _materialize(root, tiny_trace_dataset, instance=None):
     return dg.materialize(
         [training.base_model, tiny_trace_dataset, training.sft_checkpoint, training.grpo_checkpoint],
         resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local", workers=2),
                    "training_launcher": LocalTrainingLauncher()},
         run_config=RUN_CONFIG,
+        instance=instance,
     )
 
 
@@ -38,8 +39,9 @@ def _materialization(result, asset):
 
 
 @pytest.mark.slow
-def test_checkpoints_materialize_then_reuse(tmp_path, tiny_trace_dataset):
-    first = _materialize(tmp_path, tiny_trace_dataset)
+def test_checkpoints_materialize_then_reuse(tmp_path, tiny_trace_dataset, dagster_instance):
+    store = tmp_path / "store"
+    first = _materialize(store, tiny_trace_dataset, dagster_instance)
     assert first.success
     for asset in ("sft_checkpoint", "grpo_checkpoint"):
         materialization = _materialization(first, asset)
@@ -59,13 +61,17 @@ def test_checkpoints_materialize_then_reuse(tmp_path, tiny_trace_dataset):
         _materialization(first, "sft_checkpoint").metadata["weights_hash"].value
 
     started = time.perf_counter()
-    second = _materialize(tmp_path, tiny_trace_dataset)
+    second = _materialize(store, tiny_trace_dataset, dagster_instance)
     assert second.success and time.perf_counter() - started < 60
     for asset in ("sft_checkpoint", "grpo_checkpoint"):
         again, before = _materialization(second, asset), _materialization(first, asset)
         assert again.metadata["reused"].value is True
         assert again.tags["dagster/data_version"] == before.tags["dagster/data_version"]
         assert again.metadata["model_dir"].value == before.metadata["model_dir"].value
+        # The instance recorded both materializations, the latest with the same data version.
+        records = dagster_instance.fetch_materializations(dg.AssetKey(asset), limit=10).records
+        assert [r.asset_materialization.tags["dagster/data_version"] for r in records] == \
+            [before.tags["dagster/data_version"]] * 2
 
 
 def test_config_overrides_and_errors():
