@@ -16,7 +16,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +31,7 @@ def _configured() -> dict:
 def test_the_instance_queues_runs_and_limits_the_gpu_pool(dagster_instance):
     instance = dagster_instance
     configured = _configured()
-    assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+    assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
     config = instance.get_concurrency_config()
     assert config.run_queue_config.max_concurrent_runs == configured["runs"]["max_concurrent_runs"]
     assert config.pool_config.default_pool_limit == configured["pools"]["default_limit"] == 1
