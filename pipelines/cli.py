@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from pipelines.instance import dagster_environment
 from pipelines.quiet import quiet_libraries  # before stepcode_core.cli, which loads tqdm
+from pipelines.ui import dagster_dev_command, run_supervised
 from stepcode_core.cli import build_parser, run
 
 
@@ -46,11 +46,8 @@ def _ablation(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     env = {**os.environ, **dagster_environment()}
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-m", "pipelines.definitions", "--port", str(args.port)]
     print(f"starting the Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    os.execve(command[0], command, env)
-    return 0
+    return run_supervised(dagster_dev_command(args.port), env)
 
 
 if __name__ == "__main__":
