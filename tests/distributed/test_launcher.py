@@ -21,6 +21,7 @@ from pipelines.assets import training
 from pipelines.launchers import (
     KubernetesTrainingLauncher,
     LocalTrainingLauncher,
+    stop_process_group,
     training_command,
 )
 from pipelines.resources import SandboxResource
@@ -330,12 +331,7 @@ def test_a_run_from_the_ui_shows_the_steps_and_its_cancel_leaves_nothing(half_tr
             {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in running if _alive(pid)}
         assert not _training_processes()
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
+        stop_process_group(dev, grace_s=30)
         log.close()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
+
+from pipelines.launchers import stop_process_group
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -119,9 +120,4 @@ def test_the_daemon_drains_the_queue_within_the_gpu_pool(deploy_instance, tmp_pa
         (start_a, end_a), (start_b, end_b) = sorted(_step_interval(instance, run_id, "eval_report") for run_id in reports)
         assert end_a <= start_b
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_process_group(daemon, grace_s=30)
