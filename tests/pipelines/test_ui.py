@@ -1,8 +1,9 @@
 """The Dagster UI as a person uses it: ``stepcode ui`` (webserver and daemon) on a fresh instance,
 driven in headless Chromium: the catalog lists every asset of ``defs``, *Materialize selected* on
 the data group runs the real data stages, the asset pages show their previews and charts, the
-Automation page lists the schedules and sensors; then Ctrl-C (SIGINT) and SIGTERM stop every
-process ``stepcode ui`` started. Screenshots of each page go to ``$STEPCODE_TEST_ARTIFACTS/ui``."""
+Automation page lists the schedules and sensors. Then how it stops: Ctrl-C in its terminal, and
+SIGINT or SIGTERM to a ``stepcode ui &`` started by a script, leave no process of it running.
+Screenshots of each page go to ``$STEPCODE_TEST_ARTIFACTS/ui`` (default ``.test-artifacts/ui``)."""
 
 from __future__ import annotations
 
@@ -115,16 +116,24 @@ class RunningUI:
         return descendants(self.process.pid)
 
     def kill_everything(self) -> None:
-        """After a failure: SIGKILL every process of the tree and their groups, so nothing leaks."""
-        groups = {self.process.pid}
-        for process in self.tree():
+        """After a failure: SIGKILL every process of the tree and their groups, so nothing leaks
+        (never this process's own group, which a background start shares)."""
+        tree = self.tree()
+        groups = set()
+        for process in [*tree, self.process]:
             try:
                 groups.add(os.getpgid(process.pid))
             except ProcessLookupError:
                 pass
+        groups.discard(os.getpgrp())
         for group in groups:
             try:
                 os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for process in [*tree, self.process]:
+            try:
+                os.kill(process.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         self.process.wait(timeout=30)
@@ -136,14 +145,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_ui(home: Path, log: Path) -> RunningUI:
-    """``stepcode ui`` as a terminal's foreground job: a process group of its own."""
+def _as_a_background_job() -> None:
+    """What a shell does to ``cmd &`` in a script (no job control): SIGINT and SIGQUIT ignored,
+    which the child inherits. A bare ``dagster dev`` started so outlives every SIGINT and SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
+
+def start_ui(home: Path, log: Path, *, background: bool) -> RunningUI:
+    """``stepcode ui`` as a terminal's foreground job (a process group of its own, default signal
+    dispositions) or, ``background``, as a script's ``stepcode ui &`` (this process's group)."""
     assert STEPCODE.is_file(), f"{STEPCODE} is not installed (scripts/bootstrap.sh installs the project)"
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen([str(STEPCODE), "ui", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, **instance_environment(home)}, cwd=PROJECT_ROOT,
-                                   start_new_session=True)
+                                   start_new_session=not background,
+                                   preexec_fn=_as_a_background_job if background else None)
     return RunningUI(process, port, log)
 
 
@@ -167,7 +185,9 @@ def wait_until_serving(ui: RunningUI) -> None:
                 f"processes: {[p.command[:80] for p in ui.tree()]}\n{ui.log_tail()}")
 
 
-def stop_and_check_nothing_is_left(ui: RunningUI, signum: int) -> None:
+def stop_and_check_nothing_is_left(ui: RunningUI, signum: int, *, to_group: bool = False) -> None:
+    """Send ``signum`` to ``stepcode ui`` (``to_group``: to its process group, as a terminal's Ctrl-C
+    does); it must exit 0 within the bound, with no process of its tree left running."""
     tree = ui.tree()
     names = " ".join(p.command for p in tree)
     # What a stop must reach: the daemon, the webserver, and the code servers they load.
@@ -175,7 +195,10 @@ def stop_and_check_nothing_is_left(ui: RunningUI, signum: int) -> None:
     # `dagster dev`'s session: whatever it starts later, short of a session of its own, is in it.
     dev_sessions = {p.session for p in tree if p.ppid == ui.process.pid}
     started = time.monotonic()
-    os.kill(ui.process.pid, signum)
+    if to_group:
+        os.killpg(ui.process.pid, signum)
+    else:
+        os.kill(ui.process.pid, signum)
     try:
         status = ui.process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -195,10 +218,10 @@ def ui_starter(tmp_path):
     running at the end of the test is killed with its whole tree."""
     started: list[RunningUI] = []
 
-    def start(name: str) -> RunningUI:
+    def start(name: str, *, background: bool) -> RunningUI:
         home = tmp_path / name
         home.mkdir()
-        ui = start_ui(home, tmp_path / f"{name}.log")
+        ui = start_ui(home, tmp_path / f"{name}.log", background=background)
         started.append(ui)
         return ui
 
@@ -316,7 +339,7 @@ def test_the_ui_lists_materializes_and_shows_every_asset_then_stops_on_ctrl_c(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
 
-    ui = ui_starter("browser")
+    ui = ui_starter("browser", background=False)
     for name, value in instance_environment(tmp_path / "browser").items():
         monkeypatch.setenv(name, value)  # this process's instance and store: the UI's
     from pipelines.definitions import defs
@@ -394,11 +417,45 @@ def test_the_ui_lists_materializes_and_shows_every_asset_then_stops_on_ctrl_c(
     finally:
         browser.set_window_size(size["width"], size["height"])
 
-    stop_and_check_nothing_is_left(ui, signal.SIGINT)
+    stop_and_check_nothing_is_left(ui, signal.SIGINT, to_group=True)  # Ctrl-C in its terminal
 
 
 @pytest.mark.timeout(400)
-def test_sigterm_stops_the_webserver_and_the_daemon(ui_starter):
-    ui = ui_starter("sigterm")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_background_stepcode_ui_stops_its_webserver_and_daemon_on(ui_starter, signum):
+    """Started as ``stepcode ui &`` in a script (SIGINT ignored on entry), stopped by ``kill``."""
+    ui = ui_starter(signal.Signals(signum).name, background=True)
     wait_until_serving(ui)
-    stop_and_check_nothing_is_left(ui, signal.SIGTERM)
+    stop_and_check_nothing_is_left(ui, signum)
+
+
+STUBBORN_CHILD = """
+import signal, subprocess, sys, time
+for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(signum, signal.SIG_IGN)
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # inherits the ignoring
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_supervisor_kills_a_group_that_ignores_its_signals(tmp_path):
+    """The last resort: what still runs ``grace_s`` after the signal is killed, grandchildren too,
+    and the exit status says so (128 + SIGKILL)."""
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys; from pipelines.ui import run_supervised; "
+         f"sys.exit(run_supervised([sys.executable, '-c', {STUBBORN_CHILD!r}], os.environ, grace_s=2))"],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    tree: list[Process] = []
+    try:
+        assert supervisor.stdout.readline().strip() == "ready"
+        tree = descendants(supervisor.pid)
+        assert len(tree) == 2, tree  # the stubborn child and its grandchild
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=30) == 128 + signal.SIGKILL
+        assert not alive({p.pid for p in tree})
+    finally:
+        for process in alive({p.pid for p in tree}):
+            os.kill(process.pid, signal.SIGKILL)
+        supervisor.kill()
+        supervisor.wait()
