@@ -29,7 +29,9 @@ def dagster_dev_command(port: int) -> list[str]:
 def run_supervised(command: Sequence[str], env: Mapping[str, str], grace_s: float = 30.0) -> int:
     """Run ``command`` in a new session (its own process group) until it exits; a SIGINT, SIGTERM or
     SIGHUP we receive goes to that whole group, and what is still alive ``grace_s`` after the first
-    one is killed (SIGKILL to the group). Returns the child's exit status (128 + N for signal N)."""
+    one is killed (SIGKILL to the group). Returns the child's exit status (128 + N for signal N).
+    Hand-written, as the module says, because ``dagster dev`` itself cannot be trusted to stop when
+    its dispositions were inherited as "ignored"."""
     received: list[int] = []
     child: subprocess.Popen | None = None
 
@@ -46,6 +48,7 @@ def run_supervised(command: Sequence[str], env: Mapping[str, str], grace_s: floa
         if received:  # arrived while the child was starting
             _signal_group(child.pid, received[-1])
         first_signal_at: float | None = None
+        killed = False
         while True:
             try:
                 status = child.wait(timeout=0.25)
@@ -54,11 +57,15 @@ def run_supervised(command: Sequence[str], env: Mapping[str, str], grace_s: floa
                 pass
             if received and first_signal_at is None:
                 first_signal_at = time.monotonic()
-            if first_signal_at is not None and time.monotonic() - first_signal_at > grace_s:
+            if not killed and first_signal_at is not None and time.monotonic() - first_signal_at > grace_s:
                 print(f"{command[0]} did not stop within {grace_s:.0f}s: killing it", file=sys.stderr)
                 _signal_group(child.pid, signal.SIGKILL)
-        # The group outlives its leader when a member lingers (a code server finishing a request).
-        _stop_group(child.pid, grace_s=5.0)
+                killed = True
+        # The group outlives its leader when a member lingers (a code server finishing a request),
+        # and a run stopped mid-way can leave sandbox containers: the launchers' cleanup does both.
+        from pipelines.launchers import stop_process_group  # loads Dagster: only when it is needed
+
+        stop_process_group(child, grace_s=5.0)
         return 128 - status if status < 0 else status
     finally:
         if child is not None and child.poll() is None:  # we are leaving on an exception: leave nothing behind
@@ -73,23 +80,3 @@ def _signal_group(group: int, signum: int) -> None:
         os.killpg(group, signum)
     except ProcessLookupError:
         pass  # already gone
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stop_group(group: int, grace_s: float) -> None:
-    if not _group_alive(group):
-        return
-    _signal_group(group, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while _group_alive(group) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    _signal_group(group, signal.SIGKILL)
