@@ -104,4 +104,3 @@ DATA_CHECKS = [
     trace_dataset_anchor_counts,
     execution_traces_determinism,
 ]
-

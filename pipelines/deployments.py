@@ -49,16 +49,9 @@ def production_resources() -> dict:
     }
 
 
-def deployment_name() -> str:
-    name = _optional(DEPLOYMENT_VARIABLE, "local")
-    if name not in DEPLOYMENTS:
-        raise ValueError(f"${DEPLOYMENT_VARIABLE} must be one of {', '.join(DEPLOYMENTS)}, got {name!r}")
-    return name
-
-
 def resources_for(name: str | None = None) -> dict:
     """The resource set of deployment ``name`` (default: ``$STEPCODE_DEPLOYMENT``, else local)."""
-    name = name or deployment_name()
+    name = name or _optional(DEPLOYMENT_VARIABLE, "local")
     if name not in DEPLOYMENTS:
-        raise ValueError(f"deployment must be one of {', '.join(DEPLOYMENTS)}, got {name!r}")
+        raise ValueError(f"${DEPLOYMENT_VARIABLE} must be one of {', '.join(DEPLOYMENTS)}, got {name!r}")
     return local_resources() if name == "local" else production_resources()
