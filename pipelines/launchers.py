@@ -14,12 +14,9 @@ the global batch sizes in the training settings do not depend on the number of p
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -33,7 +30,7 @@ from pydantic import Field
 from pipelines import (
     training_child,  # imported for its name, and so that its code is the assets' code
 )
-from sandbox import remove_orphaned_workers
+from pipelines.processes import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHILD_MODULE = training_child.__name__
@@ -104,33 +101,6 @@ class ProcessGroupPipesClient(dg.PipesSubprocessClient):
             if process.returncode != 0:
                 raise DagsterPipesExecutionError(f"training processes failed with code {process.returncode}")
         return dg.PipesClientCompletedInvocation(session)
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM the group ``process`` leads, wait up to ``grace_s``, then SIGKILL what is left; then
-    remove the sandbox containers of ranks that died without closing them. Never raises: it runs
-    while another error or an interrupt is on its way up."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        if not _group_alive(process.pid):
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        deadline = time.monotonic() + wait_s
-        while _group_alive(process.pid) and time.monotonic() < deadline:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.2)
-    with contextlib.suppress(Exception):
-        remove_orphaned_workers()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member changed its uid (a sandbox worker): still alive
-        return True
 
 
 class LocalTrainingLauncher(TrainingLauncher):

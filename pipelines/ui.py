@@ -9,13 +9,14 @@ its signals; this module forwards ours to its process group and makes sure nothi
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from pipelines.processes import signal_group, stop_process_group
 
 # What a terminal (Ctrl-C, closing it) or a service manager sends to stop a program.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -38,7 +39,7 @@ def run_supervised(command: Sequence[str], env: Mapping[str, str], grace_s: floa
     def forward(signum: int, frame) -> None:
         received.append(signum)
         if child is not None:
-            _signal_group(child.pid, signum)
+            signal_group(child.pid, signum)
 
     # Installed before the child starts: a handled signal reverts to its default at exec, so the
     # child starts with default dispositions even where ours were inherited as "ignored".
@@ -46,7 +47,7 @@ def run_supervised(command: Sequence[str], env: Mapping[str, str], grace_s: floa
     try:
         child = subprocess.Popen(list(command), env=dict(env), start_new_session=True)
         if received:  # arrived while the child was starting
-            _signal_group(child.pid, received[-1])
+            signal_group(child.pid, received[-1])
         first_signal_at: float | None = None
         killed = False
         while True:
@@ -59,24 +60,16 @@ def run_supervised(command: Sequence[str], env: Mapping[str, str], grace_s: floa
                 first_signal_at = time.monotonic()
             if not killed and first_signal_at is not None and time.monotonic() - first_signal_at > grace_s:
                 print(f"{command[0]} did not stop within {grace_s:.0f}s: killing it", file=sys.stderr)
-                _signal_group(child.pid, signal.SIGKILL)
+                signal_group(child.pid, signal.SIGKILL)
                 killed = True
         # The group outlives its leader when a member lingers (a code server finishing a request),
-        # and a run stopped mid-way can leave sandbox containers: the launchers' cleanup does both.
-        from pipelines.launchers import stop_process_group  # loads Dagster: only when it is needed
-
+        # and a run stopped mid-way can leave sandbox containers: stop_process_group ends both.
         stop_process_group(child, grace_s=5.0)
         return 128 - status if status < 0 else status
     finally:
         if child is not None and child.poll() is None:  # we are leaving on an exception: leave nothing behind
-            _signal_group(child.pid, signal.SIGKILL)
+            signal_group(child.pid, signal.SIGKILL)
             child.wait()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
-
-def _signal_group(group: int, signum: int) -> None:
-    try:
-        os.killpg(group, signum)
-    except ProcessLookupError:
-        pass  # already gone

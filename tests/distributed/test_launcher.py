@@ -21,9 +21,9 @@ from pipelines.assets import training
 from pipelines.launchers import (
     KubernetesTrainingLauncher,
     LocalTrainingLauncher,
-    stop_process_group,
     training_command,
 )
+from pipelines.processes import stop_process_group
 from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore
 from tests.distributed.launching import (

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
-from pipelines.launchers import stop_process_group
+from pipelines.processes import stop_process_group
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
