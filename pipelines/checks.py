@@ -12,11 +12,11 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from pipelines.assets.data import execution_traces, trace_dataset
+from pipelines.resources import BenchmarkFiles
 from pipelines.storage import ArtifactRef
 from stepcode_core.data import schemas
 from stepcode_core.data.dataset import FilterConfig
 from stepcode_core.data.decontaminate import load_evaluation_index
-from stepcode_core.paths import shared_data_dir
 
 
 # The bar a dataset must meet whatever its own filter settings were (a looser filter does not lower it).
@@ -48,10 +48,10 @@ def trace_dataset_nonempty_splits(trace_dataset: ArtifactRef) -> dg.AssetCheckRe
 
 @dg.asset_check(asset=trace_dataset, blocking=True,
                 description=f"No kept program overlaps an evaluation set (10-grams, overlap >= {CONTAMINATION_THRESHOLD}).")
-def trace_dataset_not_contaminated(trace_dataset: ArtifactRef) -> dg.AssetCheckResult:
+def trace_dataset_not_contaminated(trace_dataset: ArtifactRef, benchmark_files: BenchmarkFiles) -> dg.AssetCheckResult:
     meta = _stored(trace_dataset)
     livecodebench = meta["filters"].get("livecodebench_path") or None
-    index = load_evaluation_index(shared_data_dir(), Path(livecodebench) if livecodebench else None)
+    index = load_evaluation_index(benchmark_files.reference_dir(), Path(livecodebench) if livecodebench else None)
     codes = []
     for split in ("train", "val"):
         codes += pq.read_table(trace_dataset.file(f"{split}.parquet"), columns=["code"]).column("code").to_pylist()

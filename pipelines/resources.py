@@ -1,5 +1,5 @@
 """Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers; ``BenchmarkFiles``
-says where the benchmark files that are not bundled lie.
+says where the benchmark files lie (the deployment's reference data, LiveCodeBench's rows).
 
 The resource holds configuration; ``open()`` hands out the run's pool, started on first use and
 closed when the run's resources are torn down, so a run whose work is all cached starts no worker
@@ -9,11 +9,13 @@ and no container, and the steps of one run process share warm workers instead of
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from sandbox import ExecutionRequest, Sandbox, open_sandbox
+from stepcode_core.paths import SharedDataMissing, shared_data_dir
 
 
 class SandboxResource(dg.ConfigurableResource):
@@ -68,8 +70,30 @@ class SandboxResource(dg.ConfigurableResource):
 
 
 class BenchmarkFiles(dg.ConfigurableResource):
-    """Benchmark files a deployment supplies (they are not bundled): the deployment's resource set
-    fills them from the environment (:mod:`pipelines.deployments`), an asset's config can override."""
+    """Where the benchmark files lie: the reference data a deployment provides (CRUXEval, REval) and
+    LiveCodeBench's rows, which are not bundled. The deployment's resource set fills them from the
+    environment (:mod:`pipelines.deployments`); an asset's config can override LiveCodeBench's."""
 
+    reference_data: str = Field(default="", description="folder holding cruxeval/ and reval/; "
+                                "empty: $STEPCODE_SHARED_DATA (in a checkout, ../shared/data)")
     livecodebench: str = Field(default="", description="LiveCodeBench execution rows (JSONL or Parquet); "
                                "empty: eval_livecodebench is skipped with a reason")
+
+    def reference_dir(self) -> Path:
+        if not self.reference_data:
+            return shared_data_dir()
+        folder = Path(self.reference_data).expanduser().resolve()
+        if not folder.is_dir():
+            raise SharedDataMissing(f"benchmark_files.reference_data names {folder}, which is not a folder")
+        return folder
+
+    def cruxeval(self) -> Path:
+        return self.reference_dir() / "cruxeval" / "cruxeval.jsonl"
+
+    def reval(self) -> Path:
+        return self.reference_dir() / "reval"
+
+    def livecodebench_file(self, override: str = "") -> Path | None:
+        """``override`` (an asset's own config), else the deployment's file; None when neither is set."""
+        configured = override or self.livecodebench
+        return Path(configured).expanduser() if configured else None

@@ -75,12 +75,17 @@ def hash_files(folder: Path) -> str:
 
 
 class ArtifactStore(dg.ConfigurableResource):
-    """Where artifacts live. ``root`` defaults to $STEPCODE_HOME/artifacts."""
+    """Where artifacts live. ``root`` defaults to $STEPCODE_HOME/artifacts; ``models`` (where the
+    embedded base model is converted once) to $STEPCODE_HOME/models."""
 
     root: str = ""
+    models: str = ""
 
     def root_path(self) -> Path:
         return Path(self.root) if self.root else stepcode_home() / "artifacts"
+
+    def models_path(self) -> Path:
+        return Path(self.models) if self.models else stepcode_home() / "models"
 
     def lookup(self, asset: str, key: str) -> ArtifactRef | None:
         folder = self.root_path() / asset / key

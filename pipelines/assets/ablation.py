@@ -28,7 +28,6 @@ from pipelines.storage import (
 )
 from pipelines.versions import code_version
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
-from stepcode_core.paths import stepcode_home
 from stepcode_core.training import ablation
 from stepcode_core.training.advantages import MODES
 from stepcode_core.training.settings import TrainSettings, preset
@@ -103,7 +102,7 @@ def ablation_base(context: dg.AssetExecutionContext, config: AblationBaseConfig,
     on the tasks' texts (a function of the tasks and the seed), or a real model's folder."""
     if config.model != "tiny":
         try:
-            folder = (materialize_embedded_model(stepcode_home() / "models") if config.model == "embedded"
+            folder = (materialize_embedded_model(store.models_path()) if config.model == "embedded"
                       else Path(config.model).expanduser().resolve())
         except ModelError as exc:
             raise dg.Failure(str(exc)) from exc
@@ -118,7 +117,7 @@ def ablation_base(context: dg.AssetExecutionContext, config: AblationBaseConfig,
 
         tasks = pq.read_table(ablation_tasks.file("tasks/train.parquet")).to_pylist()
         corpus = [row["prompt"] + "\n" + row["reference"] for row in tasks]
-        tokenizer_source = materialize_embedded_model(stepcode_home() / "models")
+        tokenizer_source = materialize_embedded_model(store.models_path())
         tiny_model(folder / "model", tokenizer_source, corpus, seed=config.seed)
         return {"weights_hash": weights_hash(folder / "model"), "parameters": _parameters(folder / "model")}
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 from pydantic import Field
 import pyarrow.parquet as pq
 
-from pipelines.resources import SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource
 from pipelines.storage import (
     ArtifactRef,
     ArtifactStore,
@@ -37,7 +37,6 @@ from stepcode_core.data.dataset import (
 from stepcode_core.data.decontaminate import load_evaluation_index
 from stepcode_core.data.tasks import PROMPT_STYLES
 from stepcode_core.parallel import parallel_map
-from stepcode_core.paths import shared_data_dir
 from stepcode_core.tracing.anchors import (
     DEFAULT_SETTINGS,
     POLICIES,
@@ -85,7 +84,8 @@ class DatasetConfig(dg.Config):
     val_fraction: float = Field(default=0.2, description="share of programs held out (by a hash of the id)")
     prompt_style: str = Field(default="compact", description="full (the task spelled out, ~250 tokens on level 4) "
                               "or compact (code, call and a one-line format: about a third of the tokens)")
-    livecodebench_path: str = ""  # LiveCodeBench execution rows, to decontaminate against
+    livecodebench_path: str = Field(default="", description="LiveCodeBench execution rows to decontaminate "
+                                    "against; empty: the deployment's (benchmark_files.livecodebench)")
 
 
 def _preview(table: pa.Table, columns: list[str], rows: int = 5) -> dg.MetadataValue:
@@ -308,7 +308,8 @@ def _not_run(row: dict) -> dict:
 
 @dg.asset(group_name="data", code_version=DATASET_VERSION)
 def trace_dataset(
-    context: dg.AssetExecutionContext, config: DatasetConfig, store: ArtifactStore, execution_traces: ArtifactRef
+    context: dg.AssetExecutionContext, config: DatasetConfig, store: ArtifactStore, benchmark_files: BenchmarkFiles,
+    execution_traces: ArtifactRef,
 ) -> dg.Output:
     """The training dataset: filtered, decontaminated programs with their steps, stable train/val
     splits, and the output- and input-prediction task rows. Parquet: ``train.parquet``,
@@ -323,14 +324,17 @@ def trace_dataset(
     ) if config.prompt_style in PROMPT_STYLES else None
     if filters is None:
         raise dg.Failure(f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {config.prompt_style!r}")
-    livecodebench = Path(config.livecodebench_path) if config.livecodebench_path else None
+    # Decontaminated against the deployment's LiveCodeBench file too, unless the config names another.
+    livecodebench = benchmark_files.livecodebench_file(config.livecodebench_path)
+    settings = {**config.model_dump(), "livecodebench_path": str(livecodebench or "")}
+    reference = benchmark_files.reference_dir()
     # The evaluation sets are inputs too: a changed benchmark file changes the cache key.
-    eval_files = [p for p in (shared_data_dir() / "cruxeval" / "cruxeval.jsonl",
-                              shared_data_dir() / "reval" / "DREval_data.jsonl", livecodebench) if p and p.is_file()]
+    eval_files = [p for p in (benchmark_files.cruxeval(), benchmark_files.reval() / "DREval_data.jsonl", livecodebench)
+                  if p and p.is_file()]
     eval_refs = [file_ref(p, f"eval:{p.name}") for p in eval_files]
 
     def write(folder: Path) -> dict:
-        index = load_evaluation_index(shared_data_dir(), livecodebench)
+        index = load_evaluation_index(reference, livecodebench)
         traces = execution_traces.read_table().to_pylist()
         build = build_trace_dataset(traces, filters, index)
         (folder / "tasks").mkdir()
@@ -354,7 +358,7 @@ def trace_dataset(
             "mean_anchor_lines": round(sum(k * v for k, v in anchor_counts.items()) / max(len(build.programs), 1), 3),
             "levels": by_level,
             "evaluation_sets": index.programs,
-            "filters": config.model_dump(),
+            "filters": settings,
         }
 
     def to_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
@@ -377,9 +381,7 @@ def trace_dataset(
             shown["anchor_lines_histogram"] = png_markdown(plot, "anchor lines per program")
         return shown
 
-    return cached_output(
-        context, store, DATASET_VERSION, config.model_dump(), [execution_traces, *eval_refs], write, to_metadata
-    )
+    return cached_output(context, store, DATASET_VERSION, settings, [execution_traces, *eval_refs], write, to_metadata)
 
 
 def _per_level(programs: list[dict], task_rows: list[dict]) -> dict[str, dict]:

@@ -37,7 +37,6 @@ from stepcode_core.evaluation.samples_page import (
 )
 from stepcode_core.evaluation.trace_gap import trace_gap
 from stepcode_core.models import SamplingConfig, make_engine
-from stepcode_core.paths import cruxeval_path, shared_data_dir
 from stepcode_core.rewards.verify import TaskSpec, verify
 from stepcode_core.training.tasks import load_tasks
 
@@ -174,14 +173,15 @@ def _markdown(rows: list[dict]) -> str:
 @dg.asset(group_name="evaluation", code_version=CRUXEVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS,
           pool="gpu")
 def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, store: ArtifactStore,
-                  sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
+                  sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry,
+                  benchmark_files: BenchmarkFiles) -> dg.Output:
     """CRUXEval input and output prediction: pass@1 (and pass@5 with 5+ samples), scored exactly as
     the official harness does; writes the official generations and scored files per mode and style."""
     _check_styles(config.styles)
     if any(mode not in cruxeval.MODES for mode in config.modes) or not config.modes:
         raise dg.Failure(f"modes must be a non-empty list of {cruxeval.MODES}, got {config.modes}")
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
-    data = cruxeval_path()
+    data = benchmark_files.cruxeval()
 
     def write(folder: Path) -> dict:
         problems = cruxeval.load_problems(data)
@@ -217,8 +217,7 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
     point ``path`` (or the deployment's ``benchmark_files``, $STEPCODE_LIVECODEBENCH) at the rows."""
     _check_styles(config.styles)
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
-    configured = config.path or benchmark_files.livecodebench
-    data = Path(configured) if configured else None
+    data = benchmark_files.livecodebench_file(config.path)
     if data is not None and not data.is_file():
         raise dg.Failure(f"LiveCodeBench file {data} does not exist")
 
@@ -249,12 +248,13 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
 @dg.asset(group_name="evaluation", code_version=REVAL_VERSION, partitions_def=CHECKPOINT_PARTITIONS,
           pool="gpu")
 def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: ArtifactStore,
-               sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry) -> dg.Output:
+               sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry,
+               benchmark_files: BenchmarkFiles) -> dg.Output:
     """REval's four tasks (coverage, state, path, output) and Incremental Consistency, with ground
     truth from our line-level tracer run in the sandbox and REval's scoring rules."""
     _check_styles(config.styles)
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
-    data_dir = shared_data_dir() / "reval"
+    data_dir = benchmark_files.reval()
     data_files = [data_dir / "DREval_data.jsonl", data_dir / "DREval_tasks.jsonl"]
 
     def write(folder: Path) -> dict:

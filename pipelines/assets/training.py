@@ -17,7 +17,6 @@ from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_mar
 from pipelines.verdicts import require_checked_dataset
 from pipelines.versions import code_version
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
-from stepcode_core.paths import stepcode_home
 from stepcode_core.training.settings import TrainSettings, preset
 
 BASE_MODEL_VERSION = code_version(__name__, "base_model")  # derived from the code (pipelines.versions)
@@ -33,7 +32,7 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, store
     so a different model (or a changed folder) marks everything trained from it stale."""
     if config.source == "embedded":
         try:
-            folder = materialize_embedded_model(stepcode_home() / "models")
+            folder = materialize_embedded_model(store.models_path())
         except ModelError as exc:
             raise dg.Failure(str(exc)) from exc
     else:

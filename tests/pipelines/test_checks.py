@@ -11,7 +11,7 @@ import dagster as dg
 from pipelines.assets import data, training
 from pipelines.checks import DATA_CHECKS
 from pipelines.launchers import LocalTrainingLauncher
-from pipelines.resources import SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource
 from pipelines.storage import ArtifactStore
 from pipelines.verdicts import BLOCKING_CHECKS
 
@@ -32,7 +32,7 @@ def test_a_contaminated_dataset_never_reaches_sft_checkpoint(tmp_path, cruxeval_
     planted.write_text("".join(json.dumps(row) + "\n" for row in rows))
     base = tiny_checkpoint(tmp_path / "base", seed=0)
     resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
-                 "training_launcher": LocalTrainingLauncher()}
+                 "benchmark_files": BenchmarkFiles(), "training_launcher": LocalTrainingLauncher()}
     run_config = {"ops": {
         "raw_programs": {"config": {"generator_count": 16, "files": [str(planted)]}},
         # The filter off: the planted CRUXEval programs stay in the dataset, as a careless config would leave them.
@@ -75,7 +75,8 @@ def test_a_contaminated_dataset_never_reaches_sft_checkpoint(tmp_path, cruxeval_
 
 
 def test_a_clean_dataset_passes_every_check(tmp_path):
-    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local")}
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
+                 "benchmark_files": BenchmarkFiles()}
     (tmp_path / "instance").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
         result = dg.materialize([*DATA_ASSETS, *DATA_CHECKS], instance=instance, resources=resources,

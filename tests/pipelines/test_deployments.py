@@ -23,7 +23,8 @@ ASSETS_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "assets"
 def where_things_go(store: ArtifactStore, sandbox: SandboxResource, checkpoint_registry: CheckpointRegistry,
                     benchmark_files: BenchmarkFiles) -> dict:
     return {"artifacts": str(store.root_path()), "backend": sandbox.backend,
-            "external": str(checkpoint_registry.external_path()), "livecodebench": benchmark_files.livecodebench}
+            "external": str(checkpoint_registry.external_path()), "livecodebench": benchmark_files.livecodebench,
+            "reference_data": str(benchmark_files.reference_dir())}
 
 
 def _resolved(resources: dict) -> dict:
@@ -36,24 +37,33 @@ def test_local_is_the_default_and_needs_no_variable(monkeypatch, tmp_path):
     for name in ("STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_LIVECODEBENCH", "STEPCODE_SANDBOX_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STEPCODE_HOME", str(tmp_path))
+    (tmp_path / "reference").mkdir()
+    monkeypatch.setenv("STEPCODE_SHARED_DATA", str(tmp_path / "reference"))
     found = _resolved(resources_for("local"))
     assert found == {"artifacts": str(tmp_path / "artifacts"), "backend": "auto",
-                     "external": str(tmp_path / "checkpoints"), "livecodebench": ""}
+                     "external": str(tmp_path / "checkpoints"), "livecodebench": "",
+                     "reference_data": str(tmp_path / "reference")}
 
 
 def test_production_reads_its_variables_when_a_run_starts(monkeypatch, tmp_path):
     resources = resources_for("production")  # built before the variables exist: EnvVar defers them
     monkeypatch.setenv("STEPCODE_ARTIFACTS", str(tmp_path / "shared" / "artifacts"))
     monkeypatch.setenv("STEPCODE_EXTERNAL_CHECKPOINTS", str(tmp_path / "shared" / "checkpoints"))
+    (tmp_path / "shared" / "reference").mkdir(parents=True)
+    monkeypatch.setenv("STEPCODE_SHARED_DATA", str(tmp_path / "shared" / "reference"))
     found = _resolved(resources)
     assert found["artifacts"] == str(tmp_path / "shared" / "artifacts")
+    assert found["reference_data"] == str(tmp_path / "shared" / "reference")
     assert found["external"] == str(tmp_path / "shared" / "checkpoints")
     assert found["backend"] == "docker"  # untrusted code never runs outside a container there
 
 
-def test_production_without_its_variables_fails_naming_them(monkeypatch):
-    monkeypatch.delenv("STEPCODE_ARTIFACTS", raising=False)
-    with pytest.raises(Exception, match="STEPCODE_ARTIFACTS"):
+@pytest.mark.parametrize("missing", ["STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_SHARED_DATA"])
+def test_production_without_its_variables_fails_naming_them(monkeypatch, tmp_path, missing):
+    for name in ("STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_SHARED_DATA"):
+        monkeypatch.setenv(name, str(tmp_path))
+    monkeypatch.delenv(missing)
+    with pytest.raises(Exception, match=missing):
         dg.materialize([where_things_go], resources=resources_for("production"))
 
 
@@ -70,12 +80,17 @@ def test_the_variable_chooses_the_set_of_the_code_location(tmp_path):
     assert wrong.returncode != 0 and all(name in wrong.stderr for name in DEPLOYMENTS)
 
 
-@pytest.mark.parametrize("module", sorted(ASSETS_DIR.glob("*.py")), ids=lambda path: path.name)
+# The project's helpers that resolve a location from the environment: an asset asks a resource instead.
+ENVIRONMENT_HELPERS = ("stepcode_home", "shared_data_dir", "cruxeval_path")
+
+
+@pytest.mark.parametrize("module", [*sorted(ASSETS_DIR.glob("*.py")), ASSETS_DIR.parent / "checks.py"],
+                         ids=lambda path: path.name)
 def test_no_asset_module_reads_the_environment(module):
     tree = ast.parse(module.read_text())
     reads = [node.lineno for node in ast.walk(tree)
              if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb")
-             or isinstance(node, ast.Name) and node.id in ("environ", "getenv")
+             or isinstance(node, ast.Name) and node.id in ("environ", "getenv", *ENVIRONMENT_HELPERS)
              or isinstance(node, ast.ImportFrom) and node.module == "os"
              and any(alias.name in ("environ", "getenv") for alias in node.names)]
     assert reads == [], f"{module.name} reads the environment at lines {reads}: take it from a resource"
