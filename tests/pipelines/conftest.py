@@ -3,6 +3,7 @@ Dagster instances the instance-level tests run against (SQLite and PostgreSQL)."
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -12,7 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.resources import SandboxResource
+from pipelines.assets import data, training
+from pipelines.launchers import LocalTrainingLauncher
+from pipelines.resources import BenchmarkFiles, SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore
 from stepcode_core.models import materialize_embedded_model
 from stepcode_core.paths import stepcode_home
@@ -61,6 +64,29 @@ def tiny_checkpoint():
         return folder
 
     return make
+
+
+@pytest.fixture
+def contaminated_training(tmp_path, cruxeval_rows, tiny_checkpoint):
+    """``(assets, resources, run_config)`` of a run that trains on a contaminated dataset: the data
+    stages on 16 generated programs plus two CRUXEval programs planted as a source, with the
+    dataset's own decontamination filter off (as a careless config would leave it), then
+    ``sft_checkpoint`` from a tiny base model. The artifacts go under ``tmp_path / "store"``."""
+    planted = tmp_path / "planted.jsonl"
+    rows = [{"id": f"planted-{row['id']}", **{k: row[k] for k in ("code", "input", "output")}} for row in cruxeval_rows[:2]]
+    planted.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base = tiny_checkpoint(tmp_path / "base", seed=0)
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
+                 "benchmark_files": BenchmarkFiles(), "training_launcher": LocalTrainingLauncher()}
+    run_config = {"ops": {
+        "raw_programs": {"config": {"generator_count": 16, "files": [str(planted)]}},
+        "trace_dataset": {"config": {"contamination_threshold": 1.01}},
+        "base_model": {"config": {"source": str(base)}},
+        "sft_checkpoint": {"config": {"preset": "cpu-smoke", "max_tasks": 4, "eval_tasks": 1}},
+    }}
+    assets = [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset,
+              training.base_model, training.sft_checkpoint]
+    return assets, resources, run_config
 
 
 # ---- Dagster instances: the checkout's (SQLite) and the deployment's (PostgreSQL) ----------------

@@ -4,13 +4,11 @@ Dagster instance."""
 
 from __future__ import annotations
 
-import json
 
 import dagster as dg
 
-from pipelines.assets import data, training
+from pipelines.assets import data
 from pipelines.checks import DATA_CHECKS
-from pipelines.launchers import LocalTrainingLauncher
 from pipelines.resources import BenchmarkFiles, SandboxResource
 from pipelines.storage import ArtifactStore
 from pipelines.verdicts import BLOCKING_CHECKS
@@ -26,21 +24,8 @@ def test_every_data_check_blocks_and_training_consults_each():
     assert declared == {(asset, name) for asset, names in BLOCKING_CHECKS.items() for name in names}
 
 
-def test_a_contaminated_dataset_never_reaches_sft_checkpoint(tmp_path, cruxeval_rows, tiny_checkpoint):
-    planted = tmp_path / "planted.jsonl"
-    rows = [{"id": f"planted-{row['id']}", **{k: row[k] for k in ("code", "input", "output")}} for row in cruxeval_rows[:2]]
-    planted.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    base = tiny_checkpoint(tmp_path / "base", seed=0)
-    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
-                 "benchmark_files": BenchmarkFiles(), "training_launcher": LocalTrainingLauncher()}
-    run_config = {"ops": {
-        "raw_programs": {"config": {"generator_count": 16, "files": [str(planted)]}},
-        # The filter off: the planted CRUXEval programs stay in the dataset, as a careless config would leave them.
-        "trace_dataset": {"config": {"contamination_threshold": 1.01}},
-        "base_model": {"config": {"source": str(base)}},
-        "sft_checkpoint": {"config": {"preset": "cpu-smoke", "max_tasks": 4, "eval_tasks": 1}},
-    }}
-    assets = [*DATA_ASSETS, training.base_model, training.sft_checkpoint]
+def test_a_contaminated_dataset_never_reaches_sft_checkpoint(tmp_path, contaminated_training):
+    assets, resources, run_config = contaminated_training
     (tmp_path / "instance").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
         # One run, data and training: the failed check stops it before sft_checkpoint starts.

@@ -1,8 +1,9 @@
 """The Dagster UI as a person uses it: ``stepcode ui`` (webserver and daemon) on a fresh instance,
 driven in headless Chromium: the catalog lists every asset of ``defs``, *Materialize selected* on
 the data group runs the real data stages, the asset pages show their previews and charts, the
-Automation page lists the schedules and sensors. Then how it stops: Ctrl-C in its terminal, and
-SIGINT or SIGTERM to a ``stepcode ui &`` started by a script, leave no process of it running.
+Automation page lists the schedules and sensors; training refused on a contaminated dataset shows
+why (the failed check, the step not executed, the refusal). Then how it stops: Ctrl-C in its
+terminal, and SIGINT or SIGTERM to a ``stepcode ui &`` started by a script, leave no process of it running.
 Screenshots of each page go to ``$STEPCODE_TEST_ARTIFACTS/ui`` (default ``.test-artifacts/ui``)."""
 
 from __future__ import annotations
@@ -277,6 +278,13 @@ def loaded_image_width(browser, wait, key: str) -> int:
         "return arguments[0].complete && arguments[0].naturalWidth;", image))
 
 
+def shows(browser, wait, text: str) -> None:
+    """Until the page's visible text contains ``text``."""
+    from selenium.webdriver.common.by import By
+
+    wait.until(lambda _: text in browser.find_element(By.TAG_NAME, "body").text)
+
+
 def close_dialog(browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -418,6 +426,81 @@ def test_the_ui_lists_materializes_and_shows_every_asset_then_stops_on_ctrl_c(
         browser.set_window_size(size["width"], size["height"])
 
     stop_and_check_nothing_is_left(ui, signal.SIGINT, to_group=True)  # Ctrl-C in its terminal
+
+
+@pytest.mark.timeout(900)
+def test_training_refused_on_a_contaminated_dataset_says_why_in_the_ui(
+        ui_starter, browser, contaminated_training, tmp_path, monkeypatch):
+    """A dataset that failed a blocking check, seen as a person sees it: the failed verdict and its
+    numbers on trace_dataset's Checks tab, sft_checkpoint not executed in the run that failed it,
+    and a later run of sft_checkpoint alone failing with the reason on its run page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+
+    from pipelines.checks import DATA_CHECKS
+
+    assets, resources, run_config = contaminated_training
+    ui = ui_starter("blocked", background=False)
+    for name, value in instance_environment(tmp_path / "blocked").items():
+        monkeypatch.setenv(name, value)
+    wait_until_serving(ui)
+    with dg.DagsterInstance.get() as instance:  # the UI's instance
+        checked = dg.materialize([*assets, *DATA_CHECKS], instance=instance, resources=resources,
+                                 run_config=run_config, raise_on_error=False)
+        alone = dg.materialize(assets, selection=["sft_checkpoint"], instance=instance, resources=resources,
+                               run_config={"ops": {"sft_checkpoint": run_config["ops"]["sft_checkpoint"]}},
+                               raise_on_error=False)
+    assert not checked.success and not alone.success
+    def started(result) -> set[str]:
+        return {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+
+    assert "trace_dataset" in started(checked) and "sft_checkpoint" not in started(checked)
+    assert started(alone) == {"sft_checkpoint"}  # started, then refused before any training process
+
+    def verdict_of(result):
+        (found,) = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                    and e.event_specific_data.check_name == "trace_dataset_not_contaminated"]
+        return found
+    assert not (tmp_path / "store" / "sft_checkpoint").exists()
+
+    size = browser.get_window_size()
+    browser.set_window_size(*WINDOW)
+    try:
+        skip_the_community_dialog(browser, ui)
+        # The Checks tab: the contamination check failed, the others passed; its numbers on selecting it.
+        wait = open_page(browser, ui, "/assets/trace_dataset?view=checks")
+
+        def verdict(check: str, status: str) -> tuple[str, str]:  # an entry of the list: name, then status
+            return By.XPATH, f"//div[@title='{check}']/following-sibling::span[normalize-space()='{status}']"
+
+        wait.until(EC.presence_of_element_located(verdict("trace_dataset_not_contaminated", "Failed")))
+        for name in ("trace_dataset_schema", "trace_dataset_nonempty_splits", "trace_dataset_anchor_counts"):
+            wait.until(EC.presence_of_element_located(verdict(name, "Succeeded")))
+        entry = "//div[@title='trace_dataset_not_contaminated']"
+        wait.until(EC.element_to_be_clickable((By.XPATH, entry))).click()
+        contaminated = wait.until(EC.presence_of_element_located((By.XPATH, metadata_row("contaminated") + "/td[2]")))
+        assert contaminated.text.strip() == "2"
+        shows(browser, wait, "This is a blocking asset check.")
+        shows(browser, wait, f"2 of {verdict_of(checked).metadata['checked'].value} programs overlap an evaluation set")
+        screenshot(browser, "blocked_checks")
+
+        # The run that failed it: sft_checkpoint not executed, because of that check.
+        wait = open_page(browser, ui, f"/runs/{checked.run_id}")
+        shows(browser, wait, "Dependencies for step sft_checkpoint failed: ['trace_dataset_trace_dataset_not_contaminated']")
+        screenshot(browser, "blocked_run")
+
+        # sft_checkpoint alone, later: refused, naming the check and its count.
+        wait = open_page(browser, ui, f"/runs/{alone.run_id}")
+        shows(browser, wait, "the trace dataset failed blocking data checks; training refuses it")
+        shows(browser, wait, "trace_dataset: trace_dataset_not_contaminated failed (2 of")
+        screenshot(browser, "refused_run")
+    except BaseException:
+        print(f"stepcode ui log:\n{ui.log_tail()}")
+        screenshot(browser, "failure")
+        raise
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+    stop_and_check_nothing_is_left(ui, signal.SIGINT, to_group=True)
 
 
 @pytest.mark.timeout(400)
