@@ -26,6 +26,7 @@ bench: venv
 	.venv/bin/python benchmarks/bench_trace.py
 	.venv/bin/python benchmarks/bench_pipeline.py
 	.venv/bin/python benchmarks/bench_score.py --mode output
+	.venv/bin/python benchmarks/bench_cpu_bf16.py
 
 bench-sandbox: venv
 	.venv/bin/python benchmarks/bench_sandbox.py
