@@ -8,6 +8,7 @@ Screenshots of each page go to ``$STEPCODE_TEST_ARTIFACTS/ui`` (default ``.test-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -235,6 +236,23 @@ def ui_starter(tmp_path):
 # --- the browser ----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def browsing(browser, ui: RunningUI):
+    """The browser on ``ui`` at the test's window size, the first-visit dialog skipped; a failure
+    inside leaves a screenshot and prints the UI's log."""
+    size = browser.get_window_size()
+    browser.set_window_size(*WINDOW)
+    try:
+        skip_the_community_dialog(browser, ui)
+        yield
+    except BaseException:
+        print(f"stepcode ui log:\n{ui.log_tail()}")
+        screenshot(browser, "failure")
+        raise
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
+
 def screenshot(browser, name: str) -> Path:
     path = artifacts_dir() / f"{name}.png"
     browser.save_screenshot(str(path))
@@ -359,12 +377,8 @@ def test_the_ui_lists_materializes_and_shows_every_asset_then_stops_on_ctrl_c(
     automations = {d.name for d in [*defs.schedules, *defs.sensors]}
     assert {"data_refresh_schedule", "checkpoint_sensor"} <= automations
 
-    size = browser.get_window_size()
-    browser.set_window_size(*WINDOW)
     wait_until_serving(ui)
-    try:
-        skip_the_community_dialog(browser, ui)
-
+    with browsing(browser, ui):
         # (a) The catalog lists every asset of defs, and nothing else.
         wait = open_page(browser, ui, "/assets")
         expected_links = {"/assets/" + "/".join(key.path) for key in every_asset}
@@ -418,12 +432,6 @@ def test_the_ui_lists_materializes_and_shows_every_asset_then_stops_on_ctrl_c(
         for name in automations:
             wait.until(EC.presence_of_element_located((By.XPATH, f"//*[normalize-space(text())='{name}']")))
         screenshot(browser, "automation")
-    except BaseException:
-        print(f"stepcode ui log:\n{ui.log_tail()}")
-        screenshot(browser, "failure")
-        raise
-    finally:
-        browser.set_window_size(size["width"], size["height"])
 
     stop_and_check_nothing_is_left(ui, signal.SIGINT, to_group=True)  # Ctrl-C in its terminal
 
@@ -463,10 +471,7 @@ def test_training_refused_on_a_contaminated_dataset_says_why_in_the_ui(
         return found
     assert not (tmp_path / "store" / "sft_checkpoint").exists()
 
-    size = browser.get_window_size()
-    browser.set_window_size(*WINDOW)
-    try:
-        skip_the_community_dialog(browser, ui)
+    with browsing(browser, ui):
         # The Checks tab: the contamination check failed, the others passed; its numbers on selecting it.
         wait = open_page(browser, ui, "/assets/trace_dataset?view=checks")
 
@@ -494,12 +499,6 @@ def test_training_refused_on_a_contaminated_dataset_says_why_in_the_ui(
         shows(browser, wait, "the trace dataset failed blocking data checks; training refuses it")
         shows(browser, wait, "trace_dataset: trace_dataset_not_contaminated failed (2 of")
         screenshot(browser, "refused_run")
-    except BaseException:
-        print(f"stepcode ui log:\n{ui.log_tail()}")
-        screenshot(browser, "failure")
-        raise
-    finally:
-        browser.set_window_size(size["width"], size["height"])
     stop_and_check_nothing_is_left(ui, signal.SIGINT, to_group=True)
 
 
