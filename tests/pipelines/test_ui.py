@@ -3,7 +3,8 @@ driven in headless Chromium: the catalog lists every asset of ``defs``, *Materia
 the data group runs the real data stages, the asset pages show their previews and charts, the
 Automation page lists the schedules and sensors; training refused on a contaminated dataset shows
 why (the failed check, the step not executed, the refusal). Then how it stops: Ctrl-C in its
-terminal, and SIGINT or SIGTERM to a ``stepcode ui &`` started by a script, leave no process of it running.
+terminal, and SIGINT or SIGTERM to a ``stepcode ui &`` started by a script, leave no process of it
+running.
 Screenshots of each page go to ``$STEPCODE_TEST_ARTIFACTS/ui`` (default ``.test-artifacts/ui``)."""
 
 from __future__ import annotations
