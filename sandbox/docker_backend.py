@@ -29,16 +29,18 @@ import uuid
 from pathlib import Path
 
 from sandbox.contract import ExecutionRequest, SandboxError
-from sandbox.local import default_site_dirs
+from sandbox.local import default_site_dirs, item_mounts
 from sandbox.pool import WorkerHandle
-from sandbox.worker import SITE_ROOT
+from sandbox.seccomp import filter_for_worker
+from sandbox.worker import SECRET_VARIABLE, SITE_ROOT
 
 log = logging.getLogger("sandbox")
 HERE = Path(__file__).resolve().parent
 LABEL = "org.stepcode.sandbox"
 DEFAULT_BASES = ("stepcode-sandbox-base:bookworm", "python:3.11-slim")
-# The supervisor's capabilities: drop to the items' uid, kill them, clean what they leave in scratch.
-SUPERVISOR_CAPS = ("SETUID", "SETGID", "KILL", "CHOWN", "FOWNER", "DAC_OVERRIDE")
+# The supervisor's capabilities: drop to the items' uid, kill them, and (SYS_ADMIN) give every item
+# new mount and IPC namespaces with fresh scratch mounts. Items keep none of them.
+SUPERVISOR_CAPS = ("SETUID", "SETGID", "KILL", "CHOWN", "FOWNER", "DAC_OVERRIDE", "SYS_ADMIN")
 _MUX = struct.Struct(">BxxxI")
 
 
@@ -172,17 +174,15 @@ class DockerBackend:
         self.nproc = nproc
         self.uid_base = uid_base if uid_base is not None else 200_000 + secrets.randbelow(1_000_000) * 64
         self.session = uuid.uuid4().hex[:12]
-        # With a daemon on this machine, each worker talks over a unix socket of ours (bind-mounted
-        # read-only, unlinked once connected) instead of the attach stream that dockerd relays.
+        # With a daemon on this machine, each worker talks over a unix socket of its own (in a folder
+        # of its own that only its container mounts) instead of the attach stream that dockerd relays.
         if direct is None:
             direct = self.client.api.base_url.startswith("http+docker://localhost")
+        self.direct = direct
         # The host's package folders, bind-mounted read-only at the same paths (a daemon on this
         # machine only: a remote one does not see them).
         self.site_dirs = (default_site_dirs() if site_dirs is None else [str(d) for d in site_dirs]) if direct else []
-        self.ipc_dir = None
-        if direct:
-            self.ipc_dir = tempfile.mkdtemp(prefix="stepcode-sbx-ipc-")
-            os.chmod(self.ipc_dir, 0o755)
+        self.seccomp = filter_for_worker()
         stale = remove_stale_containers(self.client)
         if stale:
             log.info("sandbox: removed %d container(s) left by dead processes", stale)
@@ -200,8 +200,6 @@ class DockerBackend:
 
     def close(self) -> None:
         """Belt and braces: remove anything of this session's that a handle did not."""
-        if self.ipc_dir:
-            shutil.rmtree(self.ipc_dir, ignore_errors=True)
         try:
             for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.session={self.session}"}):
                 c.remove(force=True)
@@ -227,23 +225,27 @@ class DockerWorker(WorkerHandle):
 
         b = self.backend
         inside = [f"{SITE_ROOT}/{i}" for i in range(len(b.site_dirs))]  # fixed paths, outside the scratch dirs
-        cfg = {"scratch": "/tmp", "wipe": ["/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"], "fsize_mb": 16,
-               "tmpfs": ["/var/tmp", "/dev/shm"], "site_dirs": inside,
-               "uid": b.uid_base + self.index, "nproc": b.nproc}
+        cfg = {"scratch": "/tmp", "fsize_mb": 16, "site_dirs": inside, "uid": b.uid_base + self.index,
+               "nproc": b.nproc, "item_namespaces": True, "item_mounts": item_mounts(b.tmpfs_mb),
+               "mqueue": "/dev/mqueue", "seccomp": b.seccomp}
         self.raw, self.err, self.eof = bytearray(), bytearray(), False
-        listener = None
+        self.secret = secrets.token_hex(32)
+        listener = folder = None
         volumes = {folder: {"bind": path, "mode": "ro"} for folder, path in zip(b.site_dirs, inside)}
-        if b.ipc_dir:
-            name = f"w{self.index}-{self.replacements}-{uuid.uuid4().hex[:8]}.sock"
-            path = os.path.join(b.ipc_dir, name)
+        if b.direct:
+            # A folder of this worker's alone (0700, root's), mounted into its container only; the
+            # socket is unlinked once the worker connects, so a replacement opens no window to others.
+            folder = tempfile.mkdtemp(prefix="stepcode-sbx-ipc-")
+            path = os.path.join(folder, "worker.sock")
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(path)
-            os.chmod(path, 0o666)
+            os.chmod(path, 0o600)
             listener.listen(1)
-            cfg["connect"] = "/ipc/" + name
-            volumes[b.ipc_dir] = {"bind": "/ipc", "mode": "ro"}
+            cfg["connect"] = "/ipc/worker.sock"
+            volumes[folder] = {"bind": "/ipc", "mode": "ro"}
         self.container = b.client.containers.create(
             b.image, command=[json.dumps(cfg)], stdin_open=True, tty=False, network_disabled=True,
+            environment={SECRET_VARIABLE: self.secret},
             network_mode="none", read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={b.tmpfs_mb}m,nr_inodes=4096,mode=1777",
                    "/var/tmp": "rw,nosuid,nodev,noexec,size=16m,nr_inodes=1024,mode=1777",
@@ -266,13 +268,25 @@ class DockerWorker(WorkerHandle):
             except OSError as exc:
                 # e.g. a daemon that sees another filesystem than ours: use the attach stream from now on
                 log.warning("%s did not connect over %s (%s): falling back to the attach stream", self.label,
-                            b.ipc_dir, exc)
-                b.ipc_dir = None
+                            folder, exc)
+                b.direct = False
                 self._destroy()
                 self._spawn()
             finally:
                 listener.close()
-                os.unlink(path)  # nothing else can connect: the run finds /ipc empty
+                shutil.rmtree(folder, ignore_errors=True)  # nothing else can connect: /ipc is empty
+            if self.chan is not None:
+                self._check_peer()
+
+    def _check_peer(self) -> None:
+        """The process at the other end must be the container's PID 1 (the kernel's word, SO_PEERCRED);
+        the ready frame's proof of the secret comes on top."""
+        pid, _, _ = struct.unpack("3i", self.chan.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                               struct.calcsize("3i")))
+        self.container.reload()
+        if pid != self.container.attrs["State"].get("Pid"):
+            self._destroy()
+            raise SandboxError(f"{self.label}: process {pid} connected, not the container's worker")
 
     def _send(self, data: bytes) -> None:
         target = self.chan or self.sock

@@ -26,6 +26,8 @@ import uuid
 from pathlib import Path
 
 from sandbox.pool import WorkerHandle
+from sandbox.seccomp import filter_for_worker
+from sandbox.worker import SECRET_VARIABLE
 
 log = logging.getLogger("sandbox")
 WORKER = Path(__file__).with_name("worker.py")
@@ -47,6 +49,11 @@ def pick_python(isolate: bool) -> str:
         return system
     base = getattr(sys, "_base_executable", None) or sys.executable
     return os.path.realpath(base) if os.path.exists(base) else sys.executable
+
+
+def item_mounts(tmpfs_mb: int) -> list[list]:
+    """The scratch mounts every item gets new: [path, MiB, inodes] (few inodes: a small, quick tmpfs)."""
+    return [["/tmp", tmpfs_mb, 4096], ["/var/tmp", 16, 1024], ["/dev/shm", 16, 1024]]
 
 
 def default_site_dirs() -> list[str]:
@@ -158,12 +165,14 @@ class LocalWorker(WorkerHandle):
         self.cgroups = b.cgroup_dirs(self.index)
         cfg = {"isolate": b.isolate, "tmpfs_mb": b.tmpfs_mb, "nproc": b.nproc, "cgroups": self.cgroups,
                "uid": b.uid_base + self.index if b.isolate else None,
-               "scratch": "/tmp" if b.isolate else b.scratch,
-               "wipe": ["/tmp", "/var/tmp", "/dev/shm"] if b.isolate else [],
-               "tmpfs": ["/var/tmp", "/dev/shm"] if b.isolate else [], "site_dirs": b.site_dirs}
+               "scratch": "/tmp" if b.isolate else os.path.join(b.scratch, str(self.index)),
+               "item_namespaces": b.isolate, "item_mounts": item_mounts(b.tmpfs_mb), "mqueue": "/dev/mqueue",
+               "seccomp": filter_for_worker(), "site_dirs": b.site_dirs}
         self._log = tempfile.TemporaryFile()
+        self.secret = secrets.token_hex(32)
         self.proc = subprocess.Popen([b.python, "-I", str(WORKER), json.dumps(cfg)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, env=WORKER_ENV, cwd="/", close_fds=True,
+                                     stdout=subprocess.PIPE, stderr=self._log,
+                                     env={**WORKER_ENV, SECRET_VARIABLE: self.secret}, cwd="/", close_fds=True,
                                      start_new_session=True)
 
     def _send(self, data: bytes) -> None:

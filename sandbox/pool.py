@@ -11,6 +11,8 @@ that fails as a whole costs a re-run and nothing else.
 from __future__ import annotations
 
 import atexit
+import hashlib
+import hmac
 import logging
 import queue
 import struct
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from sandbox.contract import Batch, ExecutionRequest, ExecutionResult, SandboxError
-from sandbox.worker import encode_frame
+from sandbox.worker import PROOF_MESSAGE, encode_frame
 
 log = logging.getLogger("sandbox")
 _HEADER = struct.Struct(">I")
@@ -71,6 +73,7 @@ class WorkerHandle:
         self.reader = FrameReader()
         self.info: dict = {}
         self.replacements = 0
+        self.secret = ""  # set by _spawn: new for every worker started, given to it alone
 
     # transport hooks
     def _spawn(self) -> None: ...
@@ -92,6 +95,10 @@ class WorkerHandle:
         if not self.info.get("ready"):
             self._destroy()
             raise SandboxError(f"{self.label} sent {self.info!r} instead of ready")
+        expected = hmac.new(self.secret.encode(), PROOF_MESSAGE, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(str(self.info.get("proof", "")), expected):
+            self._destroy()
+            raise SandboxError(f"{self.label}: the process that answered does not hold the worker's secret")
 
     def diagnostics(self) -> str:
         return ""

@@ -62,8 +62,18 @@ MAX_FRAME = 256 * 1024 * 1024
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
-MS_REC, MS_PRIVATE, MS_MOVE = 0x4000, 1 << 18, 8192
+MS_REC, MS_PRIVATE, MS_MOVE, MNT_DETACH = 0x4000, 1 << 18, 8192, 2
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
+PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, SECCOMP_MODE_FILTER = 22, 38, 2
+MAX_CODE_CHARS = 1 << 20  # an item's program; longer ones are an error of their own, never compiled
+PRELUDE_MEMORY_MB, PRELUDE_TIMEOUT_S = 1024, 30.0  # limits of the child that compiles a prelude
+PRELUDE_FILE = "/tmp/prelude.py"
+SECRET_VARIABLE = "STEPCODE_WORKER_SECRET"  # what the worker proves it holds in its ready frame
+PROOF_MESSAGE = b"stepcode-sandbox-worker-ready"
+
+
+class WorkerBroken(Exception):
+    """Isolation or clean-up failed: the worker stops, the host replaces it and re-runs the item."""
 
 # ---------------------------------------------------------------- framing (also used by the host)
 
@@ -141,8 +151,15 @@ class Config:
         self.fsize_mb = int(raw.get("fsize_mb", 16))  # largest file a run may write
         self.undumpable = False  # set when runs share our uid (Docker): see Worker
         self.scratch = raw.get("scratch", "/tmp")
-        self.wipe = [d for d in raw.get("wipe", []) if os.path.isdir(d)]  # emptied after every run
-        self.tmpfs = list(raw.get("tmpfs", []))  # of those, the ones mounted as tmpfs (see Worker._wipe)
+        # Per-item namespaces (root only): each item gets new mount and IPC namespaces with these fresh
+        # tmpfs mounts [path, MiB, inodes]; the worker's mqueue folder ``mqueue`` is unmounted;
+        # ``rebind`` are folders of the worker's (an interpreter under /tmp) bound again inside the
+        # item's fresh /tmp.
+        self.item_namespaces = bool(raw.get("item_namespaces"))
+        self.item_mounts = [(str(p), int(mb), int(n)) for p, mb, n in raw.get("item_mounts", [])]
+        self.mqueue = raw.get("mqueue")
+        self.rebind = list(raw.get("rebind", []))
+        self.seccomp = raw.get("seccomp") or ""  # base64 of the BPF filter every item loads
         # Package folders (read-only) the items may import from, after the standard library.
         self.site_dirs = [d for d in raw.get("site_dirs", []) if isinstance(d, str) and d.startswith("/")]
 
@@ -237,7 +254,7 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
-    for d in ("/proc", "/tmp", "/var/tmp", "/dev/shm", "/run"):
+    for d in ("/proc", "/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue", "/run"):
         os.makedirs(root + d)
     _check(libc.mount(b"proc", (root + "/proc").encode(), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
     opts = f"size={cfg.tmpfs_mb}m,nr_inodes=4096,mode=1777".encode()  # few inodes: quick to wipe
@@ -248,6 +265,7 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     for prefix in sorted(under_scratch):
         os.makedirs(root + prefix, exist_ok=True)
         bind(prefix, source=f"/proc/self/fd/{prefix_fds.pop(prefix)}")
+    cfg.rebind = sorted(under_scratch)  # and again inside every item's fresh scratch mounts
     _check(libc.mount(None, root.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None))
     os.chdir(root)
     _check(libc.mount(b".", b"/", None, MS_MOVE, None))
@@ -324,13 +342,10 @@ class Worker:
         self.preloaded = _preload(preload)
         self.is_init = os.getpid() == 1
         self.runs = 0
-        self.wipe = cfg.wipe
-        self.tmpfs = set(cfg.tmpfs) & set(cfg.wipe)  # scratch folders that are tmpfs mounts of their own
-        self.wiped: dict[str, tuple] = {}  # tmpfs folder -> its stat right after the last wipe
         self.memory_mb = None  # the cgroup limit now set
         self.devnull = os.open(os.devnull, os.O_RDONLY)  # stdin of runs that have none
-        self.own_ipc = cfg.isolate or self.is_init  # a private IPC namespace: ours to clean
         self.oom_seen = cfg.cg.oom_kills()
+        self.confinement = Confinement(cfg)
         os.makedirs(cfg.scratch, exist_ok=True)
         if not self.is_init:
             _prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -347,90 +362,120 @@ class Worker:
         _prepare_item_interpreter(os.path.join(cfg.scratch, "run", "program.py"))
         gc.freeze()  # our objects leave the collector's sight, so neither side touches their pages
 
-    def compile_prelude(self, prelude: str):
-        """A batch's shared code, compiled once (None when empty; the SyntaxError when it fails)."""
-        return _compile(prelude, os.path.join(self.cfg.scratch, "prelude.py")) if prelude else None
+    def compile_chunk(self, prelude: str, items: list[dict]) -> tuple:
+        """Compile a sandbox run's prelude and items in a confined child (the items' uid, the filter,
+        and each item's own memory limit and clock), handed back marshalled; the supervisor never
+        compiles untrusted bytes. Compiling before the items' forks keeps each fork small: a child
+        that compiled for itself would pay milliseconds of copy-on-write faults.
 
-    def compile_items(self, items: list[dict]) -> list:
-        """Every item's code, compiled before the first fork: compiling between forks would make
-        the supervisor take copy-on-write faults on the compiler's memory for every item."""
-        return [_compile(item["code"], sys.argv[0]) for item in items]
+        Returns the prelude (None, a code object, or the text of its error) and, per item, ``(code
+        object or the exception compiling raised, None, seconds)`` or ``(None, verdict, seconds)``
+        when compiling it ran out of time or memory or crashed (the item's result then)."""
+        sources = [(prelude, PRELUDE_MEMORY_MB, PRELUDE_TIMEOUT_S, PRELUDE_FILE)] if prelude else []
+        sources += [(item["code"], int(item["memory_mb"]), float(item["timeout_s"]), sys.argv[0]) for item in items]
+        done: list[tuple] = []
+        while len(done) < len(sources):
+            done += self._compile_some(sources[len(done):])
+        gc.freeze()  # the new code objects too: children then never touch their pages
+        compiled = [(None, verdict, seconds) if verdict else (code, None, seconds)
+                    for code, verdict, seconds in done]
+        if not prelude:
+            return None, compiled
+        code, verdict, _ = compiled.pop(0)
+        if verdict is not None:
+            return f"sandbox: compiling the prelude failed: {verdict['stderr']}\n", compiled
+        return (_error_text(code) if isinstance(code, BaseException) else code), compiled
 
-    def run_item(self, req: dict, prelude=None, compiled=None) -> dict:
+    def _compile_some(self, sources: list[tuple]) -> list[tuple]:
+        """Compile ``sources`` in order in one confined child, until one of them breaks it; at least
+        one result."""
+        hard_mb = max(mb for _, mb, _, _ in sources)
+        if hard_mb != self.memory_mb:
+            self.cfg.cg.set_memory(hard_mb)
+            self.memory_mb = hard_mb
+        data_r, data_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(data_w, 3)
+                for fd in (0, 1, 2):
+                    os.dup2(self.devnull, fd)
+                self.confinement.enter(hard_mb, sum(t for _, _, t, _ in sources), keep_fd=3)
+                _compile_stream(sources, hard_mb, 3)
+            finally:
+                os._exit(0)
+        os.close(data_w)
+        results: list[tuple] = []
+        buf = bytearray()
+        started = time.monotonic()
+        poller = select.poll()
+        poller.register(data_r, select.POLLIN)
+        verdict = None
+        try:
+            while len(results) < len(sources):
+                if len(buf) >= 4:
+                    (size,) = _HEADER.unpack_from(buf)
+                    if len(buf) >= 4 + size:
+                        now = time.monotonic()
+                        results.append((_decode_compiled(bytes(buf[4:4 + size])), None, now - started))
+                        del buf[:4 + size]
+                        started = now
+                        continue
+                remaining = started + sources[len(results)][2] - time.monotonic()
+                if remaining <= 0:
+                    verdict = "timeout"
+                    break
+                if poller.poll(max(1, int(remaining * 1000))):
+                    chunk = os.read(data_r, 1 << 20)
+                    if not chunk:
+                        break
+                    buf += chunk
+        finally:
+            wait_status = self._kill_all(pid)
+            os.close(data_r)
+        if len(results) < len(sources):  # the source being compiled broke the child
+            if verdict is None:
+                verdict, _ = _classify(wait_status, b"", self._new_oom_kill())
+                verdict = "killed" if verdict in ("ok", "error") else verdict
+            seconds = time.monotonic() - started
+            results.append((None, {"status": verdict, "exit_code": None, "stdout": "", "duration_s": round(seconds, 6),
+                                   "stderr": f"sandbox: compiling the program ended in {verdict}\n"}, seconds))
+        return results
+
+    def run_item(self, req: dict, prelude, compiled, compile_s: float = 0.0) -> dict:
+        """One item in a child of its own; its result. ``compiled`` and ``compile_s`` come from
+        :meth:`compile_chunk` (its time counts against the item's limit). Raises (and the worker
+        must then stop) when the item's isolation could not be set up or what it left could not be
+        removed for certain."""
         cfg = self.cfg
         self.runs += 1
+        code = req["code"]
         # The same path for every item: an item's result must not depend on its place in a batch.
         workdir = os.path.dirname(sys.argv[0])
-        try:
-            os.mkdir(workdir, 0o700)
-        except FileExistsError:  # left by a worker that died mid-item
+        if not cfg.item_namespaces:  # no namespaces (not root): a folder of the worker's scratch space
             _remove_tree(workdir)
-            os.mkdir(workdir, 0o700)
-        try:
-            return self._run_in(req, workdir, prelude, compiled)
-        finally:
-            _remove_tree(workdir)
-            for d in self.wipe:  # shared scratch space must not carry anything to the next item
-                self._wipe(d)
-            if self.own_ipc:
-                _remove_sysv_ipc(cfg.uid)
-
-    def _wipe(self, folder: str) -> None:
-        """Empty a scratch folder. On tmpfs a folder's size grows with every entry made in it, so an
-        unchanged (size, mtime, links) since the last wipe means nothing is there to remove: one
-        stat instead of a listing. Elsewhere, or when anything moved, the folder is listed."""
-        before = self.wiped.get(folder)
-        try:
-            now = os.lstat(folder)
-        except OSError:
-            return
-        key = (now.st_size, now.st_mtime_ns, now.st_nlink, now.st_ino)
-        if before is not None and key == before:
-            return
-        _empty_dir(folder)
-        if folder in self.tmpfs:
-            try:
-                after = os.lstat(folder)
-                self.wiped[folder] = (after.st_size, after.st_mtime_ns, after.st_nlink, after.st_ino)
-            except OSError:
-                pass
-
-    def _run_in(self, req: dict, workdir: str, prelude, compiled) -> dict:
-        cfg = self.cfg
-        code = req["code"]
-        if compiled is None:
-            compiled = _compile(code, os.path.join(workdir, "program.py"))
-        timeout_s = float(req["timeout_s"])
+        timeout_s = max(float(req["timeout_s"]) - compile_s, 0.001)
         memory_mb = int(req["memory_mb"])
         cap = int(req["output_limit_bytes"])
-        program = os.path.join(workdir, "program.py")
-        fd = os.open(program, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            _write_all(fd, code.encode("utf-8", errors="surrogateescape"))
-            if cfg.uid is not None:
-                os.fchown(fd, cfg.uid, cfg.uid)
-                os.chown(workdir, cfg.uid, cfg.uid)
-        finally:
-            os.close(fd)
         if memory_mb != self.memory_mb:
             cfg.cg.set_memory(memory_mb)
             self.memory_mb = memory_mb
         stdin = req.get("stdin", "")
         if stdin:  # a file, not a pipe: no writer to babysit, and the program may seek it
-            stdin_path = os.path.join(workdir, ".stdin")
-            with open(stdin_path, "w", encoding="utf-8", errors="surrogateescape") as fh:
-                fh.write(stdin)
-            stdin_fd = os.open(stdin_path, os.O_RDONLY)
-            os.unlink(stdin_path)
+            stdin_fd = os.memfd_create("stdin", 0)
+            _write_all(stdin_fd, stdin.encode("utf-8", errors="surrogateescape"))
+            os.lseek(stdin_fd, 0, os.SEEK_SET)
         else:
             stdin_fd = self.devnull
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        ready_r, ready_w = os.pipe()  # the child writes one byte once it is confined
         start = time.monotonic()
         pid = os.fork()
         if pid == 0:
             try:
-                _child(cfg, prelude, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, memory_mb)
+                _child(self.confinement, prelude, compiled, code, workdir, stdin_fd, out_w, err_w, ready_w,
+                       timeout_s, memory_mb)
             except BaseException as exc:  # noqa: BLE001 - set-up failed: say so on the run's stderr
                 try:
                     os.write(2, f"sandbox: run set-up failed: {exc!r}\n".encode())
@@ -438,16 +483,21 @@ class Worker:
                     pass
             finally:
                 os._exit(125)
-        for fd in (stdin_fd, out_w, err_w):
+        for fd in (stdin_fd, out_w, err_w, ready_w):
             if fd != self.devnull:
                 os.close(fd)
         try:
             outcome = self._supervise(pid, out_r, err_r, start + timeout_s, cap)
+            confined = os.read(ready_r, 1) == b"I"  # every writer is dead now: no wait
         finally:
-            os.close(out_r)
-            os.close(err_r)
-        duration = time.monotonic() - start
+            for fd in (out_r, err_r, ready_r):
+                os.close(fd)
+        duration = time.monotonic() - start + compile_s
         status, exit_code, out, err, wait_status = outcome
+        if not confined and status != "timeout":
+            raise WorkerBroken(f"an item's confinement failed: {err[-500:].decode('utf-8', 'replace')}")
+        if not cfg.item_namespaces:
+            _remove_tree(workdir)
         if status is None:
             status, exit_code = _classify(wait_status, err, self._new_oom_kill())
         return {
@@ -467,7 +517,7 @@ class Worker:
     def _supervise(self, pid, out_r, err_r, deadline, cap):
         """Collect output until the child exits, the deadline passes or the cap is hit; then kill
         everything the run left behind and drain what it wrote."""
-        bufs = {out_r: bytearray(), err_r: bytearray()}
+        bufs = {fd: bytearray() for fd in (out_r, err_r) if fd is not None}
         poller = select.poll()
         for fd in bufs:
             poller.register(fd, select.POLLIN)
@@ -518,7 +568,7 @@ class Worker:
                 bufs[fd] += chunk
         if status is None and any(len(b) > cap for b in bufs.values()):
             status = "output_limit"
-        out, err = bytes(bufs[out_r][:cap]), bytes(bufs[err_r][:cap])
+        out, err = bytes(bufs[out_r][:cap]), bytes(bufs.get(err_r, b"")[:cap])
         return status, None, out, err, wait_status
 
     def _kill_all(self, pid: int):
@@ -549,111 +599,77 @@ class Worker:
 
 
 def _compile(source: str, filename: str):
-    """A code object, or the SyntaxError (or ValueError: a NUL byte) that compiling raised."""
+    """A code object, or the exception compiling raised: a SyntaxError, a ValueError (a NUL byte),
+    or what a hostile source provokes (RecursionError, MemoryError). Called only in a confined child."""
     try:  # dont_inherit: this file's __future__ imports must not change the program
         return compile(source, filename, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any compile failure is the item's error
         return exc
 
 
 def _remove_tree(path: str) -> None:
-    """rmtree that never follows links and copes with modes a run set (no shutil: see imports)."""
-    if not _empty_dir(path):
-        try:  # a run may have taken its own permissions away
-            os.chmod(path, 0o700, follow_symlinks=False)
-        except OSError:
-            pass
-        _empty_dir(path)
-    try:
-        os.rmdir(path)
-    except OSError:  # it holds a mount point (an interpreter bound under /tmp): keep it traversable
-        try:
-            os.chmod(path, 0o755, follow_symlinks=False)
-        except OSError:
-            pass
+    """Remove an item's folder in the worker's scratch space (the mode without namespaces); raises
+    when anything is left, so that the worker is replaced rather than hand a later item leftovers."""
+    import shutil
+
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            for root, dirs, _ in os.walk(path):
+                for name in dirs:
+                    os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    if os.path.lexists(path):
+        raise WorkerBroken(f"could not remove {path}")
 
 
-_DEVICES_OF: dict[str, int] = {}  # scratch dirs: their filesystem, to tell mount points inside apart
+def _compile_stream(sources: list[tuple], hard_mb: int, fd: int) -> None:
+    """In the confined compile child: each source compiled under its own memory limit, written to
+    ``fd`` as a frame (``C`` + marshalled code, or ``X`` + JSON [exception name, args])."""
+    import marshal
 
-
-def _empty_dir(path: str) -> bool:
-    """Remove everything in ``path`` except mount points; False when it cannot be listed."""
-    try:
-        entries = list(os.scandir(path))
-    except OSError:
-        return False
-    device = _DEVICES_OF.get(path)
-    if device is None:
-        try:
-            device = os.stat(path, follow_symlinks=False).st_dev
-        except OSError:
-            return False
-        if path in _SCRATCH_ROOTS:
-            _DEVICES_OF[path] = device
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                if entry.stat(follow_symlinks=False).st_dev != device:
-                    continue  # a mount point (an interpreter bound under /tmp): not scratch
-                _remove_tree(entry.path)
-            else:
-                os.unlink(entry.path)
-        except OSError:
-            pass
-    return True
-
-
-_SCRATCH_ROOTS = {"/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"}
-
-
-def _read_proc(path: str) -> bytes:
-    """A small /proc file in three system calls (``open`` adds a stat, an ioctl and a seek)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
-def _remove_sysv_ipc(uid: int | None) -> None:
-    """Remove System V shared memory, queues and semaphores a run left in our IPC namespace. Only an
-    object's owner (or CAP_SYS_ADMIN, which a Docker supervisor lacks) may remove it: what the
-    supervisor cannot remove, a helper running as the items' uid does."""
-    left = []
-    for kind in ("shm", "msg", "sem"):
-        try:
-            lines = _read_proc(f"/proc/sysvipc/{kind}").splitlines()[1:]
-            left += [(kind, int(line.split()[1])) for line in lines if line.strip()]
-        except (OSError, ValueError, IndexError):
-            continue
-    if not left:
-        return
-    failed = [(kind, ipc_id) for kind, ipc_id in left if _ipc_rmid(kind, ipc_id) != 0]
-    if failed and uid is not None:
-        pid = os.fork()
-        if pid == 0:
+    for source, memory_mb, _, filename in sources:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024, hard_mb * 1024 * 1024))
+        result = _compile(source, filename)
+        payload = None
+        if not isinstance(result, BaseException):
             try:
-                os.setresgid(uid, uid, uid)
-                os.setresuid(uid, uid, uid)
-                for kind, ipc_id in failed:
-                    _ipc_rmid(kind, ipc_id)
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
+                payload = b"C" + marshal.dumps(result)
+            except Exception as exc:  # noqa: BLE001 - a code object too deep or too large to send
+                result = exc
+        if payload is None:
+            payload = b"X" + json.dumps([type(result).__name__, list(result.args)], default=str).encode()
+        del result
+        _write_all(fd, _HEADER.pack(len(payload)) + payload)
 
 
-def _ipc_rmid(kind: str, ipc_id: int) -> int:
-    libc = _libc()
-    if kind == "shm":
-        return libc.shmctl(ipc_id, 0, None)  # IPC_RMID
-    if kind == "msg":
-        return libc.msgctl(ipc_id, 0, None)
-    return libc.semctl(ipc_id, 0, 0)
+# Exceptions compiling may raise, rebuilt in the supervisor from their name and arguments (the child
+# sends data, never a pickle).
+_COMPILE_ERRORS = {cls.__name__: cls for cls in (SyntaxError, IndentationError, TabError, ValueError, TypeError,
+                                                 RecursionError, MemoryError, OverflowError, SystemError)}
+
+
+def _decode_compiled(payload: bytes):
+    if payload[:1] == b"C":
+        import marshal
+
+        return marshal.loads(payload[1:])
+    name, args = json.loads(payload[1:])
+    cls = _COMPILE_ERRORS.get(name, SyntaxError)
+    if issubclass(cls, SyntaxError) and len(args) == 2 and isinstance(args[1], list):
+        args = [args[0], tuple(args[1])]
+    try:
+        return cls(*args)
+    except Exception:  # noqa: BLE001 - arguments its constructor refuses
+        return cls(str(args))
+
+
+def _error_text(exc: BaseException) -> str:
+    """What the interpreter prints for an exception raised without a traceback (a compile error)."""
+    import traceback as tb
+
+    return "".join(tb.format_exception_only(type(exc), exc))
 
 
 def _children() -> list[int]:
@@ -698,36 +714,109 @@ def _classify(wait_status, stderr: bytes, oom: bool):
 
 # ---------------------------------------------------------------- inside the forked child
 
-def _child(cfg, prelude, compiled, program, workdir, stdin_fd, out_w, err_w, timeout_s, memory_mb):
+class Confinement:
+    """What an item's process does, as root, before any untrusted byte is touched: new mount and IPC
+    namespaces with fresh scratch mounts (nothing an earlier item made exists there, whatever names,
+    depths or links it used; its System V objects and POSIX queues went with its IPC namespace),
+    then its rlimits, its uid and the syscall filter. Prepared once in the supervisor (ctypes calls,
+    mount arguments, the filter's ``sock_fprog``) so that a child only makes system calls."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.libc = None
+        self.filter = None
+        if cfg.item_namespaces or cfg.seccomp:
+            import ctypes
+
+            self.libc = _libc()
+            for name in ("unshare", "mount", "prctl"):
+                getattr(self.libc, name)  # resolve the symbols before the forks
+        if cfg.item_namespaces:
+            # Our mounts private, so that an item's never propagate back (Docker's may be shared).
+            _check(self.libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+            self.mounts = [(path.encode(), f"size={mb}m,nr_inodes={inodes},mode=1777".encode())
+                           for path, mb, inodes in cfg.item_mounts if os.path.isdir(path)]
+            # The worker's own POSIX queue folder (Docker mounts one) would let an item create queues
+            # in the worker's IPC namespace: gone. An item's queues live in its own IPC namespace.
+            if cfg.mqueue and os.path.ismount(cfg.mqueue):
+                _check(self.libc.umount2(cfg.mqueue.encode(), MNT_DETACH))
+            self.rebind = list(cfg.rebind)
+        if cfg.seccomp:
+            import binascii
+
+            program = binascii.a2b_base64(cfg.seccomp)
+
+            class SockFprog(ctypes.Structure):
+                _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+            self._filter_buf = ctypes.create_string_buffer(program, len(program))
+            self.filter = SockFprog(len(program) // 8, ctypes.addressof(self._filter_buf))
+            self.filter_ref = ctypes.byref(self.filter)
+
+    def enter(self, memory_mb: int, timeout_s: float, keep_fd: int) -> None:
+        """Confine this (freshly forked) process; fds above ``keep_fd`` are closed."""
+        cfg = self.cfg
+        if cfg.item_namespaces:
+            libc = self.libc
+            _check(libc.unshare(CLONE_NEWNS | CLONE_NEWIPC))
+            # Opened in the new namespace (a bind's source must be one of its own mounts), before the
+            # fresh scratch covers them.
+            keep = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in self.rebind]
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+            for path, options in self.mounts:
+                _check(libc.mount(b"tmpfs", path, b"tmpfs", flags, options))
+            for path, fd in keep:
+                os.makedirs(path, exist_ok=True)
+                target = path.encode()
+                _check(libc.mount(f"/proc/self/fd/{fd}".encode(), target, None, MS_BIND | MS_REC, None))
+                _check(libc.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, None))
+        os.closerange(keep_fd + 1, 65536)  # the protocol channel above all
+        cpu = int(timeout_s) + 2
+        limits = [
+            (resource.RLIMIT_AS, memory_mb * 1024 * 1024),
+            (resource.RLIMIT_CPU, cpu),
+            (resource.RLIMIT_FSIZE, cfg.fsize_mb * 1024 * 1024),
+            (resource.RLIMIT_NOFILE, 256),
+            (resource.RLIMIT_CORE, 0),
+        ]
+        if cfg.uid is not None:  # per-worker uid, so the count is this run's alone
+            limits.append((resource.RLIMIT_NPROC, cfg.nproc))
+        for which, value in limits:
+            try:
+                resource.setrlimit(which, (value, value + 1 if which == resource.RLIMIT_CPU else value))
+            except (ValueError, OSError):
+                pass
+        if cfg.uid is not None:
+            os.setgroups([])
+            os.setresgid(cfg.uid, cfg.uid, cfg.uid)
+            os.setresuid(cfg.uid, cfg.uid, cfg.uid)
+        elif cfg.undumpable:
+            _prctl(PR_SET_DUMPABLE, 1)
+        if self.filter is not None:
+            _check(self.libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+            _check(self.libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self.filter_ref, 0, 0))
+
+
+def _child(confinement, prelude, compiled, code, workdir, stdin_fd, out_w, err_w, ready_w, timeout_s, memory_mb):
     os.setsid()
     os.dup2(stdin_fd, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
-    os.closerange(3, 65536)  # the protocol pipes above all
+    os.dup2(ready_w, 3)
     # The only handler the worker changed. _signal's C function: signal.signal's enum wrapping costs a
     # third of a millisecond of copy-on-write faults here.
     _signal.signal(signal.SIGINT, _signal.default_int_handler)
-    cpu = int(timeout_s) + 2
-    limits = [
-        (resource.RLIMIT_AS, memory_mb * 1024 * 1024),
-        (resource.RLIMIT_CPU, cpu),
-        (resource.RLIMIT_FSIZE, cfg.fsize_mb * 1024 * 1024),
-        (resource.RLIMIT_NOFILE, 256),
-        (resource.RLIMIT_CORE, 0),
-    ]
-    if cfg.uid is not None:  # per-worker uid, so the count is this run's alone
-        limits.append((resource.RLIMIT_NPROC, cfg.nproc))
-    for which, value in limits:
-        try:
-            resource.setrlimit(which, (value, value + 1 if which == resource.RLIMIT_CPU else value))
-        except (ValueError, OSError):
-            pass
-    if cfg.uid is not None:
-        os.setgroups([])
-        os.setresgid(cfg.uid, cfg.uid, cfg.uid)
-        os.setresuid(cfg.uid, cfg.uid, cfg.uid)
-    elif cfg.undumpable:
-        _prctl(PR_SET_DUMPABLE, 1)
+    confinement.enter(memory_mb, timeout_s, keep_fd=3)
+    os.write(3, b"I")
+    os.close(3)
+    # From here on the process is the item's: its files, its compile, under its limits.
+    os.mkdir(workdir, 0o700)
+    program = os.path.join(workdir, "program.py")
+    fd = os.open(program, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, code.encode("utf-8", errors="surrogateescape"))
+    finally:
+        os.close(fd)
     os.chdir(workdir)
     _exec_program(prelude, compiled, workdir)
 
@@ -757,18 +846,17 @@ def _prepare_item_interpreter(program: str) -> None:
 def _exec_program(prelude, compiled, workdir: str) -> None:
     """Run the compiled program as ``python3 program.py`` would, then exit with its status.
 
-    ``prelude`` (a batch's shared code, or None) runs first in the same ``__main__`` namespace.
-    When it defines :data:`ITEM_HOOK`, the item's compiled code is handed to that function instead
-    of being executed (a runtime that runs the program its own way: tracing it, or checking it).
-    Each is a code object, or the SyntaxError that compiling raised (compiling in the worker before
-    the fork halves the cost of a run: the child would pay copy-on-write faults for it).
+    ``prelude`` (a batch's shared code object, None, or the text of its compile error) runs first
+    in the same ``__main__`` namespace. When it defines :data:`ITEM_HOOK`, the item's compiled code
+    is handed to that function instead of being executed (a runtime that runs the program its own
+    way: tracing it, or checking it): a code object, or the exception that compiling raised.
     """
     sys.path.insert(0, workdir)
     main = _MAIN
     exit_code = 0
     try:
-        if isinstance(prelude, BaseException):
-            sys.excepthook(type(prelude), prelude.with_traceback(None), None)
+        if isinstance(prelude, str):
+            sys.stderr.write(prelude)
             exit_code = 1
         else:
             if prelude is not None:
@@ -786,7 +874,10 @@ def _exec_program(prelude, compiled, workdir: str) -> None:
     except BaseException as exc:  # noqa: BLE001 - what the interpreter would print
         tb = exc.__traceback__
         tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb  # hide this frame
-        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        try:
+            sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        except BaseException:  # noqa: BLE001 - a traceback too deep to print
+            pass
         exit_code = 1
     try:
         if "threading" in sys.modules:  # join non-daemon threads, as interpreter shutdown does
@@ -868,14 +959,21 @@ def _serve(worker: Worker, raw: dict, cfg: Config, rfd: int, wfd: int, pending: 
         if (seed is not None and seed != raw.get("hash_seed")) or preload != list(raw.get("preload") or []):
             _reexec(raw, cfg, worker.environment, (rfd, wfd), raw.get("hash_seed") if seed is None else int(seed),
                     preload, req)
-        prelude = worker.compile_prelude(batch.get("prelude") or "")
         items = batch.get("items") or []
-        for item, compiled in zip(items, worker.compile_items(items)):
-            try:
-                reply = worker.run_item(item, prelude, compiled)
-            except Exception as exc:  # noqa: BLE001 - report, keep serving
-                reply = {"status": "killed", "exit_code": None, "stdout": "",
-                         "stderr": f"sandbox worker error: {exc!r}", "duration_s": 0.0}
+        oversized = [len(item["code"]) > MAX_CODE_CHARS for item in items]
+        prelude, compiled = worker.compile_chunk(batch.get("prelude") or "",
+                                                 [item for item, big in zip(items, oversized) if not big])
+        compiled.reverse()
+        for item, big in zip(items, oversized):
+            if big:
+                reply = {"status": "error", "exit_code": None, "stdout": "", "duration_s": 0.0,
+                         "stderr": f"sandbox: the program has {len(item['code'])} characters; items are capped at "
+                                   f"{MAX_CODE_CHARS}\n"}
+            else:
+                code, verdict, seconds = compiled.pop()
+                # No catch: a failure here means an item's isolation is not certain, so the worker stops
+                # (fail closed); the host replaces it and runs the item again on the new one.
+                reply = verdict or worker.run_item(item, prelude, code, seconds)
             _write_all(wfd, encode_frame(reply))
 
 
@@ -906,7 +1004,7 @@ def main() -> int:
                 os.set_inheritable(fd, True)  # the cgroup files are needed after the exec too
             # Start afresh (-S, no ctypes, nothing of the set-up): a worker half the size forks faster.
             raw = {**raw, "serving": True, "cgroups": joined, "cg": cfg.cg.to_wire(), "script_fd": script,
-                   "site_dirs": cfg.site_dirs}  # their paths inside the minimal root
+                   "site_dirs": cfg.site_dirs, "rebind": cfg.rebind}  # their paths inside the minimal root
             os.execv(sys.executable, [sys.executable, "-I", "-S", f"/proc/self/fd/{script}", json.dumps(raw)])
     pending = None
     if raw.get("channel"):
@@ -930,12 +1028,32 @@ def main() -> int:
         os.close(null)
     for fd in {rfd, wfd}:
         os.set_inheritable(fd, False)
-    worker = Worker(cfg, raw.get("preload") or [])
-    if pending is None:
-        info = {"ready": True, "isolated": bool(raw.get("serving")), "python": sys.version.split()[0],
-                "cgroups": cfg.cgroups, "pid1": worker.is_init}
-        _write_all(wfd, encode_frame(info))
-    return _serve(worker, raw, cfg, rfd, wfd, pending)
+    secret = os.environ.pop(SECRET_VARIABLE, "").encode()
+    try:
+        worker = Worker(cfg, raw.get("preload") or [])
+        if pending is None:
+            info = {"ready": True, "isolated": bool(raw.get("serving")), "python": sys.version.split()[0],
+                    "cgroups": cfg.cgroups, "pid1": worker.is_init, "item_namespaces": cfg.item_namespaces,
+                    "seccomp": bool(cfg.seccomp), "proof": _proof(secret)}
+            probe_item = {"code": "print('confined')", "timeout_s": 10.0, "memory_mb": 256, "output_limit_bytes": 1024}
+            _, [(code, _, _)] = worker.compile_chunk("", [probe_item])
+            probe = worker.run_item(probe_item, None, code)
+            if probe["status"] != "ok" or probe["stdout"] != "confined\n":
+                info = {**info, "ready": False, "error": f"an item could not be confined: {probe}"}
+            _write_all(wfd, encode_frame(info))
+        return _serve(worker, raw, cfg, rfd, wfd, pending)
+    except WorkerBroken as exc:
+        print(f"sandbox worker stopped: {exc}", file=sys.__stderr__ or sys.stderr)
+        return 3
+
+
+def _proof(secret: bytes) -> str:
+    """That this worker holds the secret its host started it with (HMAC-SHA256 of a fixed message;
+    the secret is new for every worker started, so a proof cannot serve another)."""
+    import hashlib
+    import hmac
+
+    return hmac.new(secret, PROOF_MESSAGE, hashlib.sha256).hexdigest()
 
 
 if __name__ == "__main__":

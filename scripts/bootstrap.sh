@@ -32,6 +32,16 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 
+# The sandbox's syscall filter is built with libseccomp (Debian: libseccomp2, nearly always present).
+if ! ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[bootstrap] installing libseccomp2"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libseccomp2 >/dev/null
+  else
+    echo "[bootstrap] the sandbox needs libseccomp2 (sudo apt-get install libseccomp2)" >&2; exit 1
+  fi
+fi
+
 # Reinstall only when the project metadata or the requested extras change.
 stamp=".venv/.stepcode-installed"
 want="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)-${extras}"
