@@ -257,11 +257,8 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     for d in ("/proc", "/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue", "/run"):
         os.makedirs(root + d)
     _check(libc.mount(b"proc", (root + "/proc").encode(), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
-    opts = f"size={cfg.tmpfs_mb}m,nr_inodes=4096,mode=1777".encode()  # few inodes: quick to wipe
-    for d in scratch:
-        _check(libc.mount(b"tmpfs", (root + d).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts))
-    # An interpreter that lives under a scratch dir keeps its path: bound on top of the scratch tmpfs
-    # (the wipe after each run leaves mount points alone).
+    # No scratch mounts of the worker's: every item mounts fresh ones over these folders. An
+    # interpreter that lives under a scratch dir keeps its path, bound again in each item's.
     for prefix in sorted(under_scratch):
         os.makedirs(root + prefix, exist_ok=True)
         bind(prefix, source=f"/proc/self/fd/{prefix_fds.pop(prefix)}")
