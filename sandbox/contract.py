@@ -19,9 +19,11 @@ MIB = 1024 * 1024
 class ExecutionRequest:
     """One Python program to run as ``python3 program.py`` in a private temp dir.
 
-    Limits are per run: wall time (``timeout_s``), address space (``memory_mb``) and bytes kept of
-    each of stdout and stderr (``output_limit_bytes``; going over ends the run as ``output_limit``).
-    Invalid values raise at construction, so a bad request fails before anything runs.
+    Limits are per run: wall time (``timeout_s``, compiling included), address space (``memory_mb``,
+    compiling included) and bytes kept of each of stdout and stderr (``output_limit_bytes``; going
+    over ends the run as ``output_limit``). Invalid values raise at construction, so a bad request
+    fails before anything runs. A program over ``sandbox.worker.MAX_CODE_CHARS`` (1 MiB characters)
+    is not compiled: its result is ``error``, with the cap in its stderr.
     """
 
     code: str

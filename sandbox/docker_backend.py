@@ -2,14 +2,18 @@
 
 Every container: no network, read-only root, small noexec tmpfs on /tmp, /var/tmp and /dev/shm,
 no-new-privileges, memory/pid/CPU limits, no log driver (results never touch disk). The worker is the
-container's PID 1 and runs as root with six capabilities (set uids, kill, clean up files); every item
-runs as an unprivileged uid of its own per worker with none, so an item cannot signal, trace,
-renice or otherwise touch the supervisor, and after each item the supervisor kills every other
-process in the container.
-With a daemon on this machine the host talks to it over a unix socket of its own (bind-mounted
-read-only, unlinked as soon as the worker connects, so a program finds nothing there); with a remote
-daemon, over the attach stream. Either way a run costs no ``docker exec`` and no container start. Containers carry labels, are removed on close and at interpreter exit, and
-ones left by a dead process on this host are removed at the next start.
+container's PID 1 and runs as root with seven capabilities (set uids, kill, and SYS_ADMIN to give
+every item new mount and IPC namespaces with fresh scratch mounts); every item runs as an
+unprivileged uid of its own per worker with none, under the seccomp filter, so an item cannot
+signal, trace, renice or otherwise touch the supervisor, and after each item the supervisor kills
+every other process in the container.
+With a daemon on this machine the host talks to each worker over a unix socket in a folder of that
+worker's alone (root's, 0700, mounted into its container only, removed once the worker connects);
+the host accepts the connection only from the container's PID 1 (SO_PEERCRED) and only after the
+worker proves the secret it was started with. With a remote daemon, over the attach stream. Either
+way a run costs no ``docker exec`` and no container start. Containers carry labels, are removed on
+close and at interpreter exit, and ones left by a dead process on this host are removed at the next
+start.
 """
 
 from __future__ import annotations
@@ -227,7 +231,7 @@ class DockerWorker(WorkerHandle):
         inside = [f"{SITE_ROOT}/{i}" for i in range(len(b.site_dirs))]  # fixed paths, outside the scratch dirs
         cfg = {"scratch": "/tmp", "fsize_mb": 16, "site_dirs": inside, "uid": b.uid_base + self.index,
                "nproc": b.nproc, "item_namespaces": True, "item_mounts": item_mounts(b.tmpfs_mb),
-               "mqueue": "/dev/mqueue", "seccomp": b.seccomp}
+               "unmount": ["/dev/mqueue", "/sys", "/ipc"], "seccomp": b.seccomp}
         self.raw, self.err, self.eof = bytearray(), bytearray(), False
         self.secret = secrets.token_hex(32)
         listener = folder = None

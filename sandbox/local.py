@@ -166,7 +166,7 @@ class LocalWorker(WorkerHandle):
         cfg = {"isolate": b.isolate, "tmpfs_mb": b.tmpfs_mb, "nproc": b.nproc, "cgroups": self.cgroups,
                "uid": b.uid_base + self.index if b.isolate else None,
                "scratch": "/tmp" if b.isolate else os.path.join(b.scratch, str(self.index)),
-               "item_namespaces": b.isolate, "item_mounts": item_mounts(b.tmpfs_mb), "mqueue": "/dev/mqueue",
+               "item_namespaces": b.isolate, "item_mounts": item_mounts(b.tmpfs_mb),
                "seccomp": filter_for_worker(), "site_dirs": b.site_dirs}
         self._log = tempfile.TemporaryFile()
         self.secret = secrets.token_hex(32)

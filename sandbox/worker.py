@@ -10,15 +10,19 @@ worker first sends ``{"ready": true, ...}``; then for each ``{"batch": {"prelude
 "items": [{code, stdin, timeout_s, memory_mb, output_limit_bytes}, ...]}}`` it sends one result frame
 ``{status, exit_code, stdout, stderr, duration_s}`` per item, in order. EOF ends it.
 
-Isolation between items: the worker is the *supervisor*. It compiles the batch's prelude once; each
-item is a child forked from the supervisor that runs the prelude and then the item's code, under the
-item's own limits. When the item ends, the supervisor kills every other process of the sandbox
-(``kill(-1)`` from the pid namespace's init, so double-forked ``setsid`` daemons die too), reaps
-them, and wipes the scratch space and System V IPC before the next item starts: no item can see or
-change what an earlier one left. Init of a pid namespace cannot be signalled by its children, and the
-worker is not dumpable by them (no ptrace, no /proc/1/mem), so an item cannot stop the supervisor or
-forge another item's verdict. A batch whose ``hash_seed`` differs from the interpreter's re-executes
-the worker in place (same pid, same namespaces) under ``PYTHONHASHSEED`` first.
+Isolation between items: the worker is the *supervisor*. For each sandbox run it compiles the
+prelude and the items in one confined child (each item under its own memory limit and clock) and
+takes back marshalled code objects; then each item is a child forked from the supervisor that, as
+root still, enters new mount and IPC namespaces, mounts fresh tmpfs on its scratch folders, drops to
+the items' uid under rlimits and the seccomp filter, and only then runs the prelude and the item.
+Whatever an item made in its scratch folders or its IPC namespace ends with it: nothing is wiped,
+so nothing can fail to be. When the item ends, the supervisor kills every other process of the
+sandbox (``kill(-1)`` from the pid namespace's init, so double-forked ``setsid`` daemons die too)
+and reaps them. Any failure of the supervisor's own work (an item it could not confine) stops the
+worker: the host replaces it and runs the item again. Init of a pid namespace cannot be signalled
+by its children and the items' uid cannot trace or open it, so an item cannot stop the supervisor
+or forge another item's verdict. A batch whose ``hash_seed`` differs from the interpreter's
+re-executes the worker in place (same pid, same namespaces) under ``PYTHONHASHSEED`` first.
 
 Stdlib only: it is copied into the image.
 """
@@ -152,12 +156,13 @@ class Config:
         self.undumpable = False  # set when runs share our uid (Docker): see Worker
         self.scratch = raw.get("scratch", "/tmp")
         # Per-item namespaces (root only): each item gets new mount and IPC namespaces with these fresh
-        # tmpfs mounts [path, MiB, inodes]; the worker's mqueue folder ``mqueue`` is unmounted;
+        # tmpfs mounts [path, MiB, inodes]; ``unmount`` are mounts of the worker's that items must not
+        # have (Docker's /dev/mqueue, /sys) or that would only make each item's namespace costlier;
         # ``rebind`` are folders of the worker's (an interpreter under /tmp) bound again inside the
         # item's fresh /tmp.
         self.item_namespaces = bool(raw.get("item_namespaces"))
         self.item_mounts = [(str(p), int(mb), int(n)) for p, mb, n in raw.get("item_mounts", [])]
-        self.mqueue = raw.get("mqueue")
+        self.unmount = list(raw.get("unmount", []))
         self.rebind = list(raw.get("rebind", []))
         self.seccomp = raw.get("seccomp") or ""  # base64 of the BPF filter every item loads
         # Package folders (read-only) the items may import from, after the standard library.
@@ -208,7 +213,7 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     # otherwise vanish from sight; binding from /proc/self/fd reaches it still.
     prefix_fds = {prefix: os.open(prefix, os.O_PATH | os.O_DIRECTORY) for prefix in prefixes}
     site_fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in cfg.site_dirs if os.path.isdir(d)]
-    _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"))
+    _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4m,mode=0755"))
 
     def bind(src: str, read_only: bool = True, source: str | None = None) -> None:
         dst = (root + src).encode()
@@ -236,6 +241,8 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
         bind(inside, source=f"/proc/self/fd/{fd}")
         os.close(fd)
         cfg.site_dirs.append(inside)
+    # Copies, not binds: every mount here is copied into each item's mount namespace and torn down
+    # with it, so the fewer the cheaper an item (these files are small and read-only to items).
     os.makedirs(root + "/etc")
     for name in _ETC:
         host = "/etc/" + name
@@ -243,10 +250,11 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
             os.symlink(os.readlink(host), f"{root}/etc/{name}")
         elif os.path.isdir(host):
             os.makedirs(root + host)
-            bind(host)
+            for entry in os.scandir(host):
+                if entry.is_file():
+                    _copy_file(entry.path, root + entry.path)
         elif os.path.isfile(host):
-            open(root + host, "w").close()
-            bind(host)
+            _copy_file(host, root + host)
     os.makedirs(root + "/dev")
     for name in _DEVICES:
         open(f"{root}/dev/{name}", "w").close()
@@ -268,6 +276,12 @@ def _enter_minimal_root(libc, cfg: Config) -> None:
     _check(libc.mount(b".", b"/", None, MS_MOVE, None))
     os.chroot(".")
     os.chdir("/")
+
+
+def _copy_file(source: str, target: str) -> None:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        dst.write(src.read())
+    os.chmod(target, 0o644)
 
 
 # ---------------------------------------------------------------- cgroup limits (local, optional)
@@ -733,10 +747,12 @@ class Confinement:
             _check(self.libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
             self.mounts = [(path.encode(), f"size={mb}m,nr_inodes={inodes},mode=1777".encode())
                            for path, mb, inodes in cfg.item_mounts if os.path.isdir(path)]
-            # The worker's own POSIX queue folder (Docker mounts one) would let an item create queues
-            # in the worker's IPC namespace: gone. An item's queues live in its own IPC namespace.
-            if cfg.mqueue and os.path.ismount(cfg.mqueue):
-                _check(self.libc.umount2(cfg.mqueue.encode(), MNT_DETACH))
+            # The worker's POSIX queue folder (Docker mounts one) would let an item make queues in the
+            # worker's IPC namespace; an item's queues live in its own. /sys and the channel's folder
+            # are not the items' business, and every mount left is copied for each item.
+            for path in cfg.unmount:
+                if os.path.ismount(path):
+                    _check(self.libc.umount2(path.encode(), MNT_DETACH))
             self.rebind = list(cfg.rebind)
         if cfg.seccomp:
             import binascii
