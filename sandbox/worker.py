@@ -1048,6 +1048,7 @@ def main() -> int:
             info = {"ready": True, "isolated": bool(raw.get("serving")), "python": sys.version.split()[0],
                     "cgroups": cfg.cgroups, "pid1": worker.is_init, "item_namespaces": cfg.item_namespaces,
                     "seccomp": bool(cfg.seccomp), "proof": _proof(secret)}
+            del secret  # items are forks of this process: they need not find it (it proves nothing now)
             probe_item = {"code": "print('confined')", "timeout_s": 10.0, "memory_mb": 256, "output_limit_bytes": 1024}
             _, [(code, _, _)] = worker.compile_chunk("", [probe_item])
             probe = worker.run_item(probe_item, None, code)
