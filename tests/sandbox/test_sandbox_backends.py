@@ -159,6 +159,10 @@ def test_local_without_isolation_still_contains_runs():
         assert res.status == "ok" and res.stdout == "x\n" and res.duration_s < 2
         assert sb.run(R(code="while True: pass", timeout_s=0.5)).status == "timeout"
         assert sb.run(R(code="import os; print(dict(os.environ))")).stdout == "{}\n"
+        # Its work folder is removed after each item (or the worker replaced): the next finds it new.
+        litter = R(code="import os\nos.makedirs('a/b')\nopen('a/b/left', 'w').close()\nos.chmod('a', 0)")
+        look = R(code="import os; print(sorted(os.listdir('.')))")
+        assert [r.stdout for r in sb.run_batch([litter, look, litter, look])][1::2] == ["['program.py']\n"] * 2
 
 
 def test_auto_picks_docker_when_a_daemon_answers_else_local(caplog):
