@@ -257,6 +257,8 @@ def merge_trace_shards(context: dg.OpExecutionContext, store: ArtifactStore, sha
             "rows": table.num_rows,
             "statuses": dict(Counter(table.column("status").to_pylist())),
             "determinism_rate": round(deterministic / max(table.num_rows, 1), 4),
+            "unstable_repr": sum(table.column("unstable_repr").to_pylist()),
+            "changed_by_anchors": table.column("same_as_original").to_pylist().count(False),
         }
 
     return cached_output(
@@ -265,6 +267,8 @@ def merge_trace_shards(context: dg.OpExecutionContext, store: ArtifactStore, sha
             "rows": meta["rows"],
             "executed_programs": executed_now,
             "determinism_rate": meta["determinism_rate"],
+            "unstable_repr": meta.get("unstable_repr", 0),
+            "changed_by_anchors": meta.get("changed_by_anchors", 0),
             "statuses": dg.MetadataValue.json(meta["statuses"]),
         },
         asset="execution_traces",
@@ -302,7 +306,8 @@ def _not_run(row: dict) -> dict:
         "expected_output": row["output"],
         "status": "not_run", "result": None, "error": row["instrument_error"], "matches_expected": None,
         "steps": [], "anchor_lines": 0, "over_cap": False, "complete": False, "deterministic": False,
-        "unstable_repr": False, "program_stdout": "", "duration_s": 0.0,
+        "unstable_repr": False, "nondeterminism": None, "same_as_original": None, "original_difference": None,
+        "program_stdout": "", "duration_s": 0.0,
     }
 
 

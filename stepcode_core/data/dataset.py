@@ -55,7 +55,10 @@ def trace_record(row: dict, run: TracedRun) -> dict:
         "over_cap": trace.over_cap,
         "complete": trace.complete,
         "deterministic": bool(trace.deterministic),
-        "unstable_repr": trace.has_addresses,
+        "unstable_repr": trace.unstable_repr,
+        "nondeterminism": trace.nondeterminism,
+        "same_as_original": trace.same_as_original,
+        "original_difference": trace.original_difference,
         "program_stdout": trace.program_stdout[:2000],
         "duration_s": run.duration_s,
     }
@@ -102,10 +105,12 @@ def drop_reason(trace: dict, config: FilterConfig, index: NgramIndex | None) -> 
         return "exception", None
     if not trace["complete"]:
         return "incomplete", None
+    if trace.get("unstable_repr"):  # the runs differ only in printed addresses
+        return "unstable_repr", None
     if not trace["deterministic"]:
         return "nondeterministic", None
-    if trace["unstable_repr"]:
-        return "unstable_repr", None
+    if trace.get("same_as_original") is False:  # P' did not return, raise or print what P did
+        return "changed_by_anchors", None
     if trace["matches_expected"] is False:
         return "output_mismatch", None
     if trace["anchor_lines"] > config.max_anchor_lines:

@@ -66,7 +66,10 @@ EXECUTION_TRACES = pa.schema(
         pa.field("over_cap", pa.bool_()),
         pa.field("complete", pa.bool_()),
         pa.field("deterministic", pa.bool_()),  # a second run gave the same trace
-        pa.field("unstable_repr", pa.bool_()),  # a value prints a memory address
+        pa.field("unstable_repr", pa.bool_()),  # the runs differ only in a printed memory address
+        pa.field("nondeterminism", pa.string()),  # what differed between the two runs, when anything did
+        pa.field("same_as_original", pa.bool_()),  # P' returned, raised and printed what P did
+        pa.field("original_difference", pa.string()),  # what differed from P, when anything did
         pa.field("program_stdout", pa.string()),
         pa.field("duration_s", pa.float64()),
     ]

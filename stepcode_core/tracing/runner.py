@@ -24,8 +24,9 @@ from stepcode_core.tracing import runtime
 from stepcode_core.tracing.anchors import ANCHOR_FUNCTION, InstrumentedProgram
 
 _MARK = "\x1e"
-# A default object repr holds a memory address: it changes from run to run.
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+# What still differs between two runs when only printed addresses do (the runtime already strips
+# the ones of default reprs): masked, two such runs agree.
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
 
 RUNTIME_SOURCE = Path(runtime.__file__).read_text(encoding="utf-8")
 """The trace runtime (:mod:`stepcode_core.tracing.runtime`) as the prelude of every trace batch:
@@ -58,8 +59,11 @@ class Trace:
     error: str | None  # "Type: message" of an exception that escaped the program or the call
     program_stdout: str  # what the program printed itself
     complete: bool  # the runner reached its end (False: killed, timed out, or the output was cut)
-    has_addresses: bool = field(default=False)  # a value prints a memory address: not reproducible
-    deterministic: bool | None = None  # with repeats > 1: every run matched the first; else unknown
+    deterministic: bool | None = None  # with repeats > 1 or a cross-check: every run matched the first
+    unstable_repr: bool = False  # the runs differ only in addresses a repr printed (not nondeterminism)
+    nondeterminism: str | None = None  # what differed between two runs, when anything did
+    same_as_original: bool | None = None  # P' returned, raised and printed what P did (None: unchecked)
+    original_difference: str | None = None  # what differed, when it did
 
     @property
     def over_cap(self) -> bool:
@@ -104,7 +108,15 @@ def uninstrumented(code: str) -> InstrumentedProgram:
 
 
 # One pattern for every nonce (compiling one per run cost more than the parse itself).
-_RECORD = re.compile(re.escape(_MARK) + r"([0-9a-f]+):(a:\d+|result|match|error|differs|count):([^\n]*)\n?")
+_RECORD = re.compile(re.escape(_MARK) + r"([0-9a-f]+):(a:\d+|result|match|error|differs_detail|differs|original|count)"
+                     r":([^\n]*)\n?")
+
+
+def describe_difference(part: str, first, second) -> tuple[str, bool]:
+    """``(description, only_addresses)`` of two runs that differ in ``part``."""
+    one, two = (value if isinstance(value, str) else json.dumps(value) for value in (first, second))
+    only_addresses = _HEX.sub("0x?", one) == _HEX.sub("0x?", two)
+    return f"the runs differ in {part}: {one[:200]} vs {two[:200]}", only_addresses
 
 
 def parse_trace(stdout: str, program: InstrumentedProgram, nonce: str) -> Trace:
@@ -114,6 +126,7 @@ def parse_trace(stdout: str, program: InstrumentedProgram, nonce: str) -> Trace:
     own_output: list[str] = []
     result = error = None
     matches = differs = None
+    nondeterminism, unstable, original = None, False, "unchecked"
     total, suppressed, complete = 0, 0, False
     position = 0
     for found in _RECORD.finditer(stdout):
@@ -141,12 +154,20 @@ def parse_trace(stdout: str, program: InstrumentedProgram, nonce: str) -> Trace:
             error = payload
         elif kind == "differs":
             differs = bool(payload)
+        elif kind == "differs_detail" and isinstance(payload, list) and len(payload) == 3:
+            nondeterminism, unstable = describe_difference(*payload)
+        elif kind == "original":
+            original = payload
         elif kind == "count" and isinstance(payload, list) and len(payload) == 2:
             total, suppressed, complete = int(payload[0]), int(payload[1]), True
     own_output.append(stdout[position:])
     if not complete:  # the run was cut short: count what we saw
         total = len(steps)
-    values = [step.value for step in steps] + ([result] if result else [])
+    same_as_original = original_difference = None
+    if original != "unchecked" and complete:
+        same_as_original = original is None
+        if isinstance(original, list) and len(original) == 3:
+            original_difference = f"{original[0]}: P' gives {original[1][:200]}, P gives {original[2][:200]}"
     return Trace(
         steps=steps,
         anchor_lines=total,
@@ -157,8 +178,11 @@ def parse_trace(stdout: str, program: InstrumentedProgram, nonce: str) -> Trace:
         error=error,
         program_stdout="".join(own_output),
         complete=complete,
-        has_addresses=any(_ADDRESS.search(value) for value in values),
         deterministic=None if differs is None or not complete else not differs,
+        unstable_repr=bool(differs and unstable),
+        nondeterminism=nondeterminism if differs else None,
+        same_as_original=same_as_original,
+        original_difference=original_difference,
     )
 
 
@@ -186,6 +210,7 @@ class TraceJob:
     call: str | None = None
     expected: str | None = None
     repeats: int = 1  # 2: run twice in one sandbox run and report whether the runs agree
+    check_original: bool = True  # also run P itself and report whether P' behaved the same
 
 
 @dataclass
@@ -222,8 +247,16 @@ def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_
     runs = runs_by_pass[0]
     if cross_check:
         for run, other in zip(runs, runs_by_pass[1]):
-            agree = _observable(run) == _observable(other)
-            run.trace.deterministic = agree and run.trace.deterministic is not False
+            mine, theirs = _observable(run), _observable(other)
+            part = next((key for key in mine if mine[key] != theirs[key]), None)
+            if part is not None:
+                trace = run.trace
+                trace.deterministic = False
+                trace.nondeterminism, only_addresses = describe_difference(part, mine[part], theirs[part])
+                trace.unstable_repr = only_addresses and all(
+                    _HEX.sub("0x?", str(mine[key])) == _HEX.sub("0x?", str(theirs[key])) for key in mine)
+            elif run.trace.deterministic is not False:
+                run.trace.deterministic = True
     return runs
 
 
@@ -233,11 +266,13 @@ def _trace_item(job: TraceJob) -> tuple[str, str]:
     if job.repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {job.repeats}")
     nonce = new_nonce()
+    original = job.program.original if job.check_original and job.program.original != job.program.harness else None
     params = {"nonce": nonce, "record_limit": job.program.max_anchor_lines, "hit_cap": job.program.hit_cap,
-              "call": job.call, "expected": job.expected, "repeats": job.repeats}
+              "call": job.call, "expected": job.expected, "repeats": job.repeats, "original": original}
     return json.dumps(params), nonce
 
 
-def _observable(run: TracedRun) -> tuple:
+def _observable(run: TracedRun) -> dict:
     trace = run.trace
-    return (run.status, trace.result, trace.error, trace.anchor_text(), trace.anchor_lines, trace.program_stdout)
+    return {"status": run.status, "result": trace.result, "error": trace.error, "steps": trace.anchor_text(),
+            "anchors": trace.anchor_lines, "output": trace.program_stdout}

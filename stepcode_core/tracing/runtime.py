@@ -8,20 +8,39 @@ Each anchor records the ``repr`` of its value into a buffer (a list append keeps
 small); when the program ends, the records go to stdout as lines ``\x1e<nonce>:a:<site>:<json
 repr>``, then the call's result, error, determinism flag and anchor count. The nonce is fresh per
 run, so nothing the program prints on its own can pass for a record.
+
+Three rules keep every recorded step a state the original program P really had:
+
+* **Quiet while recording.** An anchor that fires while a value is being recorded (a ``__repr__``
+  with anchors of its own) or while the runtime does its own work (the result's repr, the comparison
+  with the expected value) is not a step of the program: it is neither recorded nor counted.
+* **Stable reprs.** A default repr carries a memory address (``<__main__.Node object at 0x7f..>``);
+  it is recorded without it (``<__main__.Node object>``), in steps, results, errors and printed text
+  alike, so that such values can be predicted and two runs compared.
+* **P' behaves as P.** With ``original``, P itself runs too (fresh namespace, no anchors); whether its
+  result, error and printed output equal P''s is reported, so that a program whose behaviour the
+  anchors changed (a ``__repr__`` with side effects, say) is dropped rather than kept.
 """
 import builtins as _builtins
 import io as _io
 import json as _json
+import re as _re
 import sys as _sys
 import traceback as _traceback
 
 # The name every harness calls (stepcode_core.tracing.anchors.ANCHOR_FUNCTION; the runner checks they agree).
 ANCHOR_FUNCTION = "__stepcode_anchor__"
+_ADDRESS = _re.compile(r" at 0x[0-9a-fA-F]+(?=>)")
 
 
-def make_anchor(record_limit, hit_cap):
-    # __stepcode_anchor__ for one run: records (site, repr(value)) of up to record_limit anchors and
-    # at most hit_cap hits a site, and counts every anchor executed.
+def stable(text):
+    """``text`` without the memory addresses of default reprs."""
+    return _ADDRESS.sub("", text) if " at 0x" in text else text
+
+
+def make_anchor(record_limit, hit_cap, quiet):
+    # __stepcode_anchor__ for one run: records (site, stable repr(value)) of up to record_limit anchors
+    # and at most hit_cap hits a site, and counts every anchor executed; quiet[0] silences it.
     records = []
     record = records.append
     hits = {}
@@ -29,6 +48,8 @@ def make_anchor(record_limit, hit_cap):
 
     def anchor(site, value):
         nonlocal total
+        if quiet[0]:  # inside a repr, or the runtime's own work: not a step of the program
+            return
         total += 1
         if total > record_limit:
             return
@@ -36,10 +57,13 @@ def make_anchor(record_limit, hit_cap):
             seen = hits[site] = hits.get(site, 0) + 1
             if seen > hit_cap:
                 return
+        quiet[0] = True
         try:
-            record((site, repr(value)))
+            record((site, stable(repr(value))))
         except Exception as exc:  # P' must behave as P: a failing repr is reported, never raised
             record((site, "<repr failed: " + type(exc).__name__ + ">"))
+        finally:
+            quiet[0] = False
 
     return anchor, records, lambda: total
 
@@ -55,47 +79,64 @@ class Capture(_io.StringIO):
         return super().write(text)
 
 
-def trace_program(nonce, record_limit, hit_cap, program, call, expected, repeats):
+def trace_program(nonce, record_limit, hit_cap, program, call, expected, repeats, original=None):
     """Run ``program`` (source text, a code object, or the SyntaxError its compilation raised), then
     the expression ``call``, compare its value with ``expected``, and print the records; with
-    ``repeats`` > 1 run it all again in fresh namespaces and print whether any run differed."""
+    ``repeats`` > 1 run it all again in fresh namespaces and print whether any run differed (and
+    what); with ``original`` (the source of P) run P too and print whether it behaved the same."""
     out = _sys.stdout
     prefix = "\x1e" + nonce + ":"
-    compiled = []  # compiled inside the first run's try: a compile error is the program's error
+    quiet = [False]
+    compiled = {}  # compiled inside the first run's try: a compile error is the program's error
 
     def emit(kind, payload):
         out.write(prefix + kind + ":" + _json.dumps(payload) + "\n")
 
-    def run_once():
+    def run_once(key, source, anchored=True):
         # One execution in a fresh namespace: (outcome, anchor records, anchors executed, printed text).
-        anchor, records, executed = make_anchor(record_limit, hit_cap)
+        anchor, records, executed = make_anchor(record_limit if anchored else 0, hit_cap, quiet)
         setattr(_builtins, ANCHOR_FUNCTION, anchor)
         namespace = {"__name__": "__main__", "__builtins__": _builtins}
         outcome = {}
         _sys.stdout = captured = Capture(out)
         try:
-            if not compiled:
-                if isinstance(program, BaseException):
-                    raise program
-                compiled.append(compile(program, "<program>", "exec") if isinstance(program, str) else program)
-                compiled.append(None if call is None else compile(call, "<call>", "eval"))
-            exec(compiled[0], namespace)
-            if compiled[1] is not None:
-                result = eval(compiled[1], namespace)
+            if key not in compiled:
+                if isinstance(source, BaseException):
+                    raise source
+                compiled[key] = compile(source, "<program>", "exec") if isinstance(source, str) else source
+                if "call" not in compiled:
+                    compiled["call"] = None if call is None else compile(call, "<call>", "eval")
+            exec(compiled[key], namespace)
+            if compiled["call"] is not None:
+                result = eval(compiled["call"], namespace)
+                quiet[0] = True  # the runtime's own work: the program's anchors stay silent here
                 try:
-                    outcome["result"] = repr(result)
-                except Exception as exc:
-                    outcome["result"] = "<repr failed: " + type(exc).__name__ + ">"
-                if expected is not None:
-                    outcome["match"] = bool(result == eval(expected, namespace))
+                    try:
+                        outcome["result"] = stable(repr(result))
+                    except Exception as exc:
+                        outcome["result"] = "<repr failed: " + type(exc).__name__ + ">"
+                    if expected is not None:
+                        outcome["match"] = bool(result == eval(expected, namespace))
+                finally:
+                    quiet[0] = False
         except BaseException as exc:
-            outcome["error"] = (type(exc).__name__ + ": " + str(exc))[:2000]
+            quiet[0] = False
+            try:
+                outcome["error"] = stable(type(exc).__name__ + ": " + str(exc))[:2000]
+            except BaseException:  # an exception whose str fails
+                outcome["error"] = type(exc).__name__
             outcome["traceback"] = _traceback.format_exc()
         finally:
             _sys.stdout = out
-        return outcome, list(records), executed(), captured.getvalue()
+        return outcome, list(records), executed(), stable(captured.getvalue())
 
-    outcome, recorded, executed, printed = run_once()
+    def observable(run):
+        outcome, records, executed, printed = run
+        return {"result": outcome.get("result"), "error": outcome.get("error"), "steps": records,
+                "anchors": executed, "output": printed}
+
+    first = run_once("program", program)
+    outcome, recorded, executed, printed = first
     out.write(printed)
     for kind in ("result", "match", "error"):
         if kind in outcome:
@@ -106,14 +147,20 @@ def trace_program(nonce, record_limit, hit_cap, program, call, expected, repeats
     for site, text in recorded:
         out.write(prefix + "a:" + str(site) + ":" + _json.dumps(text) + "\n")
     if repeats > 1:  # the same program again: any difference marks it nondeterministic
-        first = (outcome.get("result"), outcome.get("error"), recorded, executed, printed)
-        differs = False
+        seen = observable(first)
+        differs = None
         for _ in range(repeats - 1):
-            again, again_records, again_executed, again_printed = run_once()
-            if (again.get("result"), again.get("error"), again_records, again_executed, again_printed) != first:
-                differs = True
+            again = observable(run_once("program", program))
+            differs = next((part for part in seen if again[part] != seen[part]), None)
+            if differs:
+                emit("differs_detail", [differs, _json.dumps(seen[differs])[:300], _json.dumps(again[differs])[:300]])
                 break
-        emit("differs", differs)
+        emit("differs", differs is not None)
+    if original is not None:  # P itself: P' must print, return and raise what P does
+        mine, theirs = observable(first), observable(run_once("original", original, anchored=False))
+        differs = next((part for part in ("result", "error", "output") if mine[part] != theirs[part]), None)
+        emit("original", [differs, _json.dumps(mine[differs])[:300], _json.dumps(theirs[differs])[:300]]
+             if differs else None)
     emit("count", [executed, executed - len(recorded)])
     out.flush()
     _sys.exit(1 if "error" in outcome else 0)
@@ -126,4 +173,4 @@ def __run_item__(program):
     params = _json.loads(_sys.stdin.read())
     _sys.stdin = _io.StringIO("")
     trace_program(params["nonce"], params["record_limit"], params["hit_cap"], program, params["call"],
-                  params["expected"], params["repeats"])
+                  params["expected"], params["repeats"], params.get("original"))
