@@ -19,19 +19,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import dagster as dg  # noqa: E402
 
 from pipelines.assets import data  # noqa: E402
-from pipelines.resources import SandboxResource  # noqa: E402
+from pipelines.resources import BenchmarkFiles, SandboxResource  # noqa: E402
 from pipelines.storage import ArtifactStore  # noqa: E402
 
 STAGES = ["raw_programs", "instrumented_programs", "execution_traces", "trace_dataset"]
 
 
-def materialize(root: Path, programs: int, cross_check: bool = True) -> tuple[float, dict[str, float], dict[str, dict]]:
+def materialize(root: Path, programs: int, cross_check: bool = True,
+                check_original: bool = True) -> tuple[float, dict[str, float], dict[str, dict]]:
     started = time.perf_counter()
     result = dg.materialize(
         [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset],
-        resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local")},
+        resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local"),
+                   "benchmark_files": BenchmarkFiles()},
         run_config={"ops": {"raw_programs": {"config": {"generator_count": programs, "generator_seed": 0}},
-                            "execution_traces": {"config": {"cross_check": cross_check}}}},
+                            "execution_traces": {"config": {"cross_check": cross_check,
+                                                            "check_original": check_original}}}},
     )
     elapsed = time.perf_counter() - started
     assert result.success
@@ -53,9 +56,16 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=None, help="storage root (default: a fresh temp dir)")
     parser.add_argument("--no-cross-check", action="store_true",
                         help="one run a program (no second run under another hash seed)")
+    parser.add_argument("--compare-check-original", action="store_true",
+                        help="also run the first pass without the P-vs-P' check (fresh storage), to show its cost")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="stepcode-bench-"))
 
+    unchecked = None
+    if args.compare_check_original:
+        print(f"baseline: {args.programs} programs without the P-vs-P' check", file=sys.stderr)
+        unchecked = materialize(Path(tempfile.mkdtemp(prefix="stepcode-bench-")), args.programs,
+                                not args.no_cross_check, check_original=False)
     print(f"first run: {args.programs} programs, fresh storage at {root}", file=sys.stderr)
     first_s, first_steps, first_meta = materialize(root, args.programs, not args.no_cross_check)
     print("second run: nothing changed", file=sys.stderr)
@@ -79,6 +89,10 @@ def main() -> int:
         "stages_noop_s": {stage: round(noop_steps.get(stage, 0.0), 2) for stage in STAGES},
         "dataset_path": str(dataset["train_parquet"].value),
     }
+    if unchecked is not None:
+        traces_without = unchecked[1].get("execution_traces", 0.0)
+        figures["execution_traces_without_check_original_s"] = round(traces_without, 2)
+        figures["check_original_cost"] = round(first_steps.get("execution_traces", 0.0) / max(traces_without, 1e-9), 3)
     for key, value in figures.items():
         print(f"{key:20s} {value}")
     print(json.dumps(figures))

@@ -74,6 +74,8 @@ class TraceConfig(dg.Config):
     # A second run under another hash seed (catches set/dict-order dependence); off: the second run
     # happens in the same interpreter, which is faster but blind to hash order.
     cross_check: bool = True
+    check_original: bool = Field(default=True, description="run P beside P' in each program's process and drop "
+                                 "programs whose result, error or printed output the anchors changed")
 
 
 class DatasetConfig(dg.Config):
@@ -186,6 +188,7 @@ class ShardSpec:
     timeout_s: float
     memory_mb: int
     cross_check: bool
+    check_original: bool = True
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ def plan_trace_shards(config: TraceConfig, instrumented_programs: ArtifactRef):
         raise dg.Failure(f"num_shards must be >= 1, got {config.num_shards}")
     for index in range(config.num_shards):
         spec = ShardSpec(index, config.num_shards, instrumented_programs, config.timeout_s, config.memory_mb,
-                         config.cross_check)
+                         config.cross_check, config.check_original)
         yield dg.DynamicOutput(spec, mapping_key=f"shard_{index:03d}")
 
 
@@ -214,7 +217,8 @@ def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: S
     table = spec.programs.read_table()
     mine = [i for i, pid in enumerate(table.column("program_id").to_pylist()) if shard_of(pid, spec.num_shards) == spec.index]
     rows = table.take(mine).to_pylist()
-    limits = {"timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb, "cross_check": spec.cross_check}
+    limits = {"timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb, "cross_check": spec.cross_check,
+              "check_original": spec.check_original}
     key = cache_key("execution_traces_shard", TRACES_VERSION, limits, [ArtifactRef("shard", "", "", _rows_hash(rows))])
     cached = store.lookup("execution_traces_shards", key)
     if cached is not None:
@@ -223,7 +227,8 @@ def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: S
     def write(folder: Path) -> dict:
         started = time.perf_counter()
         runnable = [row for row in rows if row["instrumented_code"] is not None]
-        jobs = [trace_job(row, _program_of(row), repeats=1 if spec.cross_check else 2) for row in runnable]
+        jobs = [trace_job(row, _program_of(row), repeats=1 if spec.cross_check else 2,
+                          check_original=spec.check_original) for row in runnable]
         if jobs:
             with sandbox.open() as opened:
                 context.log.debug(f"sandbox: {opened.name} backend, {len(opened.workers)} warm workers")

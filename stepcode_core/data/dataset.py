@@ -25,12 +25,12 @@ def split_of(program_id: str, val_fraction: float) -> str:
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
-def trace_job(row: dict, program: InstrumentedProgram, repeats: int = 1) -> TraceJob:
+def trace_job(row: dict, program: InstrumentedProgram, repeats: int = 1, check_original: bool = True) -> TraceJob:
     """Run an instrumented-programs row: the call ``entry_point(input)``, or the module as a script.
     Determinism comes from ``run_traces(cross_check=True)`` (a second interpreter and hash seed), or,
     cheaper and blind to hash order, from ``repeats=2`` (twice in one interpreter)."""
     call = tasks.call_text(row["entry_point"], row["input"]) if row.get("entry_point") else None
-    return TraceJob(program, call, row.get("output"), repeats=repeats)
+    return TraceJob(program, call, row.get("output"), repeats=repeats, check_original=check_original)
 
 
 def trace_record(row: dict, run: TracedRun) -> dict:
