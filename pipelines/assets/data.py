@@ -216,7 +216,7 @@ def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: S
     cached by its content, so a re-run after a crash runs only the shards that were missing."""
     table = spec.programs.read_table()
     mine = [i for i, pid in enumerate(table.column("program_id").to_pylist()) if shard_of(pid, spec.num_shards) == spec.index]
-    rows = table.take(mine).to_pylist()
+    rows = table.take(pa.array(mine, type=pa.int64())).to_pylist()  # typed: a shard may hold no program
     limits = {"timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb, "cross_check": spec.cross_check,
               "check_original": spec.check_original}
     key = cache_key("execution_traces_shard", TRACES_VERSION, limits, [ArtifactRef("shard", "", "", _rows_hash(rows))])

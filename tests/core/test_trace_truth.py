@@ -16,7 +16,7 @@ from stepcode_core.data.dataset import FilterConfig, drop_reason, trace_job, tra
 from stepcode_core.data.sources import from_path
 from stepcode_core.tracing.anchors import instrument
 from stepcode_core.tracing.runner import TraceJob, run_traces
-from tests.core.tricky_programs import PROGRAMS
+from tests.core.tricky_programs import FUNCTIONS, PROGRAMS
 
 ORACLE = '''
 import json, re, sys
@@ -45,18 +45,26 @@ def tracer(frame, event, arg):
     return local
 code = compile(SOURCE, "<P>", "exec")
 namespace = {"__name__": "__main__"}
+result = None
 sys.settrace(tracer)
 try:
     exec(code, namespace)
+    if CALL is not None:
+        value = eval(compile(CALL, "<call>", "eval"), namespace)
 finally:
     sys.settrace(None)
-sys.stdout.write("\\x1eORACLE" + json.dumps([events, returned]) + "\\n")
+if CALL is not None:
+    result = stable(value)
+sys.stdout.write("\\x1eORACLE" + json.dumps([events, returned, result]) + "\\n")
 '''
 
 
-def oracle_events(sandbox, sources: list[str]) -> list[list]:
-    requests = [ExecutionRequest(code=f"SOURCE = {source!r}\n" + ORACLE, timeout_s=60, memory_mb=1024)
-                for source in sources]
+def oracle_events(sandbox, sources: list[str], calls: list[str | None] | None = None) -> list[list]:
+    """Per program: the events of P run under the oracle, the values its calls returned, and the
+    value of ``call`` (None for a script)."""
+    calls = calls or [None] * len(sources)
+    requests = [ExecutionRequest(code=f"SOURCE = {source!r}\nCALL = {call!r}\n" + ORACLE, timeout_s=60, memory_mb=1024)
+                for source, call in zip(sources, calls)]
     events = []
     for result in sandbox.run_batch(requests):
         assert result.status == "ok", result.stderr[-2000:]
@@ -68,7 +76,7 @@ def unexplained_steps(steps: list[dict], oracle: list) -> list[dict]:
     """The steps no oracle event explains, matched in order: a step ``name: value`` at line L must be
     the value of ``name`` in a frame right after an opcode of line L; a ``return`` step at line L, an
     opcode of line L in a call that then returned that value (a ``finally`` may run in between)."""
-    events, returned = oracle
+    events, returned, _ = oracle
     missing, position = [], 0
     for step in steps:
         for index in range(position, len(events)):
@@ -93,7 +101,10 @@ def corpus_traces(local_sandbox, tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     for name, source in PROGRAMS.items():
         (folder / f"{name}.py").write_text(textwrap.dedent(source).lstrip())
-    rows = [program.to_row() for program in from_path(folder)]
+    functions = tmp_path_factory.mktemp("functions") / "functions.jsonl"
+    functions.write_text("".join(json.dumps({"id": name, "code": code.lstrip(), "input": call}) + "\n"
+                                 for name, (code, call) in FUNCTIONS.items()))
+    rows = [program.to_row() for program in [*from_path(folder), *from_path(functions)]]
     for row in rows:
         program = instrument(row["code"])
         row.update(instrumented_code=program.code, policy="paper", program=program)
@@ -103,10 +114,12 @@ def corpus_traces(local_sandbox, tmp_path_factory):
 
 def test_every_recorded_step_is_a_state_of_the_original_program(local_sandbox, corpus_traces):
     rows, runs = corpus_traces
-    events = oracle_events(local_sandbox, [row["code"] for row in rows])
+    calls = [f"{row['entry_point']}({row['input']})" if row["entry_point"] else None for row in rows]
+    events = oracle_events(local_sandbox, [row["code"] for row in rows], calls)
     checked = 0
     for row, run, program_events in zip(rows, runs, events):
         record = trace_record(row, run)
+        assert record["result"] == program_events[2], (row["program_id"], record["result"], program_events[2])
         assert run.status == "ok" and record["error"] is None, (row["program_id"], run.stderr[-500:])
         assert record["deterministic"] and not record["unstable_repr"], (row["program_id"], record["nondeterminism"])
         assert record["same_as_original"] is True, (row["program_id"], record["original_difference"])
@@ -114,7 +127,7 @@ def test_every_recorded_step_is_a_state_of_the_original_program(local_sandbox, c
         assert record["steps"], row["program_id"]
         assert unexplained_steps(record["steps"], program_events) == [], row["program_id"]
         checked += len(record["steps"])
-    assert checked > 150
+    assert len(rows) == len(PROGRAMS) + len(FUNCTIONS) and checked > 200
 
 
 def test_the_oracle_catches_a_step_the_program_never_had(local_sandbox, corpus_traces):

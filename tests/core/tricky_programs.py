@@ -386,3 +386,168 @@ half = big // 3
 mod = big % 97
 ''',
 }
+
+# Functions called with an input, in CRUXEval's schema (``code``, ``input``): the shape a JSONL corpus
+# of the ``files`` source has. Classes and closures inside, objects and functions returned.
+FUNCTIONS = {
+    "f_class_inside": ('''
+def f(values):
+    class Acc:
+        def __init__(self):
+            self.total = 0
+        def add(self, v):
+            self.total += v
+            return self
+        def __repr__(self):
+            shown = f"Acc({self.total})"
+            return shown
+    acc = Acc()
+    for v in values:
+        acc.add(v)
+    return acc
+''', "[1, 2, 3]"),
+    "f_returns_object": ('''
+class Node:
+    def __init__(self, value, nxt=None):
+        self.value = value
+        self.nxt = nxt
+def f(xs):
+    head = None
+    for x in reversed(xs):
+        head = Node(x, head)
+    second = head.nxt
+    return second
+''', "[4, 5, 6]"),
+    "f_closure_list": ('''
+def f(n):
+    funcs = [lambda x, k=k: x + k for k in range(n)]
+    outs = [g(10) for g in funcs]
+    first = funcs[0]
+    return outs
+''', "3"),
+    "f_generator_state": ('''
+def f(text):
+    def words():
+        for w in text.split():
+            yield w.upper()
+    it = words()
+    head = next(it)
+    rest = list(it)
+    return head, rest
+''', "'a bc d'"),
+    "f_dunder_ops": ('''
+class Vec:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+    def __add__(self, other):
+        out = Vec(self.x + other.x, self.y + other.y)
+        return out
+    def __eq__(self, other):
+        return (self.x, self.y) == (other.x, other.y)
+    def __repr__(self):
+        return f"Vec({self.x}, {self.y})"
+def f(a, b):
+    u = Vec(*a)
+    v = Vec(*b)
+    w = u + v
+    same = w == Vec(a[0] + b[0], a[1] + b[1])
+    return w, same
+''', "(1, 2), (3, 4)"),
+    "f_try_with": ('''
+import io
+def f(s):
+    try:
+        with io.StringIO(s) as buf:
+            first = buf.readline().strip()
+        n = int(first)
+    except ValueError:
+        n = -1
+    finally:
+        done = True
+    return n
+''', "'12\\nx'"),
+    "f_prints_anchor_like": ('''
+def f(x):
+    print("x:", x)
+    print("return: 0")
+    y = x * 3
+    return y
+''', "7"),
+    "f_default_repr_in_list": ('''
+class Token:
+    pass
+def f(n):
+    tokens = [Token() for _ in range(n)]
+    count = len(tokens)
+    return tokens[0]
+''', "2"),
+    "f_dict_of_functions": ('''
+def double(x):
+    return 2 * x
+def f(x):
+    table = {"d": double, "n": abs}
+    picked = table["d"]
+    value = picked(x)
+    return value
+''', "-4"),
+    "f_dataclass": ('''
+from dataclasses import dataclass
+@dataclass(frozen=True)
+class Pair:
+    a: int
+    b: int
+def f(a, b):
+    p = Pair(a, b)
+    q = Pair(b, a)
+    ordered = sorted([p, q], key=lambda t: t.a)
+    return ordered
+''', "3, 1"),
+    "f_shadowed_builtins": ('''
+def f(list, str):
+    sum = 0
+    for item in list:
+        sum += len(str) + item
+    max = sum * 2
+    return max
+''', "[1, 2], 'ab'"),
+    "f_semicolons_walrus": ('''
+def f(xs):
+    a = 0; b = 1
+    if (n := len(xs)) > 2:
+        a = xs[0]; b = xs[-1]
+    return a + b + n
+''', "[5, 6, 7]"),
+    "f_property_side_free": ('''
+class Temp:
+    def __init__(self, c):
+        self._c = c
+    @property
+    def f(self):
+        value = self._c * 9 / 5 + 32
+        return value
+def f(c):
+    t = Temp(c)
+    hot = t.f > 80
+    return hot
+''', "30"),
+    "f_recursive_repr": ('''
+class Tree:
+    def __init__(self, *kids):
+        self.kids = list(kids)
+    def __repr__(self):
+        inner = ", ".join(repr(k) for k in self.kids)
+        return f"T({inner})"
+def f(depth):
+    t = Tree()
+    for _ in range(depth):
+        t = Tree(t, Tree())
+    return t
+''', "2"),
+    "f_memoryview_bytes": ('''
+def f(data):
+    raw = bytes(data)
+    view = memoryview(raw)
+    part = view[1:3].tobytes()
+    return part
+''', "[1, 2, 3, 4]"),
+}

@@ -69,3 +69,57 @@ def test_a_clean_dataset_passes_every_check(tmp_path):
         assert result.success
         verdicts = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert len(verdicts) == len(DATA_CHECKS) and all(v.passed for v in verdicts)
+
+
+def _materialize_files(tmp_path, *files) -> dg.ExecuteInProcessResult:
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
+                 "benchmark_files": BenchmarkFiles()}
+    (tmp_path / "instance").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
+        return dg.materialize([*DATA_ASSETS, *DATA_CHECKS], instance=instance, resources=resources,
+                              run_config={"ops": {"raw_programs": {"config": {"generator_count": 0,
+                                                                              "files": [str(f) for f in files]}},
+                                                  "trace_dataset": {"config": {"max_anchor_lines": 100}}}},
+                              raise_on_error=False)
+
+
+def test_class_heavy_programs_through_the_files_source_pass_every_check(tmp_path):
+    """Classes with dunder methods, closures, generators, default reprs, as scripts (a folder) and as
+    functions with inputs (JSONL in CRUXEval's schema): all deterministic, all kept (the anchor cap
+    raised), every check passing."""
+    import json
+    import textwrap
+
+    from tests.core.tricky_programs import FUNCTIONS, PROGRAMS
+
+    folder = tmp_path / "programs"
+    folder.mkdir()
+    for name, source in PROGRAMS.items():
+        (folder / f"{name}.py").write_text(textwrap.dedent(source).lstrip())
+    functions = tmp_path / "functions.jsonl"
+    functions.write_text("".join(json.dumps({"id": name, "code": code.lstrip(), "input": call}) + "\n"
+                                 for name, (code, call) in FUNCTIONS.items()))
+    result = _materialize_files(tmp_path, folder, functions)
+    assert result.success
+    verdicts = {e.event_specific_data.check_name: e.event_specific_data
+                for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert all(v.passed for v in verdicts.values()), {k: v.description for k, v in verdicts.items() if not v.passed}
+    dataset = [e.step_materialization_data.materialization.metadata for e in result.get_asset_materialization_events()
+               if e.asset_key.to_user_string() == "trace_dataset"][0]
+    assert dataset["kept_programs"].value == len(PROGRAMS) + len(FUNCTIONS), dataset["drop_reasons"].value
+
+
+def test_the_determinism_check_names_the_programs_and_why(tmp_path):
+    folder = tmp_path / "programs"
+    folder.mkdir()
+    (folder / "drawn.py").write_text("import random\nk = random.random()\n")
+    (folder / "handle.py").write_text("class H:\n    def __repr__(self):\n        return hex(id(self))\nh = H()\n")
+    (folder / "plain.py").write_text("x = 1\ny = x + 1\n")
+    result = _materialize_files(tmp_path, folder)
+    verdicts = {e.event_specific_data.check_name: e.event_specific_data
+                for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    determinism = verdicts["execution_traces_determinism"]
+    assert not determinism.passed
+    assert "1 of 3 programs differ between two runs" in determinism.description
+    assert "file:drawn.py: the runs differ in steps" in determinism.description
+    assert determinism.metadata["unstable_repr"].value == 1  # handle.py: an address, not nondeterminism
