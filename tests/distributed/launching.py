@@ -64,6 +64,14 @@ def rollouts(folder: Path) -> dict[int, dict]:
     return {row["index"]: row for row in rows}
 
 
+def straddle_has_signal(rows: dict[int, dict]) -> bool:
+    """The group split across two ranks (indices 6..11) has a non-zero advantage on each side."""
+    import numpy as np
+
+    halves = ([rows[i] for i in range(6, 9)], [rows[i] for i in range(9, 12)])
+    return all(any(np.abs(row["advantages"]).max() > 0 for row in half if row["advantages"]) for half in halves)
+
+
 def assert_same_grpo_step(one: tuple[dict, object], two: tuple[dict, object], start, straddle: bool = True) -> None:
     """The same completions, verdicts and per-token advantages, and the same update (see
     test_equivalence's docstring for the tolerances); ``straddle``: the group split across the two

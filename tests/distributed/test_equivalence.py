@@ -25,7 +25,6 @@ import pytest
 
 from tests.distributed.launching import (
     FSDP,
-    GRPO,
     SFT,
     SFT_LR,
     assert_same_grpo_step,
@@ -38,9 +37,10 @@ pytestmark = pytest.mark.distributed
 
 
 def test_grpo_step_on_two_ddp_processes_equals_one(half_trained, grpo_one_process, tmp_path):
-    two = launch_training(2, "grpo", half_trained["sft"], half_trained["dataset"], tmp_path / "model", GRPO)
+    one, one_dir, settings = grpo_one_process
+    two = launch_training(2, "grpo", half_trained["sft"], half_trained["dataset"], tmp_path / "model", settings)
     assert two["distributed"] == "MULTI_CPU"
-    assert_same_grpo_step(grpo_one_process, (two, tmp_path / "model"), half_trained["sft"])
+    assert_same_grpo_step((one, one_dir), (two, tmp_path / "model"), half_trained["sft"])
 
 
 def test_sft_on_two_ddp_processes_gives_the_same_loss_curve(half_trained, sft_one_process, tmp_path):
@@ -67,7 +67,8 @@ def test_fsdp_config_on_two_cpu_processes(half_trained, sft_one_process, grpo_on
                                [r["loss"] for r in sft_one_process[0]["steps_logged"]], rtol=1e-5)
     base = load_weights(half_trained["base"])
     assert_same_update(base, load_weights(sft_one_process[1]), load_weights(tmp_path / "sft"), SFT_LR)
-    grpo = launch_training(2, "grpo", half_trained["sft"], half_trained["dataset"], tmp_path / "grpo", GRPO,
+    one, one_dir, settings = grpo_one_process
+    grpo = launch_training(2, "grpo", half_trained["sft"], half_trained["dataset"], tmp_path / "grpo", settings,
                            accelerate=FSDP)
     assert grpo["distributed"] == "MULTI_CPU"
-    assert_same_grpo_step(grpo_one_process, (grpo, tmp_path / "grpo"), half_trained["sft"])
+    assert_same_grpo_step((one, one_dir), (grpo, tmp_path / "grpo"), half_trained["sft"])
