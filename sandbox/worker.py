@@ -70,6 +70,7 @@ MS_REC, MS_PRIVATE, MS_MOVE, MNT_DETACH = 0x4000, 1 << 18, 8192, 2
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, SECCOMP_MODE_FILTER = 22, 38, 2
 MAX_CODE_CHARS = 1 << 20  # an item's program; longer ones are an error of their own, never compiled
+INLINE_COMPILE_CHARS = 64 * 1024  # sources up to this compile in the supervisor, larger in a confined child
 PRELUDE_MEMORY_MB, PRELUDE_TIMEOUT_S = 1024, 30.0  # limits of the child that compiles a prelude
 PRELUDE_FILE = "/tmp/prelude.py"
 SECRET_VARIABLE = "STEPCODE_WORKER_SECRET"  # what the worker proves it holds in its ready frame
@@ -374,19 +375,31 @@ class Worker:
         gc.freeze()  # our objects leave the collector's sight, so neither side touches their pages
 
     def compile_chunk(self, prelude: str, items: list[dict]) -> tuple:
-        """Compile a sandbox run's prelude and items in a confined child (the items' uid, the filter,
-        and each item's own memory limit and clock), handed back marshalled; the supervisor never
-        compiles untrusted bytes. Compiling before the items' forks keeps each fork small: a child
-        that compiled for itself would pay milliseconds of copy-on-write faults.
+        """Compile a sandbox run's prelude and items before the items' forks (a child that compiled
+        for itself would pay milliseconds of copy-on-write faults). A source of up to
+        ``INLINE_COMPILE_CHARS`` compiles here, under an address-space limit set before its first
+        byte is parsed; a larger one (up to ``MAX_CODE_CHARS``) in a confined child (the items' uid,
+        the filter, its item's own memory limit and clock), handed back marshalled. Any exception
+        compiling raises is the item's error, never the worker's.
 
         Returns the prelude (None, a code object, or the text of its error) and, per item, ``(code
         object or the exception compiling raised, None, seconds)`` or ``(None, verdict, seconds)``
         when compiling it ran out of time or memory or crashed (the item's result then)."""
         sources = [(prelude, PRELUDE_MEMORY_MB, PRELUDE_TIMEOUT_S, PRELUDE_FILE)] if prelude else []
         sources += [(item["code"], int(item["memory_mb"]), float(item["timeout_s"]), sys.argv[0]) for item in items]
-        done: list[tuple] = []
-        while len(done) < len(sources):
-            done += self._compile_some(sources[len(done):])
+        done: list = [None] * len(sources)
+        small = [i for i, source in enumerate(sources) if len(source[0]) <= INLINE_COMPILE_CHARS]
+        if small:
+            with _address_space_limit(max(sources[i][1] for i in small)):
+                for i in small:
+                    started = time.monotonic()
+                    done[i] = (_compile(sources[i][0], sources[i][3]), None, time.monotonic() - started)
+        large = [i for i in range(len(sources)) if done[i] is None]
+        while large:
+            results = self._compile_some([sources[i] for i in large])
+            for i, result in zip(large, results):
+                done[i] = result
+            large = large[len(results):]
         gc.freeze()  # the new code objects too: children then never touch their pages
         compiled = [(None, verdict, seconds) if verdict else (code, None, seconds)
                     for code, verdict, seconds in done]
@@ -633,6 +646,32 @@ def _remove_tree(path: str) -> None:
             os.unlink(path)
     if os.path.lexists(path):
         raise WorkerBroken(f"could not remove {path}")
+
+
+class _address_space_limit:
+    """Lower this process's address-space limit to what it maps now plus ``memory_mb`` for the
+    duration of a ``with``; a compile that needs more raises MemoryError (then the item's error)."""
+
+    def __init__(self, memory_mb: int):
+        self.memory_mb = memory_mb
+
+    def __enter__(self):
+        self.saved = resource.getrlimit(resource.RLIMIT_AS)
+        mapped = int(_read_file("/proc/self/statm").split()[0]) * resource.getpagesize()
+        soft, hard = self.saved
+        wanted = mapped + self.memory_mb * 1024 * 1024
+        if hard != resource.RLIM_INFINITY:
+            wanted = min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        resource.setrlimit(resource.RLIMIT_AS, self.saved)
+
+
+def _read_file(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
 
 
 def _compile_stream(sources: list[tuple], hard_mb: int, fd: int) -> None:

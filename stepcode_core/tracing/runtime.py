@@ -24,18 +24,35 @@ Three rules keep every recorded step a state the original program P really had:
 import builtins as _builtins
 import io as _io
 import json as _json
-import re as _re
 import sys as _sys
 import traceback as _traceback
 
 # The name every harness calls (stepcode_core.tracing.anchors.ANCHOR_FUNCTION; the runner checks they agree).
 ANCHOR_FUNCTION = "__stepcode_anchor__"
-_ADDRESS = _re.compile(r" at 0x[0-9a-fA-F]+(?=>)")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def stable(text):
-    """``text`` without the memory addresses of default reprs."""
-    return _ADDRESS.sub("", text) if " at 0x" in text else text
+    """``text`` without the memory addresses of default reprs (`` at 0x7f..>`` becomes ``>``).
+    String methods, not a regex: the runtime runs in every item's process, where compiling a
+    pattern would cost more than the whole trace."""
+    if " at 0x" not in text:
+        return text
+    kept, start = [], 0
+    while True:
+        found = text.find(" at 0x", start)
+        if found < 0:
+            break
+        end = found + 6
+        while end < len(text) and text[end] in _HEX_DIGITS:
+            end += 1
+        if end > found + 6 and end < len(text) and text[end] == ">":
+            kept.append(text[start:found])
+        else:
+            kept.append(text[start:end])
+        start = end
+    kept.append(text[start:])
+    return "".join(kept)
 
 
 def make_anchor(record_limit, hit_cap, quiet):
