@@ -122,7 +122,8 @@ ATTACKS = {
     "a compile bomb: a megabyte of literals": "x = [" + "1, " * 300_000 + "]\n",
     # Under 64 KiB: compiled in the supervisor itself, under an address-space limit.
     "a compile bomb under 64 KiB: unary operators sixty thousand deep": "x = " + "-" * 60_000 + "1\n",
-    "a compile bomb under 64 KiB: a chain of fifteen thousand comparisons": "x = " + " < ".join(["1"] * 15_000) + "\n",
+    "a compile bomb under 64 KiB: seven thousand nested lambdas": "x = " + "lambda: " * 7_000 + "1\n",
+    "a compile bomb under 64 KiB: fifteen thousand nots": "x = " + "not " * 15_000 + "1\n",
     "a program over the size cap": "# " + "x" * (2 << 20) + "\nprint('too big')\n",
     "threads and children that fork as the item ends": _code("""
         import os, threading, time
