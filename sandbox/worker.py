@@ -11,8 +11,9 @@ worker first sends ``{"ready": true, ...}``; then for each ``{"batch": {"prelude
 ``{status, exit_code, stdout, stderr, duration_s}`` per item, in order. EOF ends it.
 
 Isolation between items: the worker is the *supervisor*. For each sandbox run it compiles the
-prelude and the items in one confined child (each item under its own memory limit and clock) and
-takes back marshalled code objects; then each item is a child forked from the supervisor that, as
+prelude and the items before any fork (up to 64 KiB a source under an address-space limit, larger
+ones in a confined child: see ``Worker.compile_chunk``); then each item is a child forked from the
+supervisor that, as
 root still, enters new mount and IPC namespaces, mounts fresh tmpfs on its scratch folders, drops to
 the items' uid under rlimits and the seccomp filter, and only then runs the prelude and the item.
 Whatever an item made in its scratch folders or its IPC namespace ends with it: nothing is wiped,
@@ -624,7 +625,8 @@ class Worker:
 
 def _compile(source: str, filename: str):
     """A code object, or the exception compiling raised: a SyntaxError, a ValueError (a NUL byte),
-    or what a hostile source provokes (RecursionError, MemoryError). Called only in a confined child."""
+    or what a hostile source provokes (RecursionError, MemoryError). Called under a memory limit: in
+    the supervisor within ``_address_space_limit``, or in a confined compile child."""
     try:  # dont_inherit: this file's __future__ imports must not change the program
         return compile(source, filename, "exec", dont_inherit=True)
     except Exception as exc:  # noqa: BLE001 - any compile failure is the item's error

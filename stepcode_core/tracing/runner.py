@@ -252,8 +252,8 @@ def run_traces(jobs: list[TraceJob], sandbox, *, timeout_s: float = 5.0, memory_
             if part is not None:
                 trace = run.trace
                 trace.deterministic = False
-                trace.nondeterminism, only_addresses = describe_difference(part, mine[part], theirs[part])
-                trace.unstable_repr = only_addresses and all(
+                trace.nondeterminism, _ = describe_difference(part, mine[part], theirs[part])
+                trace.unstable_repr = all(
                     _HEX.sub("0x?", str(mine[key])) == _HEX.sub("0x?", str(theirs[key])) for key in mine)
             elif run.trace.deterministic is not False:
                 run.trace.deterministic = True

@@ -34,8 +34,8 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 def stable(text):
     """``text`` without the memory addresses of default reprs (`` at 0x7f..>`` becomes ``>``).
-    String methods, not a regex: the runtime runs in every item's process, where compiling a
-    pattern would cost more than the whole trace."""
+    String methods, not a regex: the runtime runs in every item's process, which would compile the
+    pattern anew each time."""
     if " at 0x" not in text:
         return text
     kept, start = [], 0
