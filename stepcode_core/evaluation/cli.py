@@ -43,12 +43,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
     lcb = benchmarks.add_parser(
         "livecodebench", help="score LiveCodeBench code-execution generations as LCB's harness does",
-        description="GENERATIONS.json: {question_id: [generation, ...]} (the predicted outputs), or LCB's list "
-                    "of {question_id, code_list}. ROWS: LCB's execution rows (JSONL or Parquet). A generation that "
-                    "contains the input is skipped, as LCB skips it. Prints pass_at_1 as one JSON object on the "
-                    "last line and writes the scored file with --out.")
+        description="GENERATIONS.json: LiveCodeBench's saved code-execution output (its list of per-sample records "
+                    "with id and pred_list, or output_list read with LCB's extraction), {id: [generation, ...]}, or "
+                    "LCB's list of lists in its sample order. Keys are the sample's id (sample_N): a question has "
+                    "several samples. ROWS: LCB's execution rows (JSONL or Parquet). A generation that contains the "
+                    "input is skipped, as LCB skips it. Prints pass_at_1 (the mean over samples, LCB's number) as one "
+                    "JSON object on the last line and writes the scored file with --out.")
     lcb.add_argument("generations", metavar="GENERATIONS.json")
     lcb.add_argument("--data", metavar="ROWS.jsonl", required=True, help="LiveCodeBench execution rows")
+    lcb.add_argument("--cot", action="store_true",
+                     help="read output_list as chain-of-thought responses (LCB's --cot_code_execution)")
     lcb.add_argument("--out", metavar="SCORED.json", help="where the scored file goes")
     lcb.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
     lcb.set_defaults(func=_score_livecodebench, name="score livecodebench")
@@ -113,19 +117,20 @@ def _score_livecodebench(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no such file: {path}")
     rows = livecodebench.read_rows(args.data)
     try:
-        generations = livecodebench.read_generations(args.generations)
+        generations = livecodebench.read_generations(args.generations, rows, cot=args.cot)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{args.generations} is not JSON: {exc}") from None
-    missing = [str(row["question_id"]) for row in rows if str(row["question_id"]) not in generations]
+    missing = [str(row["id"]) for row in rows if str(row["id"]) not in generations]
     if missing:
-        raise ValueError(f"{args.generations} lacks {len(missing)} problems of {args.data}, e.g. {missing[:3]}")
+        raise ValueError(f"{args.generations} lacks {len(missing)} of the {len(rows)} samples of {args.data}, "
+                         f"e.g. {missing[:3]}")
     started = time.perf_counter()
     with open_sandbox(backend=args.backend) as sandbox:
         scored = livecodebench.score_generations(generations, rows, sandbox)
     if args.out:
         write_atomically(Path(args.out), json.dumps(scored))
     checked = sum(mark is not None for marks in scored["raw_scored_generations"].values() for mark in marks)
-    print(f"checked {checked} generations of {len(rows)} problems in {time.perf_counter() - started:.1f} s",
+    print(f"checked {checked} generations of {len(rows)} samples in {time.perf_counter() - started:.1f} s",
           file=sys.stderr)
     print(json.dumps({"pass_at_1": scored["pass_at_1"]}))
     return 0

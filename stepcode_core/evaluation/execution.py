@@ -195,7 +195,7 @@ def livecodebench_items(rows: Sequence[dict]) -> list[ExecutionItem]:
         name = row.get("function_name") or "f"
         given = str(row["input"]).strip()
         call = given if split_call(given, name) is not None else f"{name}({given})"
-        items.append(ExecutionItem(str(row["question_id"]), row["code"], call, row["output"], name))
+        items.append(ExecutionItem(str(row["id"]), row["code"], call, row["output"], name))
     return items
 
 

@@ -50,12 +50,12 @@ def test_cruxeval_true_answers_score_100(local_sandbox, mode, style):
 
 
 LCB_ROWS = [  # LiveCodeBench's execution schema; the programs lean on LCB's BASE_IMPORTS (List, Counter)
-    {"question_id": "a1", "function_name": "countPairs", "contest_id": "c", "contest_date": "2023-09-03",
+    {"id": "sample_0", "question_id": "a1", "function_name": "countPairs", "contest_id": "c", "contest_date": "2023-09-03",
      "difficulty": "easy", "numsteps": 9,
      "code": "def countPairs(nums: List[int], target: int) -> int:\n    return sum(1 for i in range(len(nums))"
              " for j in range(i + 1, len(nums)) if nums[i] + nums[j] < target)",
      "input": "countPairs(nums = [-1, 1, 2, 3, 1], target = 2)", "output": "3"},
-    {"question_id": "a2", "function_name": "top", "contest_id": "c", "contest_date": "2023-09-03",
+    {"id": "sample_1", "question_id": "a2", "function_name": "top", "contest_id": "c", "contest_date": "2023-09-03",
      "difficulty": "easy", "numsteps": 9,
      "code": "def top(s: str) -> List[str]:\n    return [k for k, _ in Counter(s).most_common(2)]",
      "input": "top(s = 'aabbbc')", "output": "['b', 'a']"},

@@ -20,7 +20,7 @@ from pipelines.storage import ArtifactStore
 from stepcode_core.models import weights_hash
 
 SMALL = {"max_new_tokens": 8, "engine": "transformers"}
-LCB_ROW = {"question_id": "q1", "contest_id": "c1", "contest_date": "2024-01-01", "difficulty": "easy",
+LCB_ROW = {"id": "sample_0", "question_id": "q1", "problem_id": "q1", "contest_id": "c1", "contest_date": "2024-01-01", "difficulty": "easy",
            "function_name": "f", "code": "def f(a):\n    return a + 1", "input": "f(1)", "output": "2", "numsteps": 3}
 
 
