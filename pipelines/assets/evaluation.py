@@ -149,8 +149,13 @@ def _write_scored(folder: Path, stem: str, scored: dict) -> None:
 
 
 def _pass_at_1_ci(scored: dict) -> list[float] | None:
-    """95% interval of pass@1 (percent) over the problems: each problem's share of right samples."""
-    per_problem = [sum(marks) / len(marks) for marks in scored["raw_scored_generations"].values() if marks]
+    """95% interval of pass@1 (percent) over the problems: each problem's share of right samples
+    among its checked ones (LiveCodeBench's skipped ones are None; all skipped counts as wrong)."""
+    per_problem = []
+    for marks in scored["raw_scored_generations"].values():
+        checked = [mark for mark in marks if mark is not None]
+        if marks:
+            per_problem.append(sum(checked) / len(checked) if checked else 0.0)
     return percent(intervals.proportion(per_problem))
 
 
@@ -235,6 +240,10 @@ def eval_livecodebench(context: dg.AssetExecutionContext, config: LivecodebenchC
                 scored = execution.evaluate_livecodebench(engine, rows, style, config.generation.sampling(), sb,
                                                           progress=_progress(context, f"livecodebench/{style}"))
                 _write_scored(folder, f"output_{style}", scored)
+                # LCB's own saved format, so its harness can re-score the same answers.
+                (folder / f"output_{style}_lcb.json").write_text(json.dumps(
+                    livecodebench.saved_records(rows, scored["raw_responses"], scored["raw_generations"]), indent=1,
+                    default=str))
                 results.append({"style": style, "pass@1": scored["pass_at_1"], "pass@1_ci": _pass_at_1_ci(scored),
                                 "pass@5": scored["pass_at_5"]})
         return {"weights_hash": checkpoint.content_hash, "problems": len(rows), "results": results,

@@ -104,6 +104,13 @@ def sample_order(rows: Sequence[dict]) -> list[dict]:
     return sorted(rows, key=number)
 
 
+def saved_records(rows: Sequence[dict], responses: dict[str, list[str]], answers: dict[str, list[str]]) -> list[dict]:
+    """Per-sample records as LCB's runner saves code-execution output (``insert_output``): the row,
+    ``output_list`` (raw responses) and ``pred_list`` (extracted answers), in LCB's sample order."""
+    return [{**row, "output_list": responses[str(row["id"])], "pred_list": answers[str(row["id"])]}
+            for row in sample_order(rows)]
+
+
 def check_program(row: dict, generation: str) -> str:
     return f"{BASE_IMPORTS}\n{row['code']}\nassert {row['output']} == {generation}"
 

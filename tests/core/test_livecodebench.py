@@ -207,3 +207,14 @@ def test_score_livecodebench_command(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pipelines.cli", "score", "livecodebench", str(generations),
                           "--data", str(rows)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "lacks input, output" in bad.stderr
+
+
+def test_saved_records_are_read_back_as_the_same_answers(tmp_path):
+    """The evaluation asset writes LCB's saved format: it reads back (here and in LCB) as the answers."""
+    responses = {row["id"]: [f"assert {row['input']} == 0"] for row in ROWS}
+    path = tmp_path / "output_direct_lcb.json"
+    path.write_text(json.dumps(livecodebench.saved_records(ROWS, responses, GENERATIONS)))
+    records = json.loads(path.read_text())
+    assert [record["id"] for record in records] == [f"sample_{n}" for n in range(6)]
+    assert {"output_list", "pred_list", "question_id", "problem_id", "numsteps"} <= set(records[0])
+    assert livecodebench.read_generations(path, ROWS) == GENERATIONS
