@@ -2,18 +2,23 @@
 SHELL := /bin/bash
 export STEPCODE_HOME ?= $(CURDIR)/.stepcode
 export DAGSTER_HOME ?= $(CURDIR)
-export STEPCODE_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
+# A development copy of the reference data (CRUXEval, REval) beside the checkout, imported into the
+# cache when it exists; elsewhere `stepcode data fetch` downloads it, and the demo runs without it.
+SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
 EXTRAS := dev,train,reval
 
-.PHONY: demo ablation test venv ui bench bench-sandbox clean
+.PHONY: demo ablation test venv reference-data ui bench bench-sandbox clean
 
 venv:
 	@scripts/bootstrap.sh $(EXTRAS)
 
-demo: venv
+reference-data: venv
+	@if [ -d "$(SHARED_DATA)" ]; then .venv/bin/stepcode data fetch --from "$(SHARED_DATA)"; fi
+
+demo: venv reference-data
 	@.venv/bin/stepcode demo
 
-ablation: venv
+ablation: venv reference-data
 	@.venv/bin/stepcode ablation
 
 test:

@@ -28,7 +28,7 @@ from stepcode_core.evaluation.cruxeval import (  # noqa: E402
     load_problems,
     score_generations,
 )
-from stepcode_core.paths import shared_data_dir  # noqa: E402
+from stepcode_core.data.reference import cruxeval_path, reference_file  # noqa: E402
 
 # The official harness's per-generation path, run inside the sandbox. CHECKS is prepended.
 _OFFICIAL_WAY = r'''
@@ -81,13 +81,12 @@ def main() -> int:
     parser.add_argument("--baseline-problems", type=int, default=0,
                         help="problems the slow baseline scores (0: all; a prefix misses the few checks that "
                              "loop until the limit, which cost the official way most)")
-    parser.add_argument("--data", type=Path, default=shared_data_dir() / "cruxeval" / "cruxeval.jsonl")
+    parser.add_argument("--data", type=Path, default=None, help="CRUXEval problems (default: the reference-data cache)")
     parser.add_argument("--generations", type=Path, default=None)
     args = parser.parse_args()
-    generations_path = args.generations or (
-        shared_data_dir() / "cruxeval" / "samples" / f"codellama-7b_temp0.2_{args.mode}_generations.json"
-    )
-    problems = load_problems(args.data)
+    generations_path = args.generations or reference_file(
+        f"cruxeval/samples/codellama-7b_temp0.2_{args.mode}_generations.json")
+    problems = load_problems(args.data or cruxeval_path())
     generations = json.loads(generations_path.read_text())
     total = sum(len(generations[p.id]) for p in problems)
 

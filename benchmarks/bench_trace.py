@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox import ExecutionRequest, open_sandbox  # noqa: E402
-from stepcode_core.paths import cruxeval_path  # noqa: E402
+from stepcode_core.data.reference import cruxeval_path  # noqa: E402
 from stepcode_core.tracing.anchors import instrument  # noqa: E402
 from stepcode_core.tracing.runner import RUNTIME_SOURCE  # noqa: E402
 
@@ -94,12 +94,17 @@ print(json.dumps({"measured": measured, **totals}))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=cruxeval_path())
+    parser.add_argument("--data", type=Path, default=None, help="CRUXEval problems (default: the reference-data cache)")
     parser.add_argument("--limit", type=int, default=None, help="first N programs only")
     parser.add_argument("--repeats", type=int, default=15, help="timed calls a variant; the best counts")
     args = parser.parse_args()
+    try:
+        args.data = args.data or cruxeval_path()
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if not args.data.is_file():
-        print(f"no CRUXEval file at {args.data} (use --data)", file=sys.stderr)
+        print(f"no CRUXEval file at {args.data}", file=sys.stderr)
         return 2
     rows = [json.loads(line) for line in args.data.open(encoding="utf-8") if line.strip()][: args.limit]
 

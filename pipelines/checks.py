@@ -59,10 +59,20 @@ def trace_dataset_not_contaminated(trace_dataset: ArtifactRef, benchmark_files: 
     contaminated = [(code, overlap) for code, overlap in zip(codes, overlaps) if overlap[0] >= CONTAMINATION_THRESHOLD]
     examples = [{"overlap": round(overlap[0], 3), "matches": str(overlap[1]), "code": code[:200]}
                 for code, overlap in contaminated[:5]]
+    # Absent reference data is never a silent pass: a warning that names what was not checked.
+    unchecked = benchmark_files.missing()
+    if contaminated:
+        description = f"{len(contaminated)} of {len(codes)} programs overlap an evaluation set"
+    elif unchecked:
+        description = (f"not checked against {', '.join(unchecked)}: no reference data (run `stepcode data fetch`); "
+                       f"{len(codes)} programs clean against {', '.join(index.programs) or 'nothing'}")
+    else:
+        description = None
     return dg.AssetCheckResult(
-        passed=not contaminated,
-        description=f"{len(contaminated)} of {len(codes)} programs overlap an evaluation set" if contaminated else None,
-        metadata={"contaminated": len(contaminated), "checked": len(codes), "threshold": CONTAMINATION_THRESHOLD,
+        passed=not contaminated and not unchecked,
+        severity=dg.AssetCheckSeverity.ERROR if contaminated else dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={"not_checked_against": dg.MetadataValue.json(unchecked),"contaminated": len(contaminated), "checked": len(codes), "threshold": CONTAMINATION_THRESHOLD,
                   "dataset_filter_threshold": meta["filters"]["contamination_threshold"],
                   "examples": dg.MetadataValue.json(examples),
                   "evaluation_sets": dg.MetadataValue.json(index.programs)},

@@ -25,6 +25,7 @@ from pipelines.console import COMPACT_LOGGING
 from pipelines.definitions import defs
 from pipelines.instance import configure_environment
 from pipelines.jobs import EVAL_ASSET_KEYS
+from stepcode_core.data.reference import missing_benchmarks, reference_data_dir
 
 
 def _elapsed(started: float) -> str:
@@ -67,6 +68,10 @@ def run_demo() -> int:
     env = configure_environment()
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
+    missing = missing_benchmarks()
+    if missing:
+        print(f"reference data for {', '.join(missing)} is not in {reference_data_dir()}: their evaluations are "
+              "skipped and the dataset is not decontaminated against them (run `stepcode data fetch`)\n", flush=True)
     print("[1/3] data and training (embedded default: generated programs, SmolLM2-135M) ...", flush=True)
     result = _run("stepcode_all", instance, "the data and training run", run_config=COMPACT_LOGGING)
     if result is None:
@@ -75,8 +80,9 @@ def run_demo() -> int:
     _print_materializations(result)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
-            print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: "
-                  f"FAILED ({evaluation.severity.value})")
+            outcome = "warning" if evaluation.severity == dg.AssetCheckSeverity.WARN else "FAILED"
+            print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: {outcome}"
+                  + (f": {evaluation.description}" if evaluation.description else ""))
 
     # What the checkpoint sensor does under `dagster dev`: register, then evaluate each new checkpoint alone.
     registry = CheckpointRegistry()

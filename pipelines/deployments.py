@@ -19,7 +19,7 @@ from pipelines.checkpoints import CheckpointRegistry
 from pipelines.launchers import LocalTrainingLauncher
 from pipelines.resources import BenchmarkFiles, SandboxResource
 from pipelines.storage import ArtifactStore
-from stepcode_core.paths import SHARED_DATA_VARIABLE
+from stepcode_core.data.reference import REFERENCE_DATA_VARIABLE
 
 DEPLOYMENT_VARIABLE = "STEPCODE_DEPLOYMENT"
 DEPLOYMENTS = ("local", "production")
@@ -35,7 +35,7 @@ def local_resources() -> dict:
         "sandbox": SandboxResource(backend=_optional("STEPCODE_SANDBOX_BACKEND", "auto")),
         "checkpoint_registry": CheckpointRegistry(external_dir=_optional("STEPCODE_EXTERNAL_CHECKPOINTS")),
         "training_launcher": LocalTrainingLauncher(),
-        "benchmark_files": BenchmarkFiles(reference_data=_optional(SHARED_DATA_VARIABLE),
+        "benchmark_files": BenchmarkFiles(reference_data=_optional(REFERENCE_DATA_VARIABLE),
                                           livecodebench=_optional("STEPCODE_LIVECODEBENCH")),
     }
 
@@ -47,7 +47,7 @@ def production_resources() -> dict:
         "checkpoint_registry": CheckpointRegistry(registry_file=_optional("STEPCODE_CHECKPOINT_REGISTRY"),
                                                   external_dir=dg.EnvVar("STEPCODE_EXTERNAL_CHECKPOINTS")),
         "training_launcher": LocalTrainingLauncher(num_processes=int(_optional("STEPCODE_TRAINING_PROCESSES", "1"))),
-        "benchmark_files": BenchmarkFiles(reference_data=dg.EnvVar(SHARED_DATA_VARIABLE),
+        "benchmark_files": BenchmarkFiles(reference_data=dg.EnvVar(REFERENCE_DATA_VARIABLE),
                                           livecodebench=_optional("STEPCODE_LIVECODEBENCH")),
     }
 

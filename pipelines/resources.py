@@ -15,7 +15,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from sandbox import ExecutionRequest, Sandbox, open_sandbox
-from stepcode_core.paths import SharedDataMissing, shared_data_dir
+from stepcode_core.data.reference import SKIPPED_REASON, missing_benchmarks, reference_data_dir
 
 
 class SandboxResource(dg.ConfigurableResource):
@@ -74,18 +74,23 @@ class BenchmarkFiles(dg.ConfigurableResource):
     LiveCodeBench's rows, which are not bundled. The deployment's resource set fills them from the
     environment (:mod:`pipelines.deployments`); an asset's config can override LiveCodeBench's."""
 
-    reference_data: str = Field(default="", description="folder holding cruxeval/ and reval/; "
-                                "empty: $STEPCODE_SHARED_DATA (in a checkout, ../shared/data)")
+    reference_data: str = Field(default="", description="folder holding cruxeval/ and reval/ (`stepcode data "
+                                "fetch` fills it); empty: the user's cache, $STEPCODE_REFERENCE_DATA, else "
+                                "$STEPCODE_HOME/reference-data, else ~/.cache/stepcode/reference-data")
     livecodebench: str = Field(default="", description="LiveCodeBench execution rows (JSONL or Parquet); "
                                "empty: eval_livecodebench is skipped with a reason")
 
     def reference_dir(self) -> Path:
-        if not self.reference_data:
-            return shared_data_dir()
-        folder = Path(self.reference_data).expanduser().resolve()
-        if not folder.is_dir():
-            raise SharedDataMissing(f"benchmark_files.reference_data names {folder}, which is not a folder")
-        return folder
+        """The reference-data folder; it may lack files (see :meth:`missing`)."""
+        return Path(self.reference_data).expanduser().resolve() if self.reference_data else reference_data_dir()
+
+    def missing(self) -> list[str]:
+        """The benchmarks (cruxeval, reval) whose reference files are not all there."""
+        return missing_benchmarks(self.reference_dir())
+
+    def skipped_reason(self, benchmark: str) -> str | None:
+        """Why an evaluation of ``benchmark`` is skipped (its reference data is missing), else None."""
+        return SKIPPED_REASON if benchmark in self.missing() else None
 
     def cruxeval(self) -> Path:
         return self.reference_dir() / "cruxeval" / "cruxeval.jsonl"

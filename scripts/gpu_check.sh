@@ -4,7 +4,6 @@
 # On a GPU machine: scripts/bootstrap.sh gpu first (torch with CUDA, vllm), then this.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export STEPCODE_SHARED_DATA="${STEPCODE_SHARED_DATA:-$(cd .. && pwd)/shared/data}"
 python="${PYTHON:-.venv/bin/python}"
 [ -x "$python" ] || python=python3
 exec timeout 480 "$python" scripts/gpu_check.py "$@"

@@ -90,13 +90,13 @@ def measure(programs: list[RawProgram], sandbox) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reval-dir", type=Path, default=None,
-                        help="folder with DREval_data.jsonl (default: $STEPCODE_SHARED_DATA/reval)")
+                        help="folder with DREval_data.jsonl (default: the reference-data cache's reval/)")
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
     if args.reval_dir is None:
-        from stepcode_core.paths import shared_data_dir
+        from stepcode_core.data.reference import reval_dir
 
-        args.reval_dir = shared_data_dir() / "reval"
+        args.reval_dir = reval_dir()
     sources = {"humaneval": from_humaneval(), "reval": reval_programs(args.reval_dir)}
     results = {}
     with open_sandbox("auto", workers=args.workers) as sandbox:

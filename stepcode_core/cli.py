@@ -1,7 +1,8 @@
 """The ``stepcode`` command line: one parser whose subcommands live beside their code
 (``instrument``: :mod:`stepcode_core.tracing.cli`, ``sandbox``: :mod:`sandbox.cli`, ``score``:
-:mod:`stepcode_core.evaluation.cli`, ``train``: :mod:`stepcode_core.training.cli`; ``demo`` and
-``ui`` are added by :mod:`pipelines.cli`, the installed entry point).
+:mod:`stepcode_core.evaluation.cli`, ``train``: :mod:`stepcode_core.training.cli`, ``data``:
+:mod:`stepcode_core.data.cli`; ``demo`` and ``ui`` are added by :mod:`pipelines.cli`, the installed
+entry point).
 
 One convention for every subcommand: its handler returns the exit status (0 when it did its work, 1
 when that work found a failure, e.g. a program that did not run ``ok``); input it cannot use (a file
@@ -15,6 +16,7 @@ import argparse
 import sys
 
 from sandbox import cli as sandbox_cli
+from stepcode_core.data import cli as data_cli
 from stepcode_core.evaluation import cli as evaluation_cli
 from stepcode_core.tracing import cli as tracing_cli
 from stepcode_core.training import cli as training_cli
@@ -23,7 +25,7 @@ from stepcode_core.training import cli as training_cli
 def build_parser(prog: str = "stepcode") -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(prog=prog, description="StepCode: execution-trace reasoning for code LLMs")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (tracing_cli, sandbox_cli, evaluation_cli, training_cli):
+    for module in (tracing_cli, sandbox_cli, evaluation_cli, training_cli, data_cli):
         module.add_parser(commands)
     return parser, commands
 

@@ -1,4 +1,5 @@
-"""Where StepCode reads reference data and writes artifacts, and small file helpers."""
+"""Where StepCode writes artifacts, and small file helpers. The reference benchmark data has its
+own cache: :mod:`stepcode_core.data.reference`."""
 
 from __future__ import annotations
 
@@ -6,35 +7,11 @@ import json
 import os
 from pathlib import Path
 
-SHARED_DATA_VARIABLE = "STEPCODE_SHARED_DATA"
-
-
-class SharedDataMissing(FileNotFoundError):
-    """The reference benchmark data is not configured or not where the variable says."""
-
 
 def stepcode_home() -> Path:
     """Root of everything StepCode writes (artifacts, Dagster's instance): $STEPCODE_HOME, else
     ``.stepcode`` in the working directory, never inside the installed package."""
     return Path(os.environ.get("STEPCODE_HOME") or Path.cwd() / ".stepcode").resolve()
-
-
-def shared_data_dir() -> Path:
-    """Reference benchmark data (``cruxeval/``, ``reval/``): the folder $STEPCODE_SHARED_DATA names.
-    Never guessed from where the package lies, which differs between a checkout and an installed
-    wheel; ``make`` sets it to ``../shared/data`` beside the checkout."""
-    configured = os.environ.get(SHARED_DATA_VARIABLE)
-    if not configured:
-        raise SharedDataMissing(f"${SHARED_DATA_VARIABLE} is not set: point it at the folder holding cruxeval/ "
-                                "and reval/ (in a checkout, ../shared/data; the Makefile sets it)")
-    folder = Path(configured).resolve()
-    if not folder.is_dir():
-        raise SharedDataMissing(f"${SHARED_DATA_VARIABLE} names {folder}, which is not a folder")
-    return folder
-
-
-def cruxeval_path() -> Path:
-    return shared_data_dir() / "cruxeval" / "cruxeval.jsonl"
 
 
 def write_atomically(path: Path, text: str) -> None:

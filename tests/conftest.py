@@ -8,11 +8,35 @@ from pathlib import Path
 
 import pytest
 
-from stepcode_core.paths import SHARED_DATA_VARIABLE, cruxeval_path
+from stepcode_core.data.reference import REFERENCE_DATA_VARIABLE, missing_benchmarks, reference_data_dir
 
-# The reference data beside the checkout, unless the caller points elsewhere (scripts/test.sh and the
-# Makefile set it too); subprocesses the tests start inherit it.
-os.environ.setdefault(SHARED_DATA_VARIABLE, str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+# The reference-data cache, fixed for the session and the subprocesses it starts: a test that moves
+# $STEPCODE_HOME still reads the same benchmarks (scripts/test.sh imports them there first).
+os.environ.setdefault(REFERENCE_DATA_VARIABLE, str(reference_data_dir()))
+
+
+def _require(benchmark: str) -> Path:
+    """The reference-data folder when ``benchmark``'s files are there; else a skip, under CI a failure."""
+    folder = reference_data_dir()
+    if benchmark in missing_benchmarks(folder):
+        message = (f"{benchmark} reference data not in {folder}: run `stepcode data fetch` "
+                   "(make test imports ../shared/data when it exists)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cruxeval_data() -> Path:
+    """The reference-data folder, holding every CRUXEval file (the problems and the sample generations)."""
+    return _require("cruxeval")
+
+
+@pytest.fixture(scope="session")
+def reval_data() -> Path:
+    """The reference-data folder, holding every REval file (data, tasks, prompts)."""
+    return _require("reval")
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +49,8 @@ def local_sandbox():
 
 
 @pytest.fixture(scope="session")
-def cruxeval_rows() -> list[dict]:
-    path = cruxeval_path()
-    if not path.is_file():
-        pytest.skip(f"CRUXEval reference data not found at {path} (set STEPCODE_SHARED_DATA)")
-    with path.open(encoding="utf-8") as lines:
+def cruxeval_rows(cruxeval_data) -> list[dict]:
+    with (cruxeval_data / "cruxeval" / "cruxeval.jsonl").open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines if line.strip()]
 
 

@@ -338,6 +338,12 @@ def trace_dataset(
     livecodebench = benchmark_files.livecodebench_file(config.livecodebench_path)
     settings = {**config.model_dump(), "livecodebench_path": str(livecodebench or "")}
     reference = benchmark_files.reference_dir()
+    # Missing reference data is not an error (the embedded default needs none), but it is recorded:
+    # the dataset says which benchmarks it was not checked against, and the contamination check warns.
+    not_checked = benchmark_files.missing()
+    if not_checked:
+        context.log.warning(f"trace_dataset: not decontaminated against {', '.join(not_checked)}: "
+                            "no reference data (run `stepcode data fetch`)")
     # The evaluation sets are inputs too: a changed benchmark file changes the cache key.
     eval_files = [p for p in (benchmark_files.cruxeval(), benchmark_files.reval() / "DREval_data.jsonl", livecodebench)
                   if p and p.is_file()]
@@ -368,6 +374,7 @@ def trace_dataset(
             "mean_anchor_lines": round(sum(k * v for k, v in anchor_counts.items()) / max(len(build.programs), 1), 3),
             "levels": by_level,
             "evaluation_sets": index.programs,
+            "not_checked_against": not_checked,
             "filters": settings,
         }
 
@@ -384,6 +391,7 @@ def trace_dataset(
             "drop_reasons": dg.MetadataValue.json(meta["drop_reasons"]),
             "contaminated_by": dg.MetadataValue.json(meta["contaminated_by"]),
             "evaluation_sets": dg.MetadataValue.json(meta["evaluation_sets"]),
+            "not_checked_against": dg.MetadataValue.json(meta.get("not_checked_against", [])),
             "train_parquet": dg.MetadataValue.path(str(ref.file("train.parquet"))),
             "preview": _preview(pq.read_table(ref.file("train.parquet")), ["program_id", "input", "output", "anchor_lines"]),
         }

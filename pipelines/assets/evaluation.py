@@ -138,6 +138,8 @@ def _summary_metadata(ref: ArtifactRef, meta: dict, reused: bool) -> dict:
              "summary": dg.MetadataValue.json(meta), "weights_hash": meta.get("weights_hash", "")}
     if meta.get("table"):
         shown["scores"] = dg.MetadataValue.md(meta["table"])
+    if meta.get("skipped"):
+        shown["skipped"] = dg.MetadataValue.text(meta["skipped"])
     return shown
 
 
@@ -146,6 +148,20 @@ def _write_scored(folder: Path, stem: str, scored: dict) -> None:
     official = {k: scored[k] for k in ("raw_generations", "raw_scored_generations", "pass_at_1", "pass_at_5")}
     (folder / f"{stem}_scored.json").write_text(json.dumps(official))
     (folder / f"{stem}_responses.json").write_text(json.dumps(scored["raw_responses"]))
+
+
+def _skipped_output(context, store: ArtifactStore, version: str, settings: dict, checkpoint: ArtifactRef,
+                    benchmark: str, reason: str) -> dg.Output:
+    """An evaluation that cannot run here (its reference data is missing): materialized as skipped,
+    with the reason, so the report says so; the missing data is part of the cache key, so fetching
+    it makes the next run evaluate."""
+    context.log.warning(f"{benchmark}: skipped: {reason}")
+
+    def write(folder: Path) -> dict:
+        return {"weights_hash": checkpoint.content_hash, "skipped": reason, "headline": None, "results": []}
+
+    return cached_output(context, store, version, {**settings, "skipped": reason}, [checkpoint], write,
+                         _summary_metadata)
 
 
 def _pass_at_1_ci(scored: dict) -> list[float] | None:
@@ -187,6 +203,8 @@ def eval_cruxeval(context: dg.AssetExecutionContext, config: CruxevalConfig, sto
         raise dg.Failure(f"modes must be a non-empty list of {cruxeval.MODES}, got {config.modes}")
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
     data = benchmark_files.cruxeval()
+    if skipped := benchmark_files.skipped_reason("cruxeval"):
+        return _skipped_output(context, store, CRUXEVAL_VERSION, config.model_dump(), checkpoint, "CRUXEval", skipped)
 
     def write(folder: Path) -> dict:
         problems = cruxeval.load_problems(data)
@@ -265,6 +283,8 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
     data_dir = benchmark_files.reval()
     data_files = [data_dir / "DREval_data.jsonl", data_dir / "DREval_tasks.jsonl"]
+    if skipped := benchmark_files.skipped_reason("reval"):
+        return _skipped_output(context, store, REVAL_VERSION, config.model_dump(), checkpoint, "REval", skipped)
 
     def write(folder: Path) -> dict:
         programs = reval.load_reval(data_dir)
@@ -438,6 +458,8 @@ def _plot_report(content: dict, path: Path) -> None:
               ("CRUXEval output pass@1", lambda e: ((e["cruxeval"] or {}).get("output_pass@1"),
                                                     (e["cruxeval"] or {}).get("output_pass@1_ci"))),
               ("REval mean", lambda e: ((e["reval"] or {}).get("mean"), (e["reval"] or {}).get("mean_ci")))]
+    # A benchmark no checkpoint has numbers for (skipped: no reference data) gets no bars at all.
+    series = [(name, pick) for name, pick in series if any(pick(entry)[0] is not None for entry in entries)]
     figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(entries) + 3), 3.8), dpi=100)
     width = 0.8 / len(series)
     x = np.arange(len(entries))
@@ -449,7 +471,7 @@ def _plot_report(content: dict, path: Path) -> None:
             values.append(value)
             lows.append(value - 100 * interval[0] if interval else 0.0)
             highs.append(100 * interval[1] - value if interval else 0.0)
-        axis.bar(x + (index - 1.5) * width, values, width, yerr=[lows, highs], capsize=3, label=name)
+        axis.bar(x + (index - (len(series) - 1) / 2) * width, values, width, yerr=[lows, highs], capsize=3, label=name)
     axis.set_xticks(x, [f"{e['label']}\n{e['key'][-12:]}" for e in entries], fontsize=7)
     axis.set_ylabel("percent (95% intervals)")
     axis.set_ylim(0, 100)

@@ -66,13 +66,14 @@ class NgramIndex:
         return len(hits) / len(grams), max(set(hits), key=hits.count)
 
 
-def load_evaluation_index(shared_data: Path, livecodebench: Path | None = None, n: int = 10) -> NgramIndex:
-    """An index of every evaluation set present: CRUXEval and REval from ``shared_data``, and
-    LiveCodeBench's execution rows (JSONL or Parquet with a ``code`` column) when given."""
+def load_evaluation_index(reference_data: Path, livecodebench: Path | None = None, n: int = 10) -> NgramIndex:
+    """An index of every evaluation set present: CRUXEval and REval from the ``reference_data``
+    folder, and LiveCodeBench's execution rows (JSONL or Parquet with a ``code`` column) when given.
+    A set that is absent is not in ``index.programs``: the caller says what was not checked."""
     index = NgramIndex(n)
     for benchmark, path in (
-        ("cruxeval", shared_data / "cruxeval" / "cruxeval.jsonl"),
-        ("reval", shared_data / "reval" / "DREval_data.jsonl"),
+        ("cruxeval", reference_data / "cruxeval" / "cruxeval.jsonl"),
+        ("reval", reference_data / "reval" / "DREval_data.jsonl"),
     ):
         if path.is_file():
             index.add(benchmark, (json.loads(line)["code"] for line in path.open(encoding="utf-8") if line.strip()))

@@ -22,7 +22,8 @@ from stepcode_core.evaluation.reval import (
     load_reval,
     score_predictions,
 )
-from stepcode_core.paths import cruxeval_path, read_jsonl, write_atomically
+from stepcode_core.data.reference import cruxeval_path
+from stepcode_core.paths import read_jsonl, write_atomically
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

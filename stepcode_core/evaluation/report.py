@@ -68,7 +68,7 @@ def _execution_entry(summary: dict | None) -> dict | None:
 
 def _reval_entry(summary: dict | None) -> dict | None:
     if not summary or not summary.get("results"):
-        return None
+        return None if not summary else {"skipped": summary.get("skipped")}
     row = summary["results"][0]
     entry: dict = {"programs": summary.get("programs"), "questions": row.get("questions"), "style": row["style"]}
     for kind in (*REVAL_KINDS, "mean"):
@@ -156,14 +156,21 @@ def report_markdown(report: dict) -> str:
             f"| {entry['label']} ({entry['key'][-12:]}) | {entry['trace_tasks'] or '-'} | "
             f"{shown(entry['trace_step_accuracy'], entry['trace_step_accuracy_ci'])} | "
             f"{shown(entry['trace_final_accuracy'], entry['trace_final_accuracy_ci'])} | "
-            f"{_crux_cell(crux)} | {shown(rev.get('mean'), rev.get('mean_ci'))} |")
+            f"{_crux_cell(crux)} | {'skipped' if rev.get('skipped') else shown(rev.get('mean'), rev.get('mean_ci'))} |")
     text = header + "\n".join(lines) + "\n"
+    skipped = sorted({f"{name}: skipped: {reason}" for entry in report["checkpoints"]
+                      for name, key in (("CRUXEval", "cruxeval"), ("REval", "reval"), ("LiveCodeBench", "livecodebench"))
+                      if (reason := (entry.get(key) or {}).get("skipped"))})
+    if skipped:
+        text += "\n" + "\n".join(f"- {line}" for line in skipped) + "\n"
     if report.get("comparisons"):
         text += "\n" + "\n".join(f"- {verdict(change)}" for change in report["comparisons"]) + "\n"
     return text
 
 
 def _crux_cell(crux: dict) -> str:
+    if crux.get("skipped"):
+        return "skipped"
     parts = []
     for mode in ("output", "input"):
         if crux.get(f"{mode}_pass@1") is not None:

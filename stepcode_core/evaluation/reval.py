@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sandbox import ExecutionRequest
 from stepcode_core.evaluation import reval_tracer
-from stepcode_core.paths import shared_data_dir
+from stepcode_core.data.reference import reval_dir
 
 KINDS = ("coverage", "state", "path", "output")
 STYLES = ("direct", "cot")  # REval's own templates
@@ -73,7 +73,8 @@ class RevalProgram:
 
 
 def default_data_dir() -> Path:
-    return shared_data_dir() / "reval"
+    """REval's files in the reference-data cache (ReferenceDataMissing, naming the fetch command, if absent)."""
+    return reval_dir()
 
 
 def load_reval(data_dir: str | Path | None = None) -> list[RevalProgram]:

@@ -15,7 +15,6 @@ from stepcode_core.evaluation.cruxeval import (
     pass_at_k,
     score_generations,
 )
-from stepcode_core.paths import shared_data_dir
 
 # Published with CRUXEval's sample generations (CodeLlama-7B, temperature 0.2, 10 per problem).
 OFFICIAL = {"output": (34.212500000000006, 40.286706349206355), "input": (35.94999999999998, 44.991071428571416)}
@@ -54,9 +53,9 @@ def test_verdicts_follow_the_official_harness(local_sandbox):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["output", "input"])
-def test_official_sample_generations_reproduce_the_official_scores(local_sandbox, cruxeval_rows, mode):
-    problems = load_problems(shared_data_dir() / "cruxeval" / "cruxeval.jsonl")
-    path = shared_data_dir() / "cruxeval" / "samples" / f"codellama-7b_temp0.2_{mode}_generations.json"
+def test_official_sample_generations_reproduce_the_official_scores(local_sandbox, cruxeval_data, mode):
+    problems = load_problems(cruxeval_data / "cruxeval" / "cruxeval.jsonl")
+    path = cruxeval_data / "cruxeval" / "samples" / f"codellama-7b_temp0.2_{mode}_generations.json"
     scored = score_generations(json.loads(path.read_text()), problems, mode, local_sandbox)
     assert (scored["pass_at_1"], scored["pass_at_5"]) == pytest.approx(OFFICIAL[mode], abs=1e-9)
     assert scored["raw_scored_generations"]["sample_799"] == [False] * 10

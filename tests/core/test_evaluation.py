@@ -16,17 +16,10 @@ from stepcode_core.evaluation.execution import (
     extract_generation,
 )
 from stepcode_core.evaluation.trace_gap import trace_gap
-from stepcode_core.paths import shared_data_dir
 from stepcode_core.rewards.verify import Verdict
 
-SAMPLES = shared_data_dir() / "cruxeval" / "samples"
-
-
-def _official(mode: str) -> dict[str, list[str]]:
-    path = SAMPLES / f"codellama-7b_temp0.2_{mode}_generations.json"
-    if not path.is_file():
-        pytest.skip(f"official sample generations not found at {path}")
-    return json.loads(path.read_text())
+def _official(folder, mode: str) -> dict[str, list[str]]:
+    return json.loads((folder / "cruxeval" / "samples" / f"codellama-7b_temp0.2_{mode}_generations.json").read_text())
 
 
 def _compiles(source: str) -> bool:
@@ -40,7 +33,7 @@ def _compiles(source: str) -> bool:
 
 
 @pytest.mark.parametrize("mode", cruxeval.MODES)
-def test_every_official_sample_generation_survives_a_round_trip_through_model_text(mode, cruxeval_rows):
+def test_every_official_sample_generation_survives_a_round_trip_through_model_text(mode, cruxeval_rows, cruxeval_data):
     """Each generation of the official sample files, written back as a model would answer our prompt
     (an assertion in [ANSWER] tags, after a [THOUGHT] for CoT), is extracted unchanged: scoring our
     extractions gives the official verdicts. 29 input and 6 output generations span several lines.
@@ -48,7 +41,7 @@ def test_every_official_sample_generation_survives_a_round_trip_through_model_te
     must fail to compile there too."""
     problems = {row["id"]: row for row in cruxeval_rows}
     checked, broken = 0, 0
-    for sample, generations in _official(mode).items():
+    for sample, generations in _official(cruxeval_data, mode).items():
         problem = problems[sample]
         for generation in generations:
             statement = (f"assert f({problem['input']}) == {generation}" if mode == "output"

@@ -22,17 +22,14 @@ from stepcode_core.evaluation.reval import (
     reval_prompt,
     score_predictions,
 )
-from stepcode_core.paths import shared_data_dir
 
 # Programs whose imports the test environment lacks (bs4, lxml, gensim): their questions are unavailable.
 NEEDS_MISSING_MODULES = {"DREval/117", "DREval/149"}
 
 
 @pytest.fixture(scope="module")
-def programs():
-    if not (shared_data_dir() / "reval" / "DREval_tasks.jsonl").is_file():
-        pytest.skip("REval data not found (set STEPCODE_SHARED_DATA)")
-    return load_reval()
+def programs(reval_data):
+    return load_reval(reval_data / "reval")
 
 
 @pytest.fixture(scope="module")

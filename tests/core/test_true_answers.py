@@ -8,7 +8,6 @@ import pytest
 
 from stepcode_core.evaluation import cruxeval, execution
 from stepcode_core.models import SamplingConfig
-from stepcode_core.paths import cruxeval_path
 
 SAMPLING = SamplingConfig(max_new_tokens=8, num_samples=2)
 
@@ -34,8 +33,8 @@ def _respond(style: str, question: str, answer: str, value: str) -> str:
 
 @pytest.mark.parametrize("style", execution.STYLES)
 @pytest.mark.parametrize("mode", cruxeval.MODES)
-def test_cruxeval_true_answers_score_100(local_sandbox, mode, style):
-    problems = cruxeval.load_problems(cruxeval_path())[:40]
+def test_cruxeval_true_answers_score_100(local_sandbox, cruxeval_data, mode, style):
+    problems = cruxeval.load_problems(cruxeval_data / "cruxeval" / "cruxeval.jsonl")[:40]
     items = execution.cruxeval_items(problems)
     answers = {}
     for item, problem in zip(items, problems):

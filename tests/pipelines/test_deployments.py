@@ -37,8 +37,7 @@ def test_local_is_the_default_and_needs_no_variable(monkeypatch, tmp_path):
     for name in ("STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_LIVECODEBENCH", "STEPCODE_SANDBOX_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STEPCODE_HOME", str(tmp_path))
-    (tmp_path / "reference").mkdir()
-    monkeypatch.setenv("STEPCODE_SHARED_DATA", str(tmp_path / "reference"))
+    monkeypatch.setenv("STEPCODE_REFERENCE_DATA", str(tmp_path / "reference"))
     found = _resolved(resources_for("local"))
     assert found == {"artifacts": str(tmp_path / "artifacts"), "backend": "auto",
                      "external": str(tmp_path / "checkpoints"), "livecodebench": "",
@@ -49,8 +48,7 @@ def test_production_reads_its_variables_when_a_run_starts(monkeypatch, tmp_path)
     resources = resources_for("production")  # built before the variables exist: EnvVar defers them
     monkeypatch.setenv("STEPCODE_ARTIFACTS", str(tmp_path / "shared" / "artifacts"))
     monkeypatch.setenv("STEPCODE_EXTERNAL_CHECKPOINTS", str(tmp_path / "shared" / "checkpoints"))
-    (tmp_path / "shared" / "reference").mkdir(parents=True)
-    monkeypatch.setenv("STEPCODE_SHARED_DATA", str(tmp_path / "shared" / "reference"))
+    monkeypatch.setenv("STEPCODE_REFERENCE_DATA", str(tmp_path / "shared" / "reference"))
     found = _resolved(resources)
     assert found["artifacts"] == str(tmp_path / "shared" / "artifacts")
     assert found["reference_data"] == str(tmp_path / "shared" / "reference")
@@ -58,9 +56,9 @@ def test_production_reads_its_variables_when_a_run_starts(monkeypatch, tmp_path)
     assert found["backend"] == "docker"  # untrusted code never runs outside a container there
 
 
-@pytest.mark.parametrize("missing", ["STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_SHARED_DATA"])
+@pytest.mark.parametrize("missing", ["STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_REFERENCE_DATA"])
 def test_production_without_its_variables_fails_naming_them(monkeypatch, tmp_path, missing):
-    for name in ("STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_SHARED_DATA"):
+    for name in ("STEPCODE_ARTIFACTS", "STEPCODE_EXTERNAL_CHECKPOINTS", "STEPCODE_REFERENCE_DATA"):
         monkeypatch.setenv(name, str(tmp_path))
     monkeypatch.delenv(missing)
     with pytest.raises(Exception, match=missing):
@@ -81,7 +79,7 @@ def test_the_variable_chooses_the_set_of_the_code_location(tmp_path):
 
 
 # The project's helpers that resolve a location from the environment: an asset asks a resource instead.
-ENVIRONMENT_HELPERS = ("stepcode_home", "shared_data_dir", "cruxeval_path")
+ENVIRONMENT_HELPERS = ("stepcode_home", "reference_data_dir", "cruxeval_path", "reval_dir")
 
 
 @pytest.mark.parametrize("module", [*sorted(ASSETS_DIR.glob("*.py")), ASSETS_DIR.parent / "checks.py"],
