@@ -218,3 +218,38 @@ def test_levels_are_recorded_counted_and_prompted_compactly(tmp_path):
                                                "sandbox": SandboxResource(backend="local"),
                                                "benchmark_files": BenchmarkFiles()},
                        run_config={"ops": {**ops, "trace_dataset": {"config": {"prompt_style": "short"}}}})
+
+
+def test_without_reference_data_the_dataset_says_what_it_was_not_checked_against(tmp_path, cruxeval_data):
+    """No reference data: the data stages still run; the dataset records that it was not checked
+    against CRUXEval and REval and the contamination check warns (never a silent pass). Once the data
+    is imported, the dataset is rebuilt (the evaluation files are part of its key) and checked."""
+    from pipelines import checks
+    from stepcode_core.data.reference import import_folder
+
+    empty = tmp_path / "reference"
+
+    def run() -> tuple[dict, dg.AssetCheckEvaluation]:
+        result = dg.materialize(
+            [*DATA_ASSETS, checks.trace_dataset_not_contaminated],
+            resources={"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
+                       "benchmark_files": BenchmarkFiles(reference_data=str(empty))},
+            run_config={"ops": generator(30, 7)})
+        assert result.success
+        (check,) = result.get_asset_check_evaluations()
+        metadata = {event.asset_key.to_user_string(): event.step_materialization_data.materialization.metadata
+                    for event in result.get_asset_materialization_events()}
+        return metadata["trace_dataset"], check
+
+    dataset, check = run()
+    assert dataset["not_checked_against"].value == ["cruxeval", "reval"]
+    assert dataset["evaluation_sets"].value == {}
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "not checked against cruxeval, reval" in check.description and "stepcode data fetch" in check.description
+
+    import_folder(cruxeval_data, empty, report=lambda line: None)
+    dataset_after, check_after = run()
+    assert not dataset_after["reused"].value
+    assert dataset_after["not_checked_against"].value == []
+    assert set(dataset_after["evaluation_sets"].value) == {"cruxeval", "reval"}
+    assert check_after.passed and check_after.description is None

@@ -156,3 +156,34 @@ def test_an_external_checkpoint_changed_in_place_becomes_a_new_partition(tmp_pat
     assert registry.resolve(new_key).weights_hash == weights_hash(folder)
     with pytest.raises(dg.Failure, match="changed since it was registered"):
         registry.resolve(old_key)
+
+
+def test_without_reference_data_cruxeval_and_reval_are_skipped_and_the_report_says_so(
+        tmp_path, tiny_checkpoint, dagster_instance):
+    """The embedded default needs no reference data: its evaluations materialize as skipped, with the
+    command that fetches the data, and the report's table says so instead of showing a number."""
+    registry = CheckpointRegistry(registry_file=str(tmp_path / "checkpoints.json"), external_dir=str(tmp_path / "ext"))
+    tiny_checkpoint(tmp_path / "ext" / "mine", seed=1)
+    (key,) = [request.partition_key for request in _tick(dagster_instance, registry).run_requests]
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "checkpoint_registry": registry,
+                 "sandbox": SandboxResource(backend="local", workers=1),
+                 "benchmark_files": BenchmarkFiles(reference_data=str(tmp_path / "no-reference-data"))}
+    result = dg.materialize([evaluation.eval_cruxeval, evaluation.eval_reval], partition_key=key,
+                            instance=dagster_instance, resources=resources)
+    assert result.success
+    summaries = {}
+    for event in result.get_asset_materialization_events():
+        metadata = event.step_materialization_data.materialization.metadata
+        assert metadata["skipped"].value == "no reference data (run `stepcode data fetch`)"
+        summaries[event.asset_key.to_user_string()] = metadata["summary"].data
+    assert set(summaries) == {"eval_cruxeval", "eval_reval"}
+
+    from stepcode_core.evaluation import report
+
+    entry = report.checkpoint_entry(key, "ext_mine", summaries, None)
+    assert entry["cruxeval"] == {"skipped": "no reference data (run `stepcode data fetch`)"}
+    assert entry["reval"] == {"skipped": "no reference data (run `stepcode data fetch`)"}
+    table = report.report_markdown({"checkpoints": [entry], "comparisons": []})
+    assert "| skipped | skipped |" in table
+    assert "- CRUXEval: skipped: no reference data (run `stepcode data fetch`)" in table
+    assert "- REval: skipped: no reference data (run `stepcode data fetch`)" in table
