@@ -8,7 +8,7 @@ instructions bf16 is emulated and slower: the script still runs and prints the r
 the best of ``--repeats`` timings after one warm-up, so the shared machine's noise inflates neither side.
 
 Usage: python benchmarks/bench_cpu_bf16.py [--model DIR] [--prompts 16] [--max-tokens 64]
-       [--batch 8] [--repeats 3]
+       [--batch 8] [--repeats 3] [--quick]
 The last line of output is one JSON object with the figures.
 """
 
@@ -77,11 +77,14 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8, help="sequences in the training step")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2 prompts, 4 tokens, a batch of 2, one timing (seconds: checks the script runs, not the figures)")
     args = parser.parse_args()
+    if args.quick:
+        args.prompts, args.max_tokens, args.batch, args.repeats = 2, 4, 2, 1
 
     engine = TransformersEngine(resolve_model(args.model), device="cpu", cpu_bf16=False)
     prompts = prompts_for(args.prompts)
-    figures = {"model": str(resolve_model(args.model)), "cpu_has_bf16_instructions": cpu_supports_bf16(),
+    figures = {"quick": args.quick, "model": str(resolve_model(args.model)), "cpu_has_bf16_instructions": cpu_supports_bf16(),
                "threads": torch.get_num_threads(), "prompts": len(prompts), "max_tokens": args.max_tokens,
                "batch": args.batch, "repeats": args.repeats}
     for what, measure, size in (("generation", generation_seconds, args.max_tokens),

@@ -9,7 +9,7 @@ step (log-probs, loss, backward, optimizer). Peak memory: the process's peak RSS
 peak allocated CUDA memory.
 
 Usage: python benchmarks/bench_grpo.py [--model DIR] [--preset cpu-smoke] [--tasks tiny|DATASET_DIR]
-       [--steps 2] [--prompts 2] [--generations 4] [--max-tokens 64] [--mode bilevel]
+       [--steps 2] [--prompts 2] [--generations 4] [--max-tokens 64] [--mode bilevel] [--quick]
 The last line of output is one JSON object with the figures.
 """
 
@@ -44,7 +44,10 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--mode", default="bilevel")
     parser.add_argument("--rollout", default="auto")
+    parser.add_argument("--quick", action="store_true", help="one step of 1 prompt x 2 samples x 8 tokens (seconds: checks the script runs, not the figures)")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.prompts, args.generations, args.max_tokens = 1, 1, 2, 8
 
     import torch
 
@@ -53,7 +56,7 @@ def main() -> int:
                       grpo_num_generations=args.generations, grpo_max_response_tokens=args.max_tokens,
                       grpo_mode=args.mode, rollout=args.rollout, grpo_max_tasks=0)
     with open_sandbox(backend="auto") as sandbox:
-        tasks = tiny_task_rows(32, 0, sandbox) if args.tasks == "tiny" else load_tasks(args.tasks, "train")
+        tasks = tiny_task_rows(8 if args.quick else 32, 0, sandbox) if args.tasks == "tiny" else load_tasks(args.tasks, "train")
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
             result = run_grpo(model_dir, tasks, Path(folder) / "model", settings, sandbox=sandbox)
@@ -62,6 +65,7 @@ def main() -> int:
     step = last.get("step_time_s", 0.0)
     rollout, reward, advantages = last.get("rollout_s", 0.0), last.get("reward_s", 0.0), last.get("advantages_s", 0.0)
     figures = {
+        "quick": args.quick,
         "model": str(model_dir),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),

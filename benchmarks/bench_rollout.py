@@ -7,7 +7,7 @@ tokenizer on the returned texts; tokens/s = generated tokens / wall time of ``ge
 load is timed apart). Where vLLM is not installed the vLLM part prints one "skipped" line.
 
 Usage: python benchmarks/bench_rollout.py [--model DIR] [--prompts 8] [--samples 4] [--max-tokens 128]
-       [--batch-size 32]
+       [--batch-size 32] [--quick]
 The last line of output is one JSON object with the figures.
 """
 
@@ -48,13 +48,16 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per transformers generate call")
+    parser.add_argument("--quick", action="store_true", help="2 prompts x 1 sample x 8 tokens (seconds: checks the script runs, not the figures)")
     args = parser.parse_args()
+    if args.quick:
+        args.prompts, args.samples, args.max_tokens = 2, 1, 8
 
     model_dir = resolve_model(args.model)
     prompts = prompts_for(args.prompts)
     sampling = SamplingConfig(max_new_tokens=args.max_tokens, temperature=1.0, num_samples=args.samples, seed=0,
                               batch_size=args.batch_size)
-    figures = {"model": str(model_dir), "prompts": len(prompts), "samples": args.samples, "max_tokens": args.max_tokens}
+    figures = {"quick": args.quick, "model": str(model_dir), "prompts": len(prompts), "samples": args.samples, "max_tokens": args.max_tokens}
 
     started = time.perf_counter()
     engine = TransformersEngine(model_dir)

@@ -8,6 +8,7 @@ and the best round counts (as timeit does), so a burst of other load on the mach
 side. The last line of output is one JSON object.
 
     python benchmarks/bench_sandbox.py [--data PATH] [--workers N] [--rounds 3] [--process-sample N] [--docker-sample N]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sandbox import ExecutionRequest, open_sandbox  # noqa: E402
+from stepcode_core.data.reference import cruxeval_path  # noqa: E402
 from sandbox.docker_backend import (  # noqa: E402
     docker_client,
     docker_unavailable_reason,
@@ -105,17 +107,22 @@ def best(rounds: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cruxeval" / "cruxeval.jsonl")
+    parser.add_argument("--data", type=Path, default=None, help="CRUXEval problems (default: the reference-data cache)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--process-sample", type=int, default=60, help="programs for the subprocess baseline")
     parser.add_argument("--docker-sample", type=int, default=6, help="programs for the docker-run baseline")
     parser.add_argument("--skip-docker", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="the first 60 programs, one round, small baseline samples (seconds: checks the script runs, not the figures)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.process_sample, args.docker_sample = 1, 5, 1
 
-    programs = load_programs(args.data)
+    programs = load_programs(args.data or cruxeval_path())
+    if args.quick:
+        programs = programs[:60]
     sample = random.Random(0).sample(programs, k=min(len(programs), args.process_sample))
-    out: dict = {"programs": len(programs), "workers": args.workers, "cpus": os.cpu_count(), "rounds": args.rounds}
+    out: dict = {"quick": args.quick, "programs": len(programs), "workers": args.workers, "cpus": os.cpu_count(), "rounds": args.rounds}
     reason = "skipped (--skip-docker)" if args.skip_docker else docker_unavailable_reason()
     image = None
     if reason is None:

@@ -7,7 +7,7 @@ pipelines collect states), plus a bare line-event tracer as a lower bound for se
 traced time minus plain time; the claim is the ratio of the two overheads. The programs run inside
 the sandbox (one long request), never in this process.
 
-Usage: python benchmarks/bench_trace.py [--data cruxeval.jsonl] [--limit N] [--repeats R]
+Usage: python benchmarks/bench_trace.py [--data cruxeval.jsonl] [--limit N] [--repeats R] [--quick]
 The last line of output is one JSON object with the figures.
 """
 
@@ -33,7 +33,7 @@ import sys, time, json, builtins
 
 exec(RUNTIME_SOURCE)
 # No record limit: every anchor does its full work (repr + record), the worst case.
-__stepcode_anchor__, _records, _ = make_anchor(10 ** 9, None)
+__stepcode_anchor__, _records, _ = make_anchor(10 ** 9, None, [False])  # [False]: never quiet
 builtins.__stepcode_anchor__ = __stepcode_anchor__
 
 _events = []
@@ -97,7 +97,10 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="CRUXEval problems (default: the reference-data cache)")
     parser.add_argument("--limit", type=int, default=None, help="first N programs only")
     parser.add_argument("--repeats", type=int, default=15, help="timed calls a variant; the best counts")
+    parser.add_argument("--quick", action="store_true", help="40 programs, 3 repeats (seconds: checks the script runs, not the figures)")
     args = parser.parse_args()
+    if args.quick:
+        args.limit, args.repeats = 40, 3
     try:
         args.data = args.data or cruxeval_path()
     except FileNotFoundError as exc:
@@ -128,6 +131,7 @@ def main() -> int:
     states_overhead = totals["settrace_states"] - plain
     lines_overhead = totals["settrace_lines"] - plain
     figures = {
+        "quick": args.quick,
         "programs": len(rows),
         "measured": totals["measured"],
         "repeats": args.repeats,
