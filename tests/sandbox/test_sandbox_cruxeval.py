@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from sandbox import ExecutionRequest
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cruxeval" / "cruxeval.jsonl"
-
 
 @pytest.mark.slow
-def test_all_cruxeval_programs_print_their_expected_output(sb):
-    if not DATA.is_file():
-        pytest.skip(f"CRUXEval data not found at {DATA}")
-    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+def test_all_cruxeval_programs_print_their_expected_output(sb, cruxeval_rows):
+    rows = cruxeval_rows
     reqs = [ExecutionRequest(code=r["code"] + "\nprint(repr(f(" + r["input"] + ")))", timeout_s=10) for r in rows]
     results = sb.run_batch(reqs)
     wrong = [(r["id"], res.status, res.stdout[:80], res.stderr[-200:])
