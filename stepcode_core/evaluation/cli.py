@@ -37,7 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     crux.add_argument("generations", metavar="GENERATIONS.json")
     crux.add_argument("--mode", choices=("input", "output"), required=True)
-    crux.add_argument("--data", metavar="CRUXEVAL.jsonl", help="default: ../shared/data/cruxeval/cruxeval.jsonl")
+    crux.add_argument("--data", metavar="CRUXEVAL.jsonl", help="default: the reference-data cache (stepcode data fetch)")
     crux.add_argument("--out", metavar="SCORED.json", help="where the scored file goes")
     crux.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
     crux.set_defaults(func=_score_cruxeval, name="score cruxeval")
