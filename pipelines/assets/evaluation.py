@@ -459,7 +459,8 @@ def _plot_report(content: dict, path: Path) -> None:
                                                     (e["cruxeval"] or {}).get("output_pass@1_ci"))),
               ("REval mean", lambda e: ((e["reval"] or {}).get("mean"), (e["reval"] or {}).get("mean_ci")))]
     # A benchmark no checkpoint has numbers for (skipped: no reference data) gets no bars at all.
-    series = [(name, pick) for name, pick in series if any(pick(entry)[0] is not None for entry in entries)]
+    series = [(name, pick) for name, pick in series
+              if name.startswith("held-out") or any(pick(entry)[0] is not None for entry in entries)]
     figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(entries) + 3), 3.8), dpi=100)
     width = 0.8 / len(series)
     x = np.arange(len(entries))

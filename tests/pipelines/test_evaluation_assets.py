@@ -187,3 +187,14 @@ def test_without_reference_data_cruxeval_and_reval_are_skipped_and_the_report_sa
     assert "| skipped | skipped |" in table
     assert "- CRUXEval: skipped: no reference data (run `stepcode data fetch`)" in table
     assert "- REval: skipped: no reference data (run `stepcode data fetch`)" in table
+
+
+def test_the_report_plot_draws_with_no_checkpoint_and_with_skipped_benchmarks(tmp_path):
+    """No evaluated checkpoint yet (the report asset's first run), or CRUXEval and REval skipped: the
+    plot still draws (dropping only the benchmarks that have no number)."""
+    entry = {"label": "base_model", "key": "base_model-0123456789ab", "trace_step_accuracy": 0.3,
+             "trace_step_accuracy_ci": [0.2, 0.4], "trace_final_accuracy": 0.25, "trace_final_accuracy_ci": None,
+             "cruxeval": {"skipped": "no reference data (run `stepcode data fetch`)"}, "reval": None}
+    for name, entries in (("empty", []), ("skipped", [entry])):
+        evaluation._plot_report({"checkpoints": entries}, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
