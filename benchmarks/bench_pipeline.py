@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import dagster as dg  # noqa: E402
 
 from pipelines.assets import data  # noqa: E402
-from pipelines.resources import BenchmarkFiles, SandboxResource  # noqa: E402
+from pipelines.resources import BenchmarkFiles, SandboxResource, TraceRunner  # noqa: E402
 from pipelines.storage import ArtifactStore  # noqa: E402
 
 STAGES = ["raw_programs", "instrumented_programs", "execution_traces", "trace_dataset"]
@@ -32,7 +32,7 @@ def materialize(root: Path, programs: int, cross_check: bool = True,
     started = time.perf_counter()
     result = dg.materialize(
         [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset],
-        resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local"),
+        resources={"store": ArtifactStore(root=str(root)), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
                    "benchmark_files": BenchmarkFiles()},
         run_config={"ops": {"raw_programs": {"config": {"generator_count": programs, "generator_seed": 0}},
                             "execution_traces": {"config": {"cross_check": cross_check,

@@ -1,5 +1,7 @@
-"""Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers; ``BenchmarkFiles``
-says where the benchmark files lie (the deployment's reference data, LiveCodeBench's rows).
+"""Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers; ``TraceRunner`` says
+where ``execution_traces`` traces its shards (this machine; :mod:`pipelines.ray_runner` has the Ray
+cluster's); ``BenchmarkFiles`` says where the benchmark files lie (the deployment's reference data,
+LiveCodeBench's rows).
 
 The resource holds configuration; ``open()`` hands out the run's pool, started on first use and
 closed when the run's resources are torn down, so a run whose work is all cached starts no worker
@@ -15,6 +17,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from sandbox import ExecutionRequest, Sandbox, open_sandbox
+from stepcode_core.data.shards import LocalShards
 from stepcode_core.data.reference import SKIPPED_REASON, missing_benchmarks, reference_data_dir
 
 
@@ -67,6 +70,24 @@ class SandboxResource(dg.ConfigurableResource):
         defaults = {"timeout_s": self.timeout_s, "memory_mb": self.memory_mb,
                     "output_limit_bytes": self.output_limit_bytes}
         return ExecutionRequest(code=code, stdin=stdin, **{**defaults, **limits})
+
+
+class TraceRunner(dg.ConfigurableResource):
+    """Where ``execution_traces`` traces its shards. This one, every deployment's default: on the machine
+    that runs the step, through the run's sandbox pool, ``in_flight`` shards at once (while one
+    shard's traces are parsed, the other's programs keep the pool busy).
+    :class:`pipelines.ray_runner.RayTraceRunner` traces them on a Ray cluster instead."""
+
+    in_flight: int = Field(default=2, description="shards traced at once over the sandbox pool")
+
+    @contextlib.contextmanager
+    def runner(self, context, sandbox: SandboxResource):
+        """A runner (``.name``, ``.run(tasks, on_done)``) for one materialization."""
+        with sandbox.open() as pool:
+            yield LocalShards(pool, self.in_flight)
+
+    def describe(self) -> dict:
+        return {"runner": "local"}
 
 
 class BenchmarkFiles(dg.ConfigurableResource):

@@ -1,12 +1,9 @@
 """Data assets (group ``data``): raw programs → instrumented programs → execution traces → the trace
 dataset. Thin bodies over stepcode_core; caching and atomic writes in pipelines.storage."""
 
-import hashlib
 import io
-import json
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 import pyarrow.parquet as pq
 
-from pipelines.resources import BenchmarkFiles, SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource, TraceRunner
 from pipelines.storage import (
     ArtifactRef,
     ArtifactStore,
@@ -26,25 +23,12 @@ from pipelines.storage import (
 )
 from pipelines.versions import code_version
 from stepcode_core.data import schemas, sources
-from stepcode_core.data.dataset import (
-    FilterConfig,
-    approx_tokens,
-    build_trace_dataset,
-    shard_of,
-    trace_job,
-    trace_record,
-)
+from stepcode_core.data.dataset import FilterConfig, approx_tokens, build_trace_dataset
 from stepcode_core.data.decontaminate import load_evaluation_index
 from stepcode_core.data.tasks import PROMPT_STYLES
+from stepcode_core.data.shards import ShardLimits, ShardOutcome, ShardTask, rows_hash, shard_rows
 from stepcode_core.parallel import parallel_map
-from stepcode_core.tracing.anchors import (
-    DEFAULT_SETTINGS,
-    POLICIES,
-    AnchorSite,
-    InstrumentedProgram,
-    instrument_fields_star,
-)
-from stepcode_core.tracing.runner import run_traces
+from stepcode_core.tracing.anchors import POLICIES, instrument_fields_star
 
 # Derived from the code each asset runs (pipelines.versions): never bumped by hand.
 RAW_VERSION = code_version(__name__, "raw_programs")
@@ -166,154 +150,89 @@ def instrumented_programs(
     )
 
 
-def _program_of(row: dict) -> InstrumentedProgram:
-    """The InstrumentedProgram the runner needs, from a stored row (no re-instrumenting)."""
-    settings = DEFAULT_SETTINGS[row["policy"]]
-    sites = tuple(
-        AnchorSite(i, s["name"], s["line"], s["instrumented_line"], s["in_loop"]) for i, s in enumerate(row["anchor_sites"])
-    )
-    return InstrumentedProgram(
-        original=row["code"], code=row["instrumented_code"], harness=row["harness_code"], policy=row["policy"],
-        sites=sites, max_anchor_lines=settings.max_anchor_lines, hit_cap=settings.hit_cap, line_map={},
-    )
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    """One shard of the programs to trace: those whose id hashes to ``index`` of ``num_shards``."""
-
-    index: int
-    num_shards: int
-    programs: ArtifactRef  # the instrumented_programs artifact
-    timeout_s: float
-    memory_mb: int
-    cross_check: bool
-    check_original: bool = True
-
-
-@dataclass(frozen=True)
-class ShardResult:
-    index: int
-    ref: ArtifactRef
-    executed: int  # programs run to make it (0: reused)
-
-
-@dg.op(out=dg.DynamicOut(ShardSpec))
-def plan_trace_shards(config: TraceConfig, instrumented_programs: ArtifactRef):
-    """Fan out: one dynamic output per shard, so Dagster's executor can run the shards in parallel."""
+@dg.asset(group_name="data", code_version=TRACES_VERSION)
+def execution_traces(
+    context: dg.AssetExecutionContext, config: TraceConfig, store: ArtifactStore, sandbox: SandboxResource,
+    trace_runner: TraceRunner, instrumented_programs: ArtifactRef,
+) -> dg.Output:
+    """Every instrumented program run in the sandbox twice (``cross_check``, the default: in two
+    interpreters with different hash seeds; off: twice in one process, blind to hash order): its
+    trace and whether the two runs agree. The programs fall into ``num_shards`` shards by a hash of
+    their id; each shard is cached by its content and stored as soon as it is traced, so a re-run
+    after a crash traces only the shards that were missing. ``trace_runner`` says where shards are
+    traced: this machine's sandbox pool, or a Ray cluster's workers (pipelines.ray_runner)."""
     if config.num_shards < 1:
         raise dg.Failure(f"num_shards must be >= 1, got {config.num_shards}")
+    limits = ShardLimits(config.timeout_s, config.memory_mb, config.cross_check, config.check_original)
+    table = instrumented_programs.read_table()
+    shard_refs: dict[int, ArtifactRef] = {}
+    keys: dict[int, str] = {}
+    tasks: list[ShardTask] = []
     for index in range(config.num_shards):
-        spec = ShardSpec(index, config.num_shards, instrumented_programs, config.timeout_s, config.memory_mb,
-                         config.cross_check, config.check_original)
-        yield dg.DynamicOutput(spec, mapping_key=f"shard_{index:03d}")
-
-
-@dg.op
-def trace_shard(context: dg.OpExecutionContext, store: ArtifactStore, sandbox: SandboxResource, spec: ShardSpec) -> ShardResult:
-    """Run one shard's programs in the sandbox (each twice: with ``cross_check``, in two interpreters
-    under two hash seeds; without, twice in one process); the shard's artifact is
-    cached by its content, so a re-run after a crash runs only the shards that were missing."""
-    table = spec.programs.read_table()
-    mine = [i for i, pid in enumerate(table.column("program_id").to_pylist()) if shard_of(pid, spec.num_shards) == spec.index]
-    rows = table.take(pa.array(mine, type=pa.int64())).to_pylist()  # typed: a shard may hold no program
-    limits = {"timeout_s": spec.timeout_s, "memory_mb": spec.memory_mb, "cross_check": spec.cross_check,
-              "check_original": spec.check_original}
-    key = cache_key("execution_traces_shard", TRACES_VERSION, limits, [ArtifactRef("shard", "", "", _rows_hash(rows))])
-    cached = store.lookup("execution_traces_shards", key)
-    if cached is not None:
-        return ShardResult(spec.index, cached, 0)
-
-    def write(folder: Path) -> dict:
-        started = time.perf_counter()
-        runnable = [row for row in rows if row["instrumented_code"] is not None]
-        jobs = [trace_job(row, _program_of(row), repeats=1 if spec.cross_check else 2,
-                          check_original=spec.check_original) for row in runnable]
-        if jobs:
-            with sandbox.open() as opened:
-                context.log.debug(f"sandbox: {opened.name} backend, {len(opened.workers)} warm workers")
-                runs = run_traces(jobs, opened, timeout_s=spec.timeout_s, memory_mb=spec.memory_mb,
-                                  cross_check=spec.cross_check)
+        rows = shard_rows(table, index, config.num_shards)
+        keys[index] = cache_key("execution_traces_shard", TRACES_VERSION, limits.to_dict(),
+                                [ArtifactRef("shard", "", "", rows_hash(rows))])
+        cached = store.lookup("execution_traces_shards", keys[index])
+        if cached is None:
+            tasks.append(ShardTask(index, tuple(rows), limits))
         else:
-            runs = []
-        by_id = {row["program_id"]: trace_record(row, run) for row, run in zip(runnable, runs)}
-        records = [by_id.get(row["program_id"]) or _not_run(row) for row in rows]
-        write_parquet(_table(records, schemas.EXECUTION_TRACES), folder / "data.parquet")
-        context.log.info(f"shard {spec.index + 1}/{spec.num_shards}: {len(jobs)} programs in "
-                         f"{time.perf_counter() - started:.1f} s")
-        return {"rows": len(records), "executed": len(jobs)}
+            shard_refs[index] = cached
+    outcomes: list[ShardOutcome] = []
 
-    ref, meta = store.build("execution_traces_shards", key, write)
-    return ShardResult(spec.index, ref, meta["executed"])
+    def store_shard(outcome: ShardOutcome) -> None:
+        def write(folder: Path) -> dict:
+            write_parquet(outcome.table, folder / "data.parquet")
+            return {"rows": outcome.table.num_rows, "executed": outcome.executed}
 
+        shard_refs[outcome.index], _ = store.build("execution_traces_shards", keys[outcome.index], write)
+        outcomes.append(outcome)
+        context.log.info(f"shard {outcome.index + 1}/{config.num_shards} ({len(outcomes)}/{len(tasks)} to trace): "
+                         f"{outcome.executed} programs in {outcome.seconds:.1f} s"
+                         + (f" on node {outcome.node[:12]}" if runner.name == "ray" else "")
+                         + (f", traced {outcome.attempts} times (a worker died)" if outcome.attempts > 1 else ""))
 
-@dg.op
-def merge_trace_shards(context: dg.OpExecutionContext, store: ArtifactStore, shards: list[ShardResult]) -> dg.Output:
-    """Publish the shards together as the execution_traces artifact (hard links, no copy)."""
-    shards = sorted(shards, key=lambda shard: shard.index)
-    executed_now = sum(shard.executed for shard in shards)
+    started = time.perf_counter()
+    if tasks:
+        context.log.info(f"tracing {len(tasks)} of {config.num_shards} shards "
+                         f"({sum(len(task.rows) for task in tasks)} programs); the rest are cached")
+        with trace_runner.runner(context, sandbox) as runner:
+            runner.run(tasks, store_shard)
+    shards = [shard_refs[index] for index in range(config.num_shards)]
+    executed_now = sum(outcome.executed for outcome in outcomes)
 
     def write(folder: Path) -> dict:
-        for shard in shards:
-            (folder / f"shard-{shard.index:03d}.parquet").hardlink_to(shard.ref.file("data.parquet"))
-        table = pa.concat_tables(pq.read_table(path) for path in sorted(folder.glob("*.parquet")))
-        deterministic = sum(table.column("deterministic").to_pylist())
+        for index, shard in enumerate(shards):
+            (folder / f"shard-{index:03d}.parquet").hardlink_to(shard.file("data.parquet"))
+        merged = pa.concat_tables(pq.read_table(path) for path in sorted(folder.glob("*.parquet")))
+        deterministic = sum(merged.column("deterministic").to_pylist())
         return {
-            "rows": table.num_rows,
-            "statuses": dict(Counter(table.column("status").to_pylist())),
-            "determinism_rate": round(deterministic / max(table.num_rows, 1), 4),
-            "unstable_repr": sum(table.column("unstable_repr").to_pylist()),
-            "changed_by_anchors": table.column("same_as_original").to_pylist().count(False),
+            "rows": merged.num_rows,
+            "statuses": dict(Counter(merged.column("status").to_pylist())),
+            "determinism_rate": round(deterministic / max(merged.num_rows, 1), 4),
+            "unstable_repr": sum(merged.column("unstable_repr").to_pylist()),
+            "changed_by_anchors": merged.column("same_as_original").to_pylist().count(False),
         }
 
+    this_run = {
+        "executed_programs": executed_now,
+        "shards_traced": len(outcomes),
+        "shards_reused": config.num_shards - len(outcomes),
+        "shards_retried": sum(outcome.attempts > 1 for outcome in outcomes),
+        "tracing_s": round(time.perf_counter() - started, 2),
+        "trace_runner": dg.MetadataValue.json({**trace_runner.describe(),
+                                               "shards_per_node": dict(Counter(o.node for o in outcomes))}),
+    }
     return cached_output(
-        context, store, TRACES_VERSION, {"num_shards": len(shards)}, [shard.ref for shard in shards], write,
+        context, store, TRACES_VERSION, {"num_shards": config.num_shards}, shards, write,
         lambda ref, meta, reused: {
             "rows": meta["rows"],
-            "executed_programs": executed_now,
+            **this_run,
             "determinism_rate": meta["determinism_rate"],
             "unstable_repr": meta.get("unstable_repr", 0),
             "changed_by_anchors": meta.get("changed_by_anchors", 0),
             "statuses": dg.MetadataValue.json(meta["statuses"]),
         },
-        asset="execution_traces",
     )
-
-
-def _trace_config(config: TraceConfig) -> dict:
-    """The graph asset's config (TraceConfig's fields) goes to the op that plans the shards."""
-    values = config.model_dump() if isinstance(config, TraceConfig) else TraceConfig(**(config or {})).model_dump()
-    return {"plan_trace_shards": {"config": values}}
-
-
-@dg.graph_asset(group_name="data", code_version=TRACES_VERSION, config=dg.ConfigMapping(config_fn=_trace_config))
-def execution_traces(instrumented_programs):
-    """Every instrumented program run in the sandbox twice (``cross_check``, the default: in two
-    interpreters with different hash seeds; off: twice in one process, blind to hash order): its
-    trace and whether the two runs agree. Shards fan out as dynamic outputs (parallel under the multiprocess
-    executor) and are merged into one artifact of Parquet shards."""
-    return merge_trace_shards(plan_trace_shards(instrumented_programs).map(trace_shard).collect())
-
-
-def _rows_hash(rows: list[dict]) -> str:
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps([row["program_id"], row["harness_code"], row["entry_point"], row["input"],
-                                  row["output"], row["policy"]]).encode())
-    return digest.hexdigest()[:20]
-
-
-def _not_run(row: dict) -> dict:
-    """A program that could not be instrumented is recorded, not executed."""
-    return {
-        "program_id": row["program_id"], "source": row["source"], "level": row.get("level"),
-        "entry_point": row["entry_point"], "code": row["code"], "instrumented_code": None, "policy": row["policy"], "input": row["input"],
-        "expected_output": row["output"],
-        "status": "not_run", "result": None, "error": row["instrument_error"], "matches_expected": None,
-        "steps": [], "anchor_lines": 0, "over_cap": False, "complete": False, "deterministic": False,
-        "unstable_repr": False, "nondeterminism": None, "same_as_original": None, "original_difference": None,
-        "program_stdout": "", "duration_s": 0.0,
-    }
 
 
 @dg.asset(group_name="data", code_version=DATASET_VERSION)

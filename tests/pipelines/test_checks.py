@@ -9,7 +9,7 @@ import dagster as dg
 
 from pipelines.assets import data
 from pipelines.checks import DATA_CHECKS
-from pipelines.resources import BenchmarkFiles, SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource, TraceRunner
 from pipelines.storage import ArtifactStore
 from pipelines.verdicts import BLOCKING_CHECKS
 
@@ -60,7 +60,7 @@ def test_a_contaminated_dataset_never_reaches_sft_checkpoint(tmp_path, contamina
 
 
 def test_a_clean_dataset_passes_every_check(tmp_path):
-    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
                  "benchmark_files": BenchmarkFiles()}
     (tmp_path / "instance").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
@@ -72,7 +72,7 @@ def test_a_clean_dataset_passes_every_check(tmp_path):
 
 
 def _materialize_files(tmp_path, *files) -> dg.ExecuteInProcessResult:
-    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
+    resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
                  "benchmark_files": BenchmarkFiles()}
     (tmp_path / "instance").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:

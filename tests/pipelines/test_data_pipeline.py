@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.assets import data
-from pipelines.resources import BenchmarkFiles, SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource, TraceRunner
 from pipelines.storage import ArtifactStore
 
 DATA_ASSETS = [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset]
@@ -26,7 +26,7 @@ DATA_ASSETS = [data.raw_programs, data.instrumented_programs, data.execution_tra
 def materialize(root: Path, ops: dict, instance: dg.DagsterInstance | None = None) -> dict:
     result = dg.materialize(
         DATA_ASSETS,
-        resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local"),
+        resources={"store": ArtifactStore(root=str(root)), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
                    "benchmark_files": BenchmarkFiles()},
         run_config={"ops": ops},
         instance=instance,
@@ -121,11 +121,11 @@ _KILLABLE = """
 import sys
 import dagster as dg
 from pipelines.assets import data
-from pipelines.resources import BenchmarkFiles, SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource, TraceRunner
 from pipelines.storage import ArtifactStore
 dg.materialize(
     [data.raw_programs, data.instrumented_programs, data.execution_traces, data.trace_dataset],
-    resources={"store": ArtifactStore(root=sys.argv[1]), "sandbox": SandboxResource(backend="local"),
+    resources={"store": ArtifactStore(root=sys.argv[1]), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
                "benchmark_files": BenchmarkFiles()},
     run_config={"ops": {"raw_programs": {"config": {"generator_count": 4000, "generator_seed": 9}},
                         "execution_traces": {"config": {"num_shards": 16}}}},
@@ -215,7 +215,7 @@ def test_levels_are_recorded_counted_and_prompted_compactly(tmp_path):
                for k in stored)
     with pytest.raises(dg.Failure, match="prompt_style"):
         dg.materialize(DATA_ASSETS, resources={"store": ArtifactStore(root=str(tmp_path)),
-                                               "sandbox": SandboxResource(backend="local"),
+                                               "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
                                                "benchmark_files": BenchmarkFiles()},
                        run_config={"ops": {**ops, "trace_dataset": {"config": {"prompt_style": "short"}}}})
 
@@ -232,7 +232,7 @@ def test_without_reference_data_the_dataset_says_what_it_was_not_checked_against
     def run() -> tuple[dict, dg.AssetCheckEvaluation]:
         result = dg.materialize(
             [*DATA_ASSETS, checks.trace_dataset_not_contaminated],
-            resources={"store": ArtifactStore(root=str(tmp_path / "store")), "sandbox": SandboxResource(backend="local"),
+            resources={"store": ArtifactStore(root=str(tmp_path / "store")), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
                        "benchmark_files": BenchmarkFiles(reference_data=str(empty))},
             run_config={"ops": generator(30, 7)})
         assert result.success
