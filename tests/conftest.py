@@ -88,3 +88,17 @@ def browser():
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def ray_installed():
+    """Ray and dagster-ray (the ray extra, which make test installs). Missing, the Ray tests skip,
+    except under CI, where they fail."""
+    try:
+        import dagster_ray  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError as exc:
+        message = f"Ray is not installed ({exc}): pip install -e '.[ray]' (scripts/test.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -220,7 +220,8 @@ def execution_traces(
         "shards_retried": sum(outcome.attempts > 1 for outcome in outcomes),
         "tracing_s": round(time.perf_counter() - started, 2),
         "trace_runner": dg.MetadataValue.json({**trace_runner.describe(),
-                                               "shards_per_node": dict(Counter(o.node for o in outcomes))}),
+                                               "shards_per_node": dict(Counter(o.node for o in outcomes)),
+                                               "sandbox_backends": sorted({o.backend for o in outcomes})}),
     }
     return cached_output(
         context, store, TRACES_VERSION, {"num_shards": config.num_shards}, shards, write,

@@ -57,6 +57,7 @@ class ShardOutcome:
     executed: int  # programs run (those that could not be instrumented are recorded, not run)
     seconds: float
     node: str  # the host (or Ray node) that traced it
+    backend: str = ""  # the sandbox backend it ran in (local | docker)
     attempts: int = 1  # > 1: a worker died under it and it was traced again from the start
 
 
@@ -114,7 +115,8 @@ def trace_shard(task: ShardTask, sandbox, node: str = "") -> ShardOutcome:
     by_id = {row["program_id"]: trace_record(row, run) for row, run in zip(runnable, runs)}
     records = [by_id.get(row["program_id"]) or not_run_record(row) for row in task.rows]
     table = pa.Table.from_pylist(records, schema=schemas.EXECUTION_TRACES)
-    return ShardOutcome(task.index, table, len(jobs), time.perf_counter() - started, node or socket.gethostname())
+    return ShardOutcome(task.index, table, len(jobs), time.perf_counter() - started, node or socket.gethostname(),
+                        sandbox.name)
 
 
 ShardDone = Callable[[ShardOutcome], None]
