@@ -155,14 +155,14 @@ def _as_a_background_job() -> None:
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
 
 
-def start_ui(home: Path, log: Path, *, background: bool) -> RunningUI:
+def start_ui(home: Path, log: Path, *, background: bool, env: dict[str, str] | None = None) -> RunningUI:
     """``stepcode ui`` as a terminal's foreground job (a process group of its own, default signal
     dispositions) or, ``background``, as a script's ``stepcode ui &`` (this process's group)."""
     assert STEPCODE.is_file(), f"{STEPCODE} is not installed (scripts/bootstrap.sh installs the project)"
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen([str(STEPCODE), "ui", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **instance_environment(home)}, cwd=PROJECT_ROOT,
+                                   env={**os.environ, **instance_environment(home), **(env or {})}, cwd=PROJECT_ROOT,
                                    start_new_session=not background,
                                    preexec_fn=_as_a_background_job if background else None)
     return RunningUI(process, port, log)
@@ -221,10 +221,10 @@ def ui_starter(tmp_path):
     running at the end of the test is killed with its whole tree."""
     started: list[RunningUI] = []
 
-    def start(name: str, *, background: bool) -> RunningUI:
+    def start(name: str, *, background: bool, env: dict[str, str] | None = None) -> RunningUI:
         home = tmp_path / name
         home.mkdir()
-        ui = start_ui(home, tmp_path / f"{name}.log", background=background)
+        ui = start_ui(home, tmp_path / f"{name}.log", background=background, env=env)
         started.append(ui)
         return ui
 
@@ -542,3 +542,69 @@ def test_the_supervisor_kills_a_group_that_ignores_its_signals(tmp_path):
             os.kill(process.pid, signal.SIGKILL)
         supervisor.kill()
         supervisor.wait()
+
+
+# --- cancelling a run whose shards are traced on Ray -----------------------------------------------
+
+
+def ray_processes() -> list[Process]:
+    """Ray's own processes (GCS, raylet, workers and actors) anywhere on this machine."""
+    return [p for p in processes().values() if p.state != "Z" and (
+        p.command.startswith("ray::") or "gcs_server" in p.command or "/raylet" in p.command
+        or "ray/_private/workers" in p.command or "ray/autoscaler" in p.command or "ray/_private/log_monitor" in p.command)]
+
+
+def sandbox_containers() -> list[str]:
+    from sandbox.docker_backend import LABEL, docker_client, docker_unavailable_reason
+
+    if docker_unavailable_reason() is not None:
+        return []
+    client = docker_client(timeout=10)
+    try:
+        return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})
+                if (c.labels or {}).get(f"{LABEL}.host") == socket.gethostname()]
+    finally:
+        client.close()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_cancelling_a_run_traced_on_ray_from_the_ui_leaves_no_worker_or_sandbox(ui_starter, ray_installed, backend):
+    """The data refresh launched from the UI with shards on a local Ray cluster (STEPCODE_TRACE_RUNNER=ray),
+    terminated while Ray workers trace (the UI's Terminate: GraphQL's terminateRun): the run ends
+    canceled, and no Ray process, sandbox worker or sandbox container is left."""
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    assert not ray_processes(), "Ray processes were running before the test"
+    ui = ui_starter("ray", background=False, env={"STEPCODE_TRACE_RUNNER": "ray", "STEPCODE_RAY_CPUS": "2",
+                                                  "STEPCODE_SANDBOX_BACKEND": backend})
+    wait_until_serving(ui)
+    client = DagsterGraphQLClient("127.0.0.1", port_number=ui.port)
+    run_id = client.submit_job_execution("data_refresh", run_config={"ops": {
+        "raw_programs": {"config": {"generator_count": 6000, "generator_seed": 11}},
+        "execution_traces": {"config": {"num_shards": 24}}}})
+    deadline = time.monotonic() + DATA_RUN_TIMEOUT_S
+    tracing: list[Process] = []
+    while time.monotonic() < deadline and not tracing:
+        tracing = [p for p in ray_processes() if p.command.startswith("ray::ShardWorker.trace")]
+        assert client.get_run_status(run_id) not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS), \
+            ui.log_tail()
+        time.sleep(0.2)
+    assert tracing, f"no Ray worker traced a shard within {DATA_RUN_TIMEOUT_S}s:\n{ui.log_tail()}"
+    workers_and_sandboxes = {p.pid for p in ray_processes()} | {d.pid for p in tracing for d in descendants(p.pid)}
+    if backend == "docker":
+        assert sandbox_containers(), "the Docker backend started no container"
+
+    try:
+        client.terminate_run(run_id)
+    except DagsterGraphQLClientError as exc:
+        pytest.fail(f"terminateRun refused: {exc}")
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and (client.get_run_status(run_id) != dg.DagsterRunStatus.CANCELED or
+                                           alive(workers_and_sandboxes) or ray_processes() or sandbox_containers()):
+        time.sleep(0.5)
+    assert client.get_run_status(run_id) == dg.DagsterRunStatus.CANCELED, ui.log_tail()
+    assert not alive(workers_and_sandboxes), [p.command[:80] for p in alive(workers_and_sandboxes)]
+    assert not ray_processes(), [p.command[:80] for p in ray_processes()]
+    assert not sandbox_containers()
+    stop_and_check_nothing_is_left(ui, signal.SIGINT, to_group=True)
