@@ -42,7 +42,7 @@ def materialize(root: Path, programs: int, cross_check: bool = True,
     assert result.success
     durations: dict[str, float] = {}
     for event in result.all_events:
-        if event.is_step_success:  # a graph asset's steps are "execution_traces.trace_shard[shard_000]" etc.
+        if event.is_step_success:  # a graph asset's steps would be "asset.op[key]": counted as the asset
             stage = event.step_key.split(".")[0]
             durations[stage] = durations.get(stage, 0.0) + event.event_specific_data.duration_ms / 1000
     metadata = {

@@ -17,12 +17,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((PROJECT_ROOT / "benchmarks").glob("bench_*.py"))
 # What each needs beyond the project itself: the reference data (CRUXEval) or the Docker daemon.
 NEEDS_CRUXEVAL = {"bench_sandbox.py", "bench_score.py", "bench_trace.py"}
+NEEDS_RAY = {"bench_ray.py"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
 def test_quick_mode_completes_and_prints_its_json_line(script, request):
     if script.name in NEEDS_CRUXEVAL:
         request.getfixturevalue("cruxeval_data")
+    if script.name in NEEDS_RAY:
+        request.getfixturevalue("ray_installed")
     done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600,
                           cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert done.returncode == 0, f"{script.name} --quick failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
