@@ -55,10 +55,65 @@ def test_the_local_backend_group_grants_namespaces_and_nothing_else(cluster):
     (worker,) = groups(cluster)["sandbox-local"]["template"]["spec"]["containers"]
     security = worker["securityContext"]
     assert security["runAsUser"] == 0 and security["capabilities"] == {"add": ["SYS_ADMIN"]}
-    assert security["seccompProfile"] == {"type": "Unconfined"} and security["appArmorProfile"] == {"type": "Unconfined"}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"} and security["appArmorProfile"] == {"type": "Unconfined"}
     assert not security.get("privileged")
     cpus = int(groups(cluster)["sandbox-local"]["rayStartParams"]["num-cpus"])
     assert cpus == int(worker["resources"]["limits"]["cpu"])  # one ShardWorker a CPU, each a sandbox worker
+
+
+IN_POD = """
+import sys
+sys.path[:0] = ["/opt/stepcode", "/opt/pyseccomp"]
+from sandbox import ExecutionRequest, open_sandbox
+with open_sandbox("local", workers=1) as sandbox:
+    result = sandbox.run(ExecutionRequest(code="import os; print(os.getuid())"))
+print("ran", result.status, result.stdout.strip())
+"""
+
+
+def docker_flags(security: dict) -> list[str]:
+    """The container's securityContext as `docker run` flags (Docker's defaults are the runtime defaults)."""
+    flags = ["--user", str(security["runAsUser"])]
+    flags += [f"--cap-add={cap}" for cap in security.get("capabilities", {}).get("add", [])]
+    if security.get("seccompProfile", {}).get("type") == "Unconfined":
+        flags.append("--security-opt=seccomp=unconfined")
+    if security.get("appArmorProfile", {}).get("type") == "Unconfined":
+        flags.append("--security-opt=apparmor=unconfined")
+    return flags
+
+
+@pytest.mark.docker
+def test_the_local_backend_runs_in_a_container_granted_what_the_group_grants_and_refuses_without_it(cluster):
+    """The local backend started inside a container with the sandbox-local group's securityContext
+    runs a program as a uid of its own; without CAP_SYS_ADMIN it refuses to start (fails closed)."""
+    import subprocess
+
+    import pyseccomp
+
+    from sandbox.docker_backend import docker_client, ensure_image
+
+    client = docker_client()
+    try:
+        image = ensure_image(client)  # Debian with the interpreter the pod's image has
+    finally:
+        client.close()
+    (worker,) = groups(cluster)["sandbox-local"]["template"]["spec"]["containers"]
+    granted = docker_flags(worker["securityContext"])
+    withheld = [flag for flag in granted if flag != "--cap-add=SYS_ADMIN"]
+    assert withheld != granted
+
+    def run(flags: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["docker", "run", "--rm", "--network=none", *flags, "-v", f"{REPO}:/opt/stepcode:ro",
+             "-v", f"{Path(pyseccomp.__file__).parent}:/opt/pyseccomp:ro", "--entrypoint", "python3", image, "-c", IN_POD],
+            capture_output=True, text=True, timeout=180)
+
+    ran = run(granted)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    status, uid = ran.stdout.split()[-2:]
+    assert status == "ok" and int(uid) >= 10_000  # the program ran as an unprivileged uid of its own
+    refused = run(withheld)
+    assert refused.returncode != 0 and "did not start" in refused.stderr, refused.stdout + refused.stderr[-2000:]
 
 
 def test_the_docker_backend_group_keeps_privilege_in_its_own_daemon(cluster):
