@@ -11,6 +11,7 @@ cache keys and the published dataset are the same whichever runner traced them.
 from __future__ import annotations
 
 import contextlib
+import os
 from urllib.parse import urlparse
 
 from dagster_ray import RayResource
@@ -22,9 +23,23 @@ from stepcode_core.data.ray_shards import RayShards
 
 class RayAddress(RayResource):
     """A running Ray cluster, by address: ``ray://<cluster>-head-svc:10001`` (a KubeRay cluster's head
-    service, through Ray Client), or ``auto`` on one of the cluster's own nodes."""
+    service, through Ray Client), or ``auto`` on one of the cluster's own nodes.
+
+    Clusters that Ray 2.52+ starts require a token by default; Ray reads it from ``$RAY_AUTH_TOKEN``
+    (KubeRay keeps it in a Secret) or ``~/.ray/auth_token``, once told to send one."""
 
     address: str = Field(description="ray://host:10001, host:6379 or auto")
+    token_auth: bool = Field(default=True, description="send the cluster's token ($RAY_AUTH_TOKEN, else "
+                             "~/.ray/auth_token): Ray's default for the clusters it starts")
+
+    def connect(self, context):
+        if self.token_auth and "RAY_AUTH_MODE" not in os.environ:
+            # Ray reads its auth mode once, on import; this is how its own ray.init turns token mode on
+            # for a new local cluster (a private helper: the pinned Ray's, checked by the tests).
+            from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+            _enable_token_auth()
+        return super().connect(context)
 
     @property
     def host(self) -> str:

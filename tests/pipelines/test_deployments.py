@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.checkpoints import CheckpointRegistry
 from pipelines.deployments import DEPLOYMENTS, resources_for
-from pipelines.resources import BenchmarkFiles, SandboxResource
+from pipelines.resources import BenchmarkFiles, SandboxResource, TraceRunner
 from pipelines.storage import ArtifactStore
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "assets"
@@ -92,3 +92,45 @@ def test_no_asset_module_reads_the_environment(module):
              or isinstance(node, ast.ImportFrom) and node.module == "os"
              and any(alias.name in ("environ", "getenv") for alias in node.names)]
     assert reads == [], f"{module.name} reads the environment at lines {reads}: take it from a resource"
+
+
+@dg.asset
+def where_shards_run(trace_runner: TraceRunner) -> dict:
+    return trace_runner.describe()
+
+
+def test_shards_are_traced_on_this_machine_unless_ray_is_chosen(monkeypatch):
+    for name in ("STEPCODE_TRACE_RUNNER", "STEPCODE_RAY_ADDRESS", "STEPCODE_RAY_CPUS", "STEPCODE_RAY_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    assert type(resources_for("local")["trace_runner"]) is TraceRunner
+    assert type(resources_for("production")["trace_runner"]) is TraceRunner
+    monkeypatch.setenv("STEPCODE_TRACE_RUNNER", "spark")
+    with pytest.raises(ValueError, match="STEPCODE_TRACE_RUNNER must be one of local, ray"):
+        resources_for("local")
+
+
+def test_ray_is_a_local_cluster_or_the_one_at_an_address(monkeypatch, ray_installed):
+    from dagster_ray import LocalRay
+
+    from pipelines.ray_runner import RayAddress, RayTraceRunner
+
+    monkeypatch.setenv("STEPCODE_TRACE_RUNNER", "ray")
+    monkeypatch.setenv("STEPCODE_RAY_CPUS", "2")
+    monkeypatch.setenv("STEPCODE_RAY_WORKERS", "3")
+    monkeypatch.delenv("STEPCODE_RAY_ADDRESS", raising=False)
+    runner = resources_for("local")["trace_runner"]
+    assert isinstance(runner, RayTraceRunner) and isinstance(runner.ray_cluster, LocalRay)
+    assert runner.ray_cluster.ray_init_options["num_cpus"] == 2 and runner.workers == 3
+    monkeypatch.setenv("STEPCODE_RAY_ADDRESS", "ray://stepcode-tracing-head-svc:10001")
+    runner = resources_for("local")["trace_runner"]
+    assert isinstance(runner.ray_cluster, RayAddress)
+    assert runner.ray_cluster.ray_address == "ray://stepcode-tracing-head-svc:10001"
+    assert runner.ray_cluster.host == "stepcode-tracing-head-svc"
+
+
+def test_production_on_ray_needs_the_clusters_address_when_a_run_starts(monkeypatch, ray_installed):
+    monkeypatch.setenv("STEPCODE_TRACE_RUNNER", "ray")
+    monkeypatch.delenv("STEPCODE_RAY_ADDRESS", raising=False)
+    resources = resources_for("production")  # no cluster started here: the address is read at run start
+    with pytest.raises(Exception, match="STEPCODE_RAY_ADDRESS"):
+        dg.materialize([where_shards_run], resources={"trace_runner": resources["trace_runner"]})

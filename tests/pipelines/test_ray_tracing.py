@@ -111,6 +111,10 @@ def test_the_docker_sandbox_runs_inside_ray_workers(tmp_path):
 
 def _ray_workers_tracing() -> list[int]:
     """Pids of Ray actor processes running ShardWorker.trace (Ray titles its workers by their task)."""
+    return _shard_worker_pids("ray::ShardWorker.trace")
+
+
+def _shard_worker_pids(title: str = "ray::ShardWorker") -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -118,7 +122,7 @@ def _ray_workers_tracing() -> list[int]:
                 command = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if command.startswith("ray::ShardWorker.trace"):
+            if command.startswith(title):
                 found.append(int(entry.name))
     return found
 
@@ -165,3 +169,38 @@ def test_a_shard_whose_programs_all_time_out_is_slow_not_failed(tmp_path):
     meta = materialize(tmp_path / "store", ray_runner(), ops, assets=DATA_ASSETS[:3])
     assert meta["execution_traces"]["statuses"] == {"timeout": 4}
     assert meta["execution_traces"]["shards_traced"] == 1
+
+
+def test_a_running_cluster_is_reached_by_its_address(tmp_path):
+    """What production does (STEPCODE_RAY_ADDRESS): a cluster started apart from the run (`ray start
+    --head`), reached by address; the run leaves the cluster running and its own workers gone."""
+    import socket
+    import subprocess
+    import sys
+
+    from pipelines.ray_runner import RayAddress, RayTraceRunner
+
+    ray_cli = Path(sys.executable).with_name("ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    import shutil
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    started = subprocess.run([str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                              f"--object-store-memory={128 * 2**20}", "--disable-usage-stats", f"--temp-dir={temp}"],
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        ops = {"raw_programs": {"config": {"generator_count": 40, "generator_seed": 12}},
+               "execution_traces": {"config": {"num_shards": 4}}}
+        runner = RayTraceRunner(ray_cluster=RayAddress(address=f"127.0.0.1:{port}"))
+        meta = materialize(tmp_path / "store", runner, ops, assets=DATA_ASSETS[:3])
+        traces = meta["execution_traces"]
+        assert traces["trace_runner"]["cluster"] == f"Ray cluster at 127.0.0.1:{port}"
+        assert traces["shards_traced"] == 4 and traces["rows"] == 40
+        assert not _shard_worker_pids()  # the run's workers are gone; the cluster runs on
+    finally:
+        subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
