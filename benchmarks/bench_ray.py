@@ -33,7 +33,7 @@ import ray  # noqa: E402
 from pipelines.assets import data  # noqa: E402
 from pipelines.storage import ArtifactStore  # noqa: E402
 from stepcode_core.data.ray_shards import RayShards  # noqa: E402
-from stepcode_core.data.shards import ShardLimits, ShardTask, shard_rows  # noqa: E402
+from stepcode_core.data.shards import ShardLimits, ShardTask, split_into_shards  # noqa: E402
 
 GOAL_SPEEDUP = 1.7
 OBJECT_STORE_BYTES = 128 * 2**20  # shards and traces pass through it one at a time
@@ -84,7 +84,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         table = instrumented(args.programs, Path(folder))
     limits = ShardLimits()
-    tasks = [ShardTask(i, tuple(shard_rows(table, i, args.shards)), limits) for i in range(args.shards)]
+    tasks = [ShardTask(i, shard, limits) for i, shard in enumerate(split_into_shards(table, args.shards))]
 
     runs = []
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False)
@@ -105,7 +105,7 @@ def main() -> int:
         ray.init(address=cluster.address, log_to_driver=False)
         nodes = sorted(node["NodeID"][:12] for node in ray.nodes() if node["Alive"])
         two_node_table = table.slice(0, args.two_node_programs)
-        two_node_tasks = [ShardTask(i, tuple(shard_rows(two_node_table, i, 8)), limits) for i in range(8)]
+        two_node_tasks = [ShardTask(i, shard, limits) for i, shard in enumerate(split_into_shards(two_node_table, 8))]
         two_nodes = trace(two_node_tasks, workers=2)
         print(f"two-node cluster {nodes}: shards per node {two_nodes['shards_per_node']}", flush=True)
     finally:

@@ -26,7 +26,7 @@ from stepcode_core.data import schemas, sources
 from stepcode_core.data.dataset import FilterConfig, approx_tokens, build_trace_dataset
 from stepcode_core.data.decontaminate import load_evaluation_index
 from stepcode_core.data.tasks import PROMPT_STYLES
-from stepcode_core.data.shards import ShardLimits, ShardOutcome, ShardTask, rows_hash, shard_rows
+from stepcode_core.data.shards import ShardLimits, ShardOutcome, ShardTask, rows_hash, split_into_shards
 from stepcode_core.parallel import parallel_map
 from stepcode_core.tracing.anchors import POLICIES, instrument_fields_star
 
@@ -164,17 +164,15 @@ def execution_traces(
     if config.num_shards < 1:
         raise dg.Failure(f"num_shards must be >= 1, got {config.num_shards}")
     limits = ShardLimits(config.timeout_s, config.memory_mb, config.cross_check, config.check_original)
-    table = instrumented_programs.read_table()
     shard_refs: dict[int, ArtifactRef] = {}
     keys: dict[int, str] = {}
     tasks: list[ShardTask] = []
-    for index in range(config.num_shards):
-        rows = shard_rows(table, index, config.num_shards)
+    for index, shard in enumerate(split_into_shards(instrumented_programs.read_table(), config.num_shards)):
         keys[index] = cache_key("execution_traces_shard", TRACES_VERSION, limits.to_dict(),
-                                [ArtifactRef("shard", "", "", rows_hash(rows))])
+                                [ArtifactRef("shard", "", "", rows_hash(shard))])
         cached = store.lookup("execution_traces_shards", keys[index])
         if cached is None:
-            tasks.append(ShardTask(index, tuple(rows), limits))
+            tasks.append(ShardTask(index, shard, limits))
         else:
             shard_refs[index] = cached
     outcomes: list[ShardOutcome] = []
@@ -194,7 +192,7 @@ def execution_traces(
     started = time.perf_counter()
     if tasks:
         context.log.info(f"tracing {len(tasks)} of {config.num_shards} shards "
-                         f"({sum(len(task.rows) for task in tasks)} programs); the rest are cached")
+                         f"({sum(task.table.num_rows for task in tasks)} programs); the rest are cached")
         with trace_runner.runner(context, sandbox) as runner:
             runner.run(tasks, store_shard)
     shards = [shard_refs[index] for index in range(config.num_shards)]

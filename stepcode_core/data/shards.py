@@ -41,10 +41,11 @@ class ShardLimits:
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One shard to trace: its index and its rows of ``instrumented_programs``."""
+    """One shard to trace: its index and its rows of ``instrumented_programs`` (Arrow: compact in the
+    driver's memory and in Ray's object store; rows become dicts only where they are traced)."""
 
     index: int
-    rows: tuple[dict, ...]
+    table: pa.Table
     limits: ShardLimits
 
 
@@ -61,18 +62,23 @@ class ShardOutcome:
     attempts: int = 1  # > 1: a worker died under it and it was traced again from the start
 
 
-def shard_rows(table: pa.Table, index: int, num_shards: int) -> list[dict]:
-    """The rows of ``instrumented_programs`` that fall in shard ``index`` of ``num_shards``."""
-    mine = [i for i, pid in enumerate(table.column("program_id").to_pylist()) if shard_of(pid, num_shards) == index]
-    return table.take(pa.array(mine, type=pa.int64())).to_pylist()  # typed: a shard may hold no program
+def split_into_shards(table: pa.Table, num_shards: int) -> list[pa.Table]:
+    """``instrumented_programs`` split into ``num_shards`` tables, each program in the shard of its id
+    (one pass over the ids, whatever the number of shards)."""
+    members: list[list[int]] = [[] for _ in range(num_shards)]
+    for row, program_id in enumerate(table.column("program_id").to_pylist()):
+        members[shard_of(program_id, num_shards)].append(row)
+    return [table.take(pa.array(rows, type=pa.int64())) for rows in members]  # typed: a shard may be empty
 
 
-def rows_hash(rows: Sequence[dict]) -> str:
+KEYED_COLUMNS = ("program_id", "harness_code", "entry_point", "input", "output", "policy")
+
+
+def rows_hash(table: pa.Table) -> str:
     """What a shard's traces depend on, of its rows: the programs as they run and what they are checked against."""
     digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps([row["program_id"], row["harness_code"], row["entry_point"], row["input"],
-                                  row["output"], row["policy"]]).encode())
+    for values in zip(*(table.column(name).to_pylist() for name in KEYED_COLUMNS)):
+        digest.update(json.dumps(list(values)).encode())
     return digest.hexdigest()[:20]
 
 
@@ -107,13 +113,14 @@ def trace_shard(task: ShardTask, sandbox, node: str = "") -> ShardOutcome:
     ``execution_traces`` rows in the shard's order."""
     started = time.perf_counter()
     limits = task.limits
-    runnable = [row for row in task.rows if row["instrumented_code"] is not None]
+    rows = task.table.to_pylist()
+    runnable = [row for row in rows if row["instrumented_code"] is not None]
     jobs = [trace_job(row, program_of(row), repeats=1 if limits.cross_check else 2, check_original=limits.check_original)
             for row in runnable]
     runs = run_traces(jobs, sandbox, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
                       cross_check=limits.cross_check) if jobs else []
     by_id = {row["program_id"]: trace_record(row, run) for row, run in zip(runnable, runs)}
-    records = [by_id.get(row["program_id"]) or not_run_record(row) for row in task.rows]
+    records = [by_id.get(row["program_id"]) or not_run_record(row) for row in rows]
     table = pa.Table.from_pylist(records, schema=schemas.EXECUTION_TRACES)
     return ShardOutcome(task.index, table, len(jobs), time.perf_counter() - started, node or socket.gethostname(),
                         sandbox.name)

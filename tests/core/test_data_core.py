@@ -134,3 +134,23 @@ def test_dataset_rows_and_task_rows():
     assert "`f(3)`" in output_task["prompt"] and tasks.RESPONSE_FORMAT in output_task["prompt"]
     # the policy that made P' travels with the rows (a predicted input is traced under it)
     assert program["policy"] == output_task["policy"] == input_task["policy"] == "dense"
+
+
+def test_shards_split_every_program_once_into_the_shard_of_its_id():
+    import pyarrow as pa
+
+    from stepcode_core.data.shards import rows_hash, split_into_shards
+
+    ids = [f"gen:{i}" for i in range(300)]
+    table = pa.table({"program_id": ids, "harness_code": ["pass"] * 300, "entry_point": ["f"] * 300,
+                      "input": [str(i) for i in range(300)], "output": ["0"] * 300, "policy": ["paper"] * 300})
+    shards = split_into_shards(table, 7)
+    assert sorted(pid for shard in shards for pid in shard.column("program_id").to_pylist()) == sorted(ids)
+    for index, shard in enumerate(shards):
+        assert all(shard_of(pid, 7) == index for pid in shard.column("program_id").to_pylist())
+    empty = split_into_shards(table.slice(0, 1), 4)  # shards without a program keep the schema
+    assert sum(s.num_rows for s in empty) == 1 and all(s.schema == table.schema for s in empty)
+    # A shard's key follows its programs: the same rows hash the same, a changed input does not.
+    assert rows_hash(shards[0]) == rows_hash(split_into_shards(table, 7)[0])
+    changed = table.set_column(3, "input", pa.array(["x"] * 300))
+    assert rows_hash(split_into_shards(changed, 7)[0]) != rows_hash(shards[0])
