@@ -109,6 +109,7 @@ def test_shards_are_traced_on_this_machine_unless_ray_is_chosen(monkeypatch):
         resources_for("local")
 
 
+@pytest.mark.ray
 def test_ray_is_a_local_cluster_or_the_one_at_an_address(monkeypatch, ray_installed):
     from dagster_ray import LocalRay
 
@@ -128,6 +129,7 @@ def test_ray_is_a_local_cluster_or_the_one_at_an_address(monkeypatch, ray_instal
     assert runner.ray_cluster.host == "stepcode-tracing-head-svc"
 
 
+@pytest.mark.ray
 def test_production_on_ray_needs_the_clusters_address_when_a_run_starts(monkeypatch, ray_installed):
     monkeypatch.setenv("STEPCODE_TRACE_RUNNER", "ray")
     monkeypatch.delenv("STEPCODE_RAY_ADDRESS", raising=False)

@@ -132,6 +132,7 @@ def test_ray_versions_agree_with_the_pinned_ray(cluster):
     assert cluster["spec"]["rayVersion"] == pinned
 
 
+@pytest.mark.ray
 def test_dagster_rays_kuberay_cluster_takes_the_spec_as_it_is(cluster, ray_installed):
     from dagster_ray.kuberay.configs import RayClusterConfig, RayClusterSpec
 
