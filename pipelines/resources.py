@@ -78,7 +78,8 @@ class TraceRunner(dg.ConfigurableResource):
     shard's traces are parsed, the other's programs keep the pool busy).
     :class:`pipelines.ray_runner.RayTraceRunner` traces them on a Ray cluster instead."""
 
-    in_flight: int = Field(default=2, description="shards traced at once over the sandbox pool")
+    in_flight: int = Field(default=2, description="shards traced at once over this machine's sandbox pool "
+                           "(this runner's setting; a Ray runner traces one shard per worker)")
 
     @contextlib.contextmanager
     def runner(self, context, sandbox: SandboxResource):
