@@ -37,7 +37,7 @@ postgres_cluster="$(sed -n 2p <<<"$postgres")"
 url="$(sed -n 1p <<<"$postgres")"
 [ -n "$url" ] && export STEPCODE_TEST_POSTGRES_URL="$url"
 
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=30 "$@"  # the 30 slowest tests, to keep CI time in view
 rc=$?
 if [ "$rc" = 5 ]; then
   echo "pytest collected no tests: treating that as a failure" >&2

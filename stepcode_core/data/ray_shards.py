@@ -21,6 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from sandbox import open_sandbox, remove_orphaned_workers
 from stepcode_core.data.shards import ShardDone, ShardOutcome, ShardTask, trace_shard
 
 
@@ -36,8 +37,6 @@ class ShardWorker:
 
     def __init__(self, sandbox_options: dict):
         import ray
-
-        from sandbox import open_sandbox, remove_orphaned_workers
 
         remove_orphaned_workers()  # the containers of a worker killed earlier on this node
         self.node = ray.get_runtime_context().get_node_id()
@@ -145,8 +144,6 @@ class RayShards:
         for actor in actors:
             _kill(ray, actor)
         if not gracefully:
-            from sandbox import remove_orphaned_workers
-
             here = socket.gethostname()
             pids = [d["pid"] for d in self.described if d["host"] == here]
             deadline = time.monotonic() + 10  # a killed worker's process takes a moment to go

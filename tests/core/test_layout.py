@@ -19,6 +19,7 @@ STAGES = ("tracing", "data", "rewards", "training", "evaluation")
 DEFERRED_IMPORTS = {
     ("pipelines/cli.py", "pipelines.demo"),  # loads the whole code location: only `stepcode demo` pays it
     ("stepcode_core/training/phases.py", "stepcode_core.training.grpo"),  # TRL and torch: only the GRPO phase
+    ("pipelines/deployments.py", "pipelines.ray_runner"),  # dagster-ray, an optional extra: only when Ray is chosen
 }
 
 

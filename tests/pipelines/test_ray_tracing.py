@@ -171,36 +171,59 @@ def test_a_shard_whose_programs_all_time_out_is_slow_not_failed(tmp_path):
     assert meta["execution_traces"]["shards_traced"] == 1
 
 
+def _session_processes(session: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) == session and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def test_a_running_cluster_is_reached_by_its_address(tmp_path):
     """What production does (STEPCODE_RAY_ADDRESS): a cluster started apart from the run (`ray start
     --head`), reached by address; the run leaves the cluster running and its own workers gone."""
+    import shutil
     import socket
     import subprocess
     import sys
+    import tempfile
 
     from pipelines.ray_runner import RayAddress, RayTraceRunner
 
-    ray_cli = Path(sys.executable).with_name("ray")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    import shutil
-    import tempfile
-
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    started = subprocess.run([str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                              f"--object-store-memory={128 * 2**20}", "--disable-usage-stats", f"--temp-dir={temp}"],
-                             capture_output=True, text=True, timeout=120)
-    assert started.returncode == 0, started.stderr[-2000:]
+    # --block in a session of its own: every process of this cluster is in that session, so the test
+    # stops this cluster alone (`ray stop` would stop every Ray on the machine).
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", f"--object-store-memory={128 * 2**20}",
+                             "--disable-usage-stats", f"--temp-dir={temp}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         ops = {"raw_programs": {"config": {"generator_count": 40, "generator_seed": 12}},
                "execution_traces": {"config": {"num_shards": 4}}}
         runner = RayTraceRunner(ray_cluster=RayAddress(address=f"127.0.0.1:{port}"))
-        meta = materialize(tmp_path / "store", runner, ops, assets=DATA_ASSETS[:3])
+        meta = materialize(tmp_path / "store", runner, ops, assets=DATA_ASSETS[:3])  # retries until the head answers
         traces = meta["execution_traces"]
         assert traces["trace_runner"]["cluster"] == f"Ray cluster at 127.0.0.1:{port}"
         assert traces["shards_traced"] == 4 and traces["rows"] == 40
-        assert not _shard_worker_pids()  # the run's workers are gone; the cluster runs on
+        deadline = time.monotonic() + 30  # killed actors' processes exit asynchronously
+        while _shard_worker_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _shard_worker_pids()  # the run's workers are gone
+        assert head.poll() is None  # the cluster runs on
     finally:
-        subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _session_processes(head.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
         shutil.rmtree(temp, ignore_errors=True)
+    assert not _session_processes(head.pid)
