@@ -71,7 +71,6 @@ class RayShards:
         self.max_attempts = max_attempts
         self.log = log or (lambda message: None)
         self.described: list[dict] = []  # what each started worker said of itself (node, pid, backend)
-        self.retried: Counter = Counter()  # shard index -> traces lost to a dead worker
 
     def worker_count(self, shards: int) -> int:
         import ray
@@ -97,12 +96,12 @@ class RayShards:
             actors.append(actor)
             return actor
 
-        idle = [start_worker() for _ in range(self.worker_count(len(tasks)))]
-        self.described += ray.get([actor.describe.remote() for actor in idle])
-        self.log(f"{len(idle)} Ray workers on {len({d['node'] for d in self.described})} node(s), "
-                 f"{self.cpus_per_worker} sandbox worker(s) each ({self.described[0]['backend']} backend)")
         succeeded = False
         try:
+            idle = [start_worker() for _ in range(self.worker_count(len(tasks)))]
+            self.described += ray.get([actor.describe.remote() for actor in idle])  # raises if a sandbox cannot open
+            self.log(f"{len(idle)} Ray workers on {len({d['node'] for d in self.described})} node(s), "
+                     f"{self.cpus_per_worker} sandbox worker(s) each ({self.described[0]['backend']} backend)")
             while queue or in_flight:
                 while queue and idle:
                     actor, task = idle.pop(), queue.popleft()
@@ -117,7 +116,6 @@ class RayShards:
                         if attempts[task.index] >= self.max_attempts:
                             raise ShardFailed(f"shard {task.index}: its Ray worker died {attempts[task.index]} times "
                                               f"({type(exc).__name__})") from exc
-                        self.retried[task.index] += 1
                         self.log(f"shard {task.index}: its Ray worker died ({type(exc).__name__}); "
                                  "a new worker traces it again")
                         _kill(ray, actor)

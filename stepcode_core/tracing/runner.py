@@ -16,7 +16,7 @@ import json
 import random
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sandbox import Batch, ExecutionRequest

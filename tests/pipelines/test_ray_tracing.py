@@ -227,3 +227,24 @@ def test_a_running_cluster_is_reached_by_its_address(tmp_path):
             time.sleep(0.2)
         shutil.rmtree(temp, ignore_errors=True)
     assert not _session_processes(head.pid)
+
+
+@pytest.mark.docker
+def test_a_worker_that_cannot_open_its_sandbox_fails_the_run_saying_why(tmp_path):
+    """Fail closed: a sandbox that cannot start on a Ray worker (here: an image nobody has) is an
+    error of the run, naming the cause; no Ray worker is left behind."""
+    ops = {"raw_programs": {"config": {"generator_count": 10, "generator_seed": 13}},
+           "execution_traces": {"config": {"num_shards": 2}}}
+    result = dg.materialize(
+        DATA_ASSETS[:3],
+        resources={"store": ArtifactStore(root=str(tmp_path)), "trace_runner": ray_runner(),
+                   "sandbox": SandboxResource(backend="docker", docker_image="stepcode-no-such-image:0"),
+                   "benchmark_files": BenchmarkFiles()},
+        run_config={"ops": ops}, raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    message = failure.event_specific_data.error.to_string()
+    assert "ShardWorker" in message and "stepcode-no-such-image" in message, message[-3000:]
+    assert not _shard_worker_pids()
+    assert not (tmp_path / "execution_traces").exists()

@@ -213,7 +213,7 @@ DENIED_CALLS = {  # name: the call's arguments, ones that would otherwise succee
 def test_the_syscall_filter_answers_eperm_to_what_python_never_needs(red_backend):
     lines = ["import ctypes, os", "libc = ctypes.CDLL(None, use_errno=True)"]
     for name, args in DENIED_CALLS.items():
-        lines += [f"ctypes.set_errno(0)", f"r = libc.syscall({syscall_number(name)}, *{args})",
+        lines += ["ctypes.set_errno(0)", f"r = libc.syscall({syscall_number(name)}, *{args})",
                   f"print({name!r}, r, ctypes.get_errno())"]
     # clone with a namespace flag (a fork-like clone: a child that got through would exit at once)
     lines += ["ctypes.set_errno(0)", f"r = libc.syscall({syscall_number('clone')}, 0x10000000 | 17, 0, 0, 0, 0)",
