@@ -5,7 +5,7 @@ export DAGSTER_HOME ?= $(CURDIR)
 # A development copy of the reference data (CRUXEval, REval) beside the checkout, imported into the
 # cache when it exists; elsewhere `stepcode data fetch` downloads it, and the demo runs without it.
 SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
-EXTRAS := dev,train,reval,ray
+EXTRAS := dev,train,reval,ray,mlflow,docs
 
 .PHONY: demo ablation test venv reference-data ui bench bench-sandbox clean
 

@@ -3,7 +3,7 @@
 # the services they use, run pytest, stop what was started. Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh dev,train,reval,ray || exit 1
+scripts/bootstrap.sh dev,train,reval,ray,mlflow,docs || exit 1
 
 # The reference benchmark data (CRUXEval, REval) into the cache: the development copy beside the
 # checkout when it exists (CI's case), else whatever `stepcode data fetch` stored before. Tests that
