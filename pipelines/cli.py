@@ -13,7 +13,8 @@ from pipelines.ui import dagster_dev_command, run_supervised
 from stepcode_core.cli import build_parser, run
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_full_parser() -> argparse.ArgumentParser:
+    """The installed command's parser: the core subcommands plus ``demo``, ``ablation`` and ``ui``."""
     parser, commands = build_parser()
     demo = commands.add_parser("demo", help="materialize the asset graph on the embedded default")
     demo.set_defaults(func=_demo)
@@ -25,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_ui)
-    return run(parser, argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_full_parser(), argv)
 
 
 def _demo(args: argparse.Namespace) -> int:
