@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)
 SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
 EXTRAS := dev,train,reval,ray,mlflow,docs
 
-.PHONY: demo ablation test venv reference-data ui bench bench-sandbox clean
+.PHONY: demo ablation test venv reference-data ui docs bench bench-sandbox clean
 
 venv:
 	@scripts/bootstrap.sh $(EXTRAS)
@@ -26,6 +26,10 @@ test:
 
 ui: venv
 	.venv/bin/dagster dev -m pipelines.definitions
+
+# The docs site on http://127.0.0.1:8000 (reference pages generated from the code as it is now).
+docs: venv
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve
 
 # `make bench` measures the README's figures (minutes); `make bench QUICK=1` only checks each script runs.
 BENCH_FLAGS := $(if $(QUICK),--quick,)

@@ -56,6 +56,9 @@ ENVIRONMENT = {
     "STEPCODE_SANDBOX_IMAGE": ("sandbox", "the sandbox's Docker image (default: built from `sandbox/Dockerfile`)"),
     "STEPCODE_WORKER_SECRET": ("sandbox", "internal: the per-worker secret the Docker sandbox's supervisor passes its "
                                "worker; never set it yourself"),
+    "STEPCODE_MLFLOW_TRACKING_URI": ("training", "an MLflow tracking URI (`http://mlflow:5000`, `sqlite:///mlflow.db`): "
+                                     "SFT and GRPO runs are logged there too; unset (default): nothing is logged"),
+    "STEPCODE_MLFLOW_EXPERIMENT": ("training", "the MLflow experiment those runs go to (default `stepcode`)"),
     "STEPCODE_TRACE_RUNNER": ("ray", "where `execution_traces` traces: `local` (default) or `ray`"),
     "STEPCODE_RAY_ADDRESS": ("ray", "a running Ray cluster (`ray://host:10001`, `host:6379`, `auto`); unset: a local "
                              "cluster started for the step; required in production with `ray`"),

@@ -59,7 +59,7 @@ def test_sft_on_two_ddp_processes_gives_the_same_loss_curve(half_trained, sft_on
 def test_fsdp_config_on_two_cpu_processes(half_trained, sft_one_process, grpo_one_process, tmp_path):
     """configs/accelerate_fsdp.yaml (FSDP2, bf16 off) on CPU processes. accelerate 1.15 turns an FSDP
     config into FSDP only on GPU-like devices: on CPU processes over gloo it runs plain DDP
-    (distributed type MULTI_CPU), without an error. Recorded here, and in the README; the results
+    (distributed type MULTI_CPU), without an error. Recorded here, and in docs/guides/gpus-kubernetes.md; the results
     are those of one process all the same. FSDP itself is exercised only where GPUs are."""
     sft = launch_training(2, "sft", half_trained["base"], half_trained["dataset"], tmp_path / "sft", SFT, accelerate=FSDP)
     assert sft["distributed"] == "MULTI_CPU"  # not "FSDP": if this changes, accelerate shards on CPU now

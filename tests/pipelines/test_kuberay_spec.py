@@ -1,4 +1,4 @@
-"""deploy/kuberay/raycluster.yaml, the KubeRay cluster the README's Ray guide deploys: every pod
+"""deploy/kuberay/raycluster.yaml, the KubeRay cluster the Ray guide (docs/guides/ray.md) deploys: every pod
 template is a valid Kubernetes object (it round-trips through the API's own models, so a misspelt or
 misplaced field fails), each worker group grants what its sandbox backend needs and no more, the Ray
 versions agree, and dagster-ray's KubeRayCluster takes the spec as it is."""
