@@ -5,6 +5,8 @@
   Every setting is optional; the variables below override the defaults when set.
   ``$STEPCODE_TRACE_RUNNER=ray`` traces on Ray: a local cluster started for the step
   (``$STEPCODE_RAY_CPUS`` CPUs, default all), or the cluster at ``$STEPCODE_RAY_ADDRESS`` when set.
+  ``$STEPCODE_MLFLOW_TRACKING_URI`` (both deployments; unset: no MLflow) logs each training run to
+  MLflow, in the experiment ``$STEPCODE_MLFLOW_EXPERIMENT`` (default ``stepcode``).
 * ``production``: a shared deployment (``deploy/dagster.yaml``, PostgreSQL). Artifacts and external
   checkpoints live on shared storage named by required variables; untrusted code runs only in
   Docker. ``$STEPCODE_TRACE_RUNNER=ray`` traces on the Ray cluster at ``$STEPCODE_RAY_ADDRESS`` (a
@@ -20,7 +22,7 @@ import dagster as dg
 
 from pipelines.checkpoints import CheckpointRegistry
 from pipelines.launchers import LocalTrainingLauncher
-from pipelines.resources import BenchmarkFiles, SandboxResource, TraceRunner
+from pipelines.resources import BenchmarkFiles, MlflowTracking, SandboxResource, TraceRunner
 from pipelines.storage import ArtifactStore
 from stepcode_core.data.reference import REFERENCE_DATA_VARIABLE
 
@@ -61,6 +63,12 @@ def trace_runner(production: bool = False) -> TraceRunner:
     return RayTraceRunner(ray_cluster=cluster, workers=int(_optional("STEPCODE_RAY_WORKERS", "0")))
 
 
+def mlflow_tracking() -> MlflowTracking:
+    """``$STEPCODE_MLFLOW_TRACKING_URI`` and ``$STEPCODE_MLFLOW_EXPERIMENT``; unset: off."""
+    return MlflowTracking(tracking_uri=_optional("STEPCODE_MLFLOW_TRACKING_URI"),
+                          experiment=_optional("STEPCODE_MLFLOW_EXPERIMENT", "stepcode"))
+
+
 def local_resources() -> dict:
     return {
         "store": ArtifactStore(root=_optional("STEPCODE_ARTIFACTS")),
@@ -68,6 +76,7 @@ def local_resources() -> dict:
         "sandbox": SandboxResource(backend=_optional("STEPCODE_SANDBOX_BACKEND", "auto")),
         "checkpoint_registry": CheckpointRegistry(external_dir=_optional("STEPCODE_EXTERNAL_CHECKPOINTS")),
         "training_launcher": LocalTrainingLauncher(),
+        "mlflow_tracking": mlflow_tracking(),
         "benchmark_files": BenchmarkFiles(reference_data=_optional(REFERENCE_DATA_VARIABLE),
                                           livecodebench=_optional("STEPCODE_LIVECODEBENCH")),
     }
@@ -81,6 +90,7 @@ def production_resources() -> dict:
         "checkpoint_registry": CheckpointRegistry(registry_file=_optional("STEPCODE_CHECKPOINT_REGISTRY"),
                                                   external_dir=dg.EnvVar("STEPCODE_EXTERNAL_CHECKPOINTS")),
         "training_launcher": LocalTrainingLauncher(num_processes=int(_optional("STEPCODE_TRAINING_PROCESSES", "1"))),
+        "mlflow_tracking": mlflow_tracking(),
         "benchmark_files": BenchmarkFiles(reference_data=dg.EnvVar(REFERENCE_DATA_VARIABLE),
                                           livecodebench=_optional("STEPCODE_LIVECODEBENCH")),
     }

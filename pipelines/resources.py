@@ -1,7 +1,7 @@
 """Dagster resources: ``SandboxResource`` gives assets a pool of sandboxed workers; ``TraceRunner`` says
 where ``execution_traces`` traces its shards (this machine; :mod:`pipelines.ray_runner` has the Ray
 cluster's); ``BenchmarkFiles`` says where the benchmark files lie (the deployment's reference data,
-LiveCodeBench's rows).
+LiveCodeBench's rows); ``MlflowTracking`` names the MLflow server training runs log to (off by default).
 
 The resource holds configuration; ``open()`` hands out the run's pool, started on first use and
 closed when the run's resources are torn down, so a run whose work is all cached starts no worker
@@ -124,3 +124,22 @@ class BenchmarkFiles(dg.ConfigurableResource):
         """``override`` (an asset's own config), else the deployment's file; None when neither is set."""
         configured = override or self.livecodebench
         return Path(configured).expanduser() if configured else None
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """The MLflow tracking server (or a ``sqlite:///`` / ``file:`` store) each training run logs to:
+    its curves' numbers per step, the held-out numbers, its settings as params, tagged with the
+    checkpoint's asset and artifact (cache) key. Off by default: an empty URI logs nothing and
+    mlflow (an optional extra) is never imported. The training child does the logging
+    (:class:`stepcode_core.training.tracking.Tracking`); a reused checkpoint logs no new run."""
+
+    tracking_uri: str = Field(default="", description="MLflow tracking URI (http://..., sqlite:///..., file:...); "
+                              "empty: no MLflow logging")
+    experiment: str = Field(default="stepcode", description="MLflow experiment the runs go to (created if missing)")
+
+    def child_options(self, tags: dict, run_name: str = "") -> dict | None:
+        """The training child's ``mlflow`` extra; None when off."""
+        if not self.tracking_uri:
+            return None
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "tags": tags,
+                "run_name": run_name or None}

@@ -63,10 +63,16 @@ def cache_key(asset: str, code_version: str, config: dict, inputs: list[Artifact
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+# Top-level folders that log how an artifact was made rather than hold its content: TensorBoard's
+# event files (stepcode_core.training.tracking.TENSORBOARD_DIR), nondeterministic by nature.
+UNHASHED_DIRS = ("tensorboard",)
+
+
 def hash_files(folder: Path) -> str:
-    """Hash of the artifact's content: every file's name and bytes (meta.json aside)."""
+    """Hash of the artifact's content: every file's name and bytes (meta.json and UNHASHED_DIRS aside)."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "meta.json"):
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "meta.json"
+                       and p.relative_to(folder).parts[0] not in UNHASHED_DIRS):
         digest.update(str(file.relative_to(folder)).encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

@@ -3,10 +3,12 @@
 ``python -m pipelines.training_child`` (one process) or ``accelerate launch ... -m
 pipelines.training_child`` (one per rank; see :mod:`pipelines.launchers`). The parameters come as
 Pipes extras: ``phase`` (sft | grpo), ``model_dir``, ``dataset`` (a trace_dataset folder), ``out``
-(the artifact folder), ``settings`` (TrainSettings fields), ``sandbox`` (``open_sandbox`` keywords)
-and ``errors_dir``. Every rank trains; rank 0 alone opens the Pipes message channel and reports each
-logged step as a log line of the run, the final metadata (a custom message: metrics, held-out
-numbers, weights hash, timings) and a failure's traceback. Any rank that fails leaves the last lines
+(the artifact folder), ``settings`` (TrainSettings fields), ``sandbox`` (``open_sandbox`` keywords),
+``errors_dir`` and, when MLflow is on, ``mlflow`` (:class:`stepcode_core.training.tracking.Tracking`'s
+options). Every rank trains; rank 0 alone opens the Pipes message channel, writes the TensorBoard
+event files (``out/tensorboard``) and the MLflow run, and reports each logged step as a log line of
+the run, the final metadata (a custom message: metrics, held-out numbers, weights hash, timings,
+the MLflow run) and a failure's traceback. Any rank that fails leaves the last lines
 of its traceback in ``errors_dir`` for the asset's error message.
 
 Only ``dagster-pipes`` is imported from Dagster, so the child is light and ``stepcode_core`` stays free
@@ -35,6 +37,7 @@ from stepcode_core.training.held_out import evaluate
 from stepcode_core.training.phases import run_phase, write_curves
 from stepcode_core.training.settings import TrainSettings
 from stepcode_core.training.tasks import load_tasks, select_tasks
+from stepcode_core.training.tracking import TENSORBOARD_DIR, Tracking
 
 TRACEBACK_LINES = 12  # of a failure, in the run's log and the asset's error
 
@@ -68,14 +71,18 @@ def train(extras: dict, log=None) -> dict:
         torch.set_num_threads(settings.torch_threads)
     phase, out = extras["phase"], Path(extras["out"])
     tasks = load_tasks(extras["dataset"], "train")
+    # rank 0 alone: the event files and the MLflow run are the run's, not each process's
+    tracking = Tracking(out / TENSORBOARD_DIR, extras.get("mlflow"), settings.to_dict()) if rank == 0 else Tracking(None)
 
     def progress(name: str, step: int, total: int, row: dict) -> None:
+        tracking.log(row, step)
         # every step of a short run, about every tenth of a long one (the curves keep them all)
         if log is not None and (total <= 20 or step in (1, total) or step % max(1, total // 10) == 0):
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step" and isinstance(v, float))
             log.info(f"{name} step {step}/{total}: {shown}")
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(tracking)
         sandbox = None
         if phase == "grpo" or (rank == 0 and settings.eval_tasks):
             sandbox = stack.enter_context(open_sandbox(**_sandbox_options(extras.get("sandbox", {}))))
@@ -93,12 +100,14 @@ def train(extras: dict, log=None) -> dict:
             held_out = evaluate(result.checkpoint_dir, val, sandbox, max_tokens=settings.eval_max_tokens,
                                 num_samples=settings.eval_num_samples, temperature=settings.eval_temperature,
                                 seed=settings.seed, vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization)
+            tracking.log(held_out, result.metrics["steps"], "held_out")
             if log is not None:
                 log.info(f"{phase}: held-out {held_out}")
     timings = {"start_s": round(loaded - started, 1), "train_s": round(trained - loaded, 1),
                "held_out_s": round(time.perf_counter() - trained, 1)}
     return {"metrics": result.metrics, "held_out": held_out, "weights_hash": weights_hash(out / "model"),
-            "settings": settings.to_dict(), "timings": timings}
+            "settings": settings.to_dict(), "timings": timings, "tensorboard": TENSORBOARD_DIR,
+            **({"mlflow": tracking.run} if tracking.run else {})}
 
 
 def _sandbox_options(options: dict) -> dict:

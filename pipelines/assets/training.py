@@ -2,7 +2,9 @@
 checkpoint, each a Hugging Face folder named by the ``model_dir`` metadata and versioned by its
 weights. Training runs in processes of its own, launched through Dagster Pipes by the
 ``training_launcher`` resource (local processes, or a Kubernetes GPU pod), and takes the ``gpu``
-concurrency pool; unchanged inputs, config and code reuse the cached checkpoint and launch nothing."""
+concurrency pool; unchanged inputs, config and code reuse the cached checkpoint and launch nothing.
+Each checkpoint's artifact holds TensorBoard event files (``tensorboard_logdir``); the
+``mlflow_tracking`` resource, when given a URI, also logs each run to MLflow."""
 
 import json
 import shutil
@@ -12,8 +14,8 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.launchers import TrainingLauncher, failure_from
-from pipelines.resources import SandboxResource
-from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown
+from pipelines.resources import MlflowTracking, SandboxResource
+from pipelines.storage import ArtifactRef, ArtifactStore, cache_key, cached_output, png_markdown
 from pipelines.verdicts import require_checked_dataset
 from pipelines.versions import code_version
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
@@ -110,16 +112,23 @@ def _settings(config: dg.Config, fields: dict[str, str]) -> TrainSettings:
 
 def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: SandboxResource,
            launcher: TrainingLauncher, code_version: str, settings: TrainSettings, start: ArtifactRef, start_dir: str,
-           trace_dataset: ArtifactRef, phase: str) -> dg.Output:
+           trace_dataset: ArtifactRef, phase: str, mlflow_tracking: MlflowTracking | None = None) -> dg.Output:
     """The body both checkpoint assets share: reuse the cached artifact, or launch the training
-    child (:mod:`pipelines.training_child`) through the launcher, which trains, plots and scores the
-    held-out tasks; version by the weights. A dataset that failed a blocking data check is refused."""
+    child (:mod:`pipelines.training_child`) through the launcher, which trains, plots, writes the
+    TensorBoard events, logs to MLflow (when ``mlflow_tracking`` has a URI) and scores the held-out tasks;
+    version by the weights. A dataset that failed a blocking data check is refused."""
     require_checked_dataset(context, trace_dataset)
+    asset = context.asset_key.to_user_string()
+    key = cache_key(asset, code_version, settings.to_dict(), [start, trace_dataset])  # the key cached_output uses
+    tags = {"stepcode.asset": asset, "stepcode.artifact_key": key, "stepcode.phase": phase,
+            "stepcode.preset": settings.name, "stepcode.code_version": code_version}
+    tracked = mlflow_tracking.child_options(tags, run_name=f"{asset}-{key[:8]}") if mlflow_tracking else None
 
     def write(folder: Path) -> dict:
         errors_dir = folder / "errors"  # beside the checkpoint: a pod on the shared volume sees it too
         extras = {"phase": phase, "model_dir": start_dir, "dataset": trace_dataset.path, "out": str(folder),
-                  "settings": settings.to_dict(), "sandbox": sandbox.open_options(), "errors_dir": str(errors_dir)}
+                  "settings": settings.to_dict(), "sandbox": sandbox.open_options(), "errors_dir": str(errors_dir),
+                  **({"mlflow": tracked} if tracked else {})}
         context.log.info(f"{phase}: preset {settings.name}, from {start_dir}, {launcher.num_processes} process(es)")
         try:
             invocation = launcher.launch(context, extras)
@@ -147,6 +156,17 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
         plot = ref.file("curves.png")
         if plot.is_file():
             shown["curves"] = png_markdown(plot, f"{phase} curves")
+        logdir = ref.file(meta.get("tensorboard", "tensorboard"))
+        if logdir.is_dir():  # also for a reused checkpoint: its events lie in its folder
+            shown["tensorboard_logdir"] = dg.MetadataValue.path(str(logdir))
+            shown["tensorboard_command"] = f"tensorboard --logdir {logdir}"
+        run = meta.get("mlflow") or {}  # the run that trained it (a reused checkpoint logs no new one)
+        if run:
+            shown["mlflow_run_id"] = run["run_id"]
+            shown["mlflow_experiment"] = run["experiment"]
+            shown["mlflow_tracking_uri"] = run["tracking_uri"]
+            if run.get("url"):
+                shown["mlflow_run_url"] = dg.MetadataValue.url(run["url"])
         return shown
 
     output = cached_output(context, store, code_version, settings.to_dict(), [start, trace_dataset], write, to_metadata)
@@ -158,21 +178,21 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
 
 @dg.asset(group_name="training", code_version=SFT_VERSION, pool="gpu")
 def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTCheckpointConfig, store: ArtifactStore,
-                   sandbox: SandboxResource, training_launcher: TrainingLauncher, base_model: ArtifactRef,
-                   trace_dataset: ArtifactRef) -> dg.Output:
+                   sandbox: SandboxResource, training_launcher: TrainingLauncher, mlflow_tracking: MlflowTracking,
+                   base_model: ArtifactRef, trace_dataset: ArtifactRef) -> dg.Output:
     """Supervised warm start (TRL SFTTrainer) on the trace dataset's tasks, prompt → reference
     response; a Hugging Face folder (``model_dir``), the loss curve, held-out step/final accuracy."""
     settings = _settings(config, _SFT_FIELDS)
     return _train(context, store, sandbox, training_launcher, SFT_VERSION, settings, base_model, base_model.path,
-                  trace_dataset, "sft")
+                  trace_dataset, "sft", mlflow_tracking)
 
 
 @dg.asset(group_name="training", code_version=GRPO_VERSION, pool="gpu")
 def grpo_checkpoint(context: dg.AssetExecutionContext, config: GRPOCheckpointConfig, store: ArtifactStore,
-                    sandbox: SandboxResource, training_launcher: TrainingLauncher, sft_checkpoint: ArtifactRef,
-                    trace_dataset: ArtifactRef) -> dg.Output:
+                    sandbox: SandboxResource, training_launcher: TrainingLauncher, mlflow_tracking: MlflowTracking,
+                    sft_checkpoint: ArtifactRef, trace_dataset: ArtifactRef) -> dg.Output:
     """Bi-Level GRPO (TRL GRPOTrainer with per-token step advantages) from the SFT checkpoint, rewards
     verified in the sandbox; curves of reward, step/final accuracy, KL, response length and loss."""
     settings = _settings(config, _GRPO_FIELDS)
     return _train(context, store, sandbox, training_launcher, GRPO_VERSION, settings, sft_checkpoint,
-                  str(sft_checkpoint.file("model")), trace_dataset, "grpo")
+                  str(sft_checkpoint.file("model")), trace_dataset, "grpo", mlflow_tracking)

@@ -12,13 +12,15 @@ from stepcode_core.training.modeling import resolve_model
 from stepcode_core.training.phases import PHASES, run_phase, write_curves
 from stepcode_core.training.settings import PRESETS, preset
 from stepcode_core.training.tasks import load_tasks
+from stepcode_core.training.tracking import TENSORBOARD_DIR, Tracking
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train", help="one training phase (SFT or Bi-Level GRPO) outside Dagster",
         description="Train from a Hugging Face folder on a trace_dataset artifact; prints one JSON line per "
-                    "logged step, then one with the checkpoint folder and the run's numbers.")
+                    "logged step, then one with the checkpoint folder and the run's numbers; TensorBoard event "
+                    "files go to OUT/tensorboard.")
     train.add_argument("phase", choices=PHASES)
     train.add_argument("--model", required=True, help="Hugging Face folder to start from ('embedded': SmolLM2-135M)")
     train.add_argument("--dataset", required=True, help="a trace_dataset artifact folder (tasks/train.parquet ...)")
@@ -45,12 +47,15 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
 
     main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch only rank 0 speaks
+    tracking = Tracking(out / TENSORBOARD_DIR if main else None, params=settings.to_dict())
 
     def progress(phase: str, step: int, total: int, row: dict) -> None:
+        tracking.log(row, step)
         if main:
             print(json.dumps({"phase": phase, "step": step, "total": total, **row}), flush=True)
 
-    result = run_phase(args.phase, resolve_model(args.model), tasks, out, settings, progress=progress)
+    with tracking:
+        result = run_phase(args.phase, resolve_model(args.model), tasks, out, settings, progress=progress)
     if main:
         write_curves(result, out, f"{args.phase} ({settings.name})")
         print(json.dumps({"checkpoint_dir": str(result.checkpoint_dir), **result.metrics}))

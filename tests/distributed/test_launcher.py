@@ -24,7 +24,7 @@ from pipelines.launchers import (
     training_command,
 )
 from pipelines.processes import stop_process_group
-from pipelines.resources import SandboxResource, TraceRunner
+from pipelines.resources import MlflowTracking, SandboxResource, TraceRunner
 from pipelines.storage import ArtifactRef, ArtifactStore
 from tests.distributed.launching import (
     GRPO,
@@ -63,7 +63,8 @@ def test_checkpoints_through_pipes_on_two_processes(half_trained, tmp_path):
          training.grpo_checkpoint],
         instance=instance,
         resources={"store": ArtifactStore(root=str(tmp_path / "store")), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
-                   "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1)},
+                   "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1),
+                   "mlflow_tracking": MlflowTracking()},
         run_config={"ops": {
             "base_model": {"config": {"source": str(half_trained["sft"])}},
             "sft_checkpoint": {"config": {"preset": "cpu-smoke", "overrides_json": _overrides(sft_settings)}},
@@ -95,7 +96,8 @@ def test_a_failing_rank_fails_the_asset_with_its_traceback(half_trained, tmp_pat
         [stand_in("base_model", half_trained["sft"], "sft"), stand_in("trace_dataset", half_trained["dataset"], "half"),
          training.sft_checkpoint],
         resources={"store": ArtifactStore(root=str(tmp_path / "store")), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
-                   "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1)},
+                   "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1),
+                   "mlflow_tracking": MlflowTracking()},
         run_config={"ops": {"sft_checkpoint": {"config": {"preset": "cpu-smoke", "overrides_json": _overrides({**SFT, "sft_batch_size": 33})}}}},
         raise_on_error=False,
     )
@@ -112,7 +114,7 @@ CANCEL_SCRIPT = textwrap.dedent('''
     import dagster as dg
     from pipelines.assets import training
     from pipelines.launchers import LocalTrainingLauncher
-    from pipelines.resources import SandboxResource, TraceRunner
+    from pipelines.resources import MlflowTracking, SandboxResource, TraceRunner
     from pipelines.storage import ArtifactRef, ArtifactStore
 
     store, dataset, sft = sys.argv[1:4]
@@ -127,7 +129,8 @@ CANCEL_SCRIPT = textwrap.dedent('''
 
     dg.materialize([trace_dataset, sft_checkpoint, training.grpo_checkpoint],
                    resources={"store": ArtifactStore(root=store), "trace_runner": TraceRunner(), "sandbox": SandboxResource(),
-                              "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1)},
+                              "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1),
+                              "mlflow_tracking": MlflowTracking()},
                    run_config={"ops": {"grpo_checkpoint": {"config": {"preset": "cpu-smoke", "steps": 1000, "overrides_json": sys.argv[4]}}}})
 ''')
 
@@ -245,7 +248,7 @@ UI_LOCATION = textwrap.dedent('''
     import dagster as dg
     from pipelines.assets import training
     from pipelines.launchers import LocalTrainingLauncher
-    from pipelines.resources import SandboxResource, TraceRunner
+    from pipelines.resources import MlflowTracking, SandboxResource, TraceRunner
     from pipelines.storage import ArtifactRef, ArtifactStore
 
     @dg.asset(name="trace_dataset", group_name="data")
@@ -260,7 +263,8 @@ UI_LOCATION = textwrap.dedent('''
         assets=[trace_dataset, sft_checkpoint, training.grpo_checkpoint],
         jobs=[dg.define_asset_job("grpo_run", selection=["trace_dataset", "sft_checkpoint", "grpo_checkpoint"])],
         resources={{"store": ArtifactStore(root={store!r}), "trace_runner": TraceRunner(), "sandbox": SandboxResource(),
-                   "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1)}},
+                   "training_launcher": LocalTrainingLauncher(num_processes=2, threads_per_process=1),
+                   "mlflow_tracking": MlflowTracking()}},
     )
 ''')
 

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.assets import data, training
 from pipelines.launchers import LocalTrainingLauncher
-from pipelines.resources import BenchmarkFiles, SandboxResource, TraceRunner
+from pipelines.resources import BenchmarkFiles, MlflowTracking, SandboxResource, TraceRunner
 from pipelines.storage import ArtifactRef, ArtifactStore
 from stepcode_core.models import materialize_embedded_model
 from stepcode_core.paths import stepcode_home
@@ -77,7 +77,8 @@ def contaminated_training(tmp_path, cruxeval_rows, tiny_checkpoint):
     planted.write_text("".join(json.dumps(row) + "\n" for row in rows))
     base = tiny_checkpoint(tmp_path / "base", seed=0)
     resources = {"store": ArtifactStore(root=str(tmp_path / "store")), "trace_runner": TraceRunner(), "sandbox": SandboxResource(backend="local"),
-                 "benchmark_files": BenchmarkFiles(), "training_launcher": LocalTrainingLauncher()}
+                 "benchmark_files": BenchmarkFiles(), "training_launcher": LocalTrainingLauncher(),
+                 "mlflow_tracking": MlflowTracking()}
     run_config = {"ops": {
         "raw_programs": {"config": {"generator_count": 16, "files": [str(planted)]}},
         "trace_dataset": {"config": {"contamination_threshold": 1.01}},

@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.assets import training
 from pipelines.launchers import LocalTrainingLauncher
-from pipelines.resources import SandboxResource
+from pipelines.resources import MlflowTracking, SandboxResource
 from pipelines.storage import ArtifactStore
 from stepcode_core.models import weights_hash
 
@@ -27,7 +27,7 @@ def _materialize(root, tiny_trace_dataset, instance=None):
     return dg.materialize(
         [training.base_model, tiny_trace_dataset, training.sft_checkpoint, training.grpo_checkpoint],
         resources={"store": ArtifactStore(root=str(root)), "sandbox": SandboxResource(backend="local", workers=2),
-                   "training_launcher": LocalTrainingLauncher()},
+                   "training_launcher": LocalTrainingLauncher(), "mlflow_tracking": MlflowTracking()},
         run_config=RUN_CONFIG,
         instance=instance,
     )
