@@ -47,7 +47,7 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
     """Bi-Level GRPO (``settings.grpo_mode``: terminal | step | bilevel) from the checkpoint in
     ``model_dir``, rewards verified in ``sandbox`` (opened here when None). Writes the checkpoint (a
     Hugging Face folder) to ``output_dir``. Curves: reward, step_accuracy, final_accuracy, kl (when beta > 0),
-    response_length (tokens), loss, per optimizer step."""
+    response_length (tokens), loss, learning_rate and the step's timings (rollout_s ...), per optimizer step."""
     from datasets import Dataset
     from transformers import set_seed
     from trl import GRPOConfig
@@ -83,7 +83,7 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
     curves = CurvesCallback("grpo", {"reward": "reward", "step_accuracy": "step_accuracy", "final_accuracy": "final_accuracy",
                               "kl": "kl", "completions/mean_length": "response_length", "loss": "loss",
                               "step_time": "step_time_s", "time/rollout_s": "rollout_s", "time/reward_s": "reward_s",
-                              "time/advantages_s": "advantages_s"}, progress)
+                              "time/advantages_s": "advantages_s", "learning_rate": "learning_rate"}, progress)
     with contextlib.ExitStack() as stack:
         if sandbox is None:
             sandbox = stack.enter_context(open_sandbox(backend="auto"))

@@ -166,7 +166,7 @@ def test_mlflow_off_logs_nothing_and_grpo_events_time_the_rollout(tmp_path, data
         curves = json.loads((out / "curves.json").read_text())
         _assert_same(_scalars(out / TENSORBOARD_DIR), _expected(curves, meta["held_out"], meta["metrics"]["steps"]))
     grpo_curves = json.loads((tmp_path / "grpo" / "curves.json").read_text())
-    assert len(grpo_curves) == 2 and all("rollout_s" in row and "reward" in row for row in grpo_curves)
+    assert len(grpo_curves) == 2 and all({"rollout_s", "reward", "learning_rate"} <= set(row) for row in grpo_curves)
 
 
 def test_the_deployments_read_the_mlflow_variables(monkeypatch):
