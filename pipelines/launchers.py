@@ -127,7 +127,8 @@ class KubernetesTrainingLauncher(TrainingLauncher):
     # FSDP2 by default: the paper's 7B policy with its optimizer, reference model and colocated vLLM
     # does not fit one GPU whole. The path is the image's, relative to the pod's workingDir.
     accelerate_config: str = "configs/accelerate_fsdp.yaml"
-    image: str = Field(default="", description="container image with this checkout installed")
+    image: str = Field(default="", description="the project image (deploy/Dockerfile), as pushed to a registry "
+                       "the cluster pulls from: `scripts/project_image.sh cuda` builds it locally as stepcode:cuda")
     namespace: str = "default"
     pod_spec: str = Field(default="configs/k8s_training_pod.yaml", description="base pod spec (YAML)")
     python: str = Field(default="python", description="the interpreter inside the image")
@@ -152,7 +153,8 @@ class KubernetesTrainingLauncher(TrainingLauncher):
         from dagster_k8s import PipesK8sClient
 
         if not self.image:
-            raise dg.Failure("KubernetesTrainingLauncher needs an image")
+            raise dg.Failure("KubernetesTrainingLauncher needs an image: build it with `scripts/project_image.sh cuda` "
+                             "(tagged stepcode:cuda), push it to a registry the cluster pulls from, set `image`")
         client = PipesK8sClient(load_incluster_config=self.load_incluster_config, kubeconfig_file=self.kubeconfig_file)
         return client.run(context=context, extras=extras, image=self.image, command=self.command(self.python, root=None),
                           namespace=self.namespace, base_pod_meta={"labels": {"app": "stepcode-training"}},
