@@ -21,19 +21,23 @@ python="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo py
 "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
   || { log "$python is not Python 3.11 (set PYTHON=python3.11)"; exit 1; }
 
-hash="$( { echo "$variant $torch $extras"; cat deploy/Dockerfile .dockerignore scripts/project_image.sh;
+base="${PROJECT_BASE_IMAGE:-${SANDBOX_LOCAL_BASE:-stepcode-sandbox-base:bookworm}}"
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+  [ -z "${PROJECT_BASE_IMAGE:-}" ] || { log "$base not found"; exit 1; }
+  # sandbox_image.sh makes the base on its way to a sandbox image; a throwaway tag makes it build.
+  SANDBOX_IMAGE="stepcode-base-probe:$$" SANDBOX_LOCAL_BASE="$base" scripts/sandbox_image.sh >/dev/null
+  docker rmi "stepcode-base-probe:$$" >/dev/null
+fi
+
+# The tag hashes everything the build reads: the base, the requirements, the copied files.
+hash="$( { echo "$variant $torch $extras"; docker image inspect -f "{{.Id}}" "$base";
+           cat deploy/Dockerfile .dockerignore scripts/project_image.sh;
            find pyproject.toml README.md configs deploy/dagster.yaml sandbox stepcode_core pipelines \
-             -name __pycache__ -prune -o -type f ! -name '*.pyc' -print | LC_ALL=C sort | xargs cat; } \
+             -name __pycache__ -prune -o -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 cat; } \
          | sha256sum | cut -c1-12)"
 name="${PROJECT_IMAGE_NAME:-stepcode}"
 tag="$name:$variant-$hash"
 if docker image inspect "$tag" >/dev/null 2>&1; then echo "$tag"; exit 0; fi
-
-base="${PROJECT_BASE_IMAGE:-}"
-if [ -z "$base" ]; then
-  base="${SANDBOX_LOCAL_BASE:-stepcode-sandbox-base:bookworm}"
-  docker image inspect "$base" >/dev/null 2>&1 || scripts/sandbox_image.sh >/dev/null  # makes the base too
-fi
 
 # The wheelhouse: remade only when the requirements change.
 wheels="build/wheelhouse/$variant"
@@ -48,8 +52,9 @@ if [ "$(cat "$wheels/.stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 log "building $tag from $base"
-DOCKER_BUILDKIT=0 docker build -q --build-arg BASE_IMAGE="$base" --build-arg TORCH="$variant" \
-  -t "$tag" -t "$name:$variant" -f deploy/Dockerfile . >/dev/null
+out="$(mktemp)"; trap 'rm -f "$out"' EXIT
+DOCKER_BUILDKIT=0 docker build --build-arg BASE_IMAGE="$base" --build-arg TORCH="$variant" \
+  -t "$tag" -t "$name:$variant" -f deploy/Dockerfile . >"$out" 2>&1 || { tail -n 30 "$out" >&2; exit 1; }
 # Older builds of this variant are dead weight: drop their tags.
 docker images --format '{{.Repository}}:{{.Tag}}' "$name" | grep -E "^$name:$variant-" | grep -vx "$tag" \
   | xargs -r docker rmi >/dev/null 2>&1 || true
