@@ -136,17 +136,24 @@ class KubernetesTrainingLauncher(TrainingLauncher):
     kubeconfig_file: str | None = None
 
     def base_pod_spec(self) -> dict:
+        """The pod spec file with the image and the training command set on its first container:
+        dagster-k8s sets them itself only on a pod of one container, and this pod also runs a Docker
+        daemon for the sandbox (an init container)."""
         spec = yaml.safe_load(_resolve(self.pod_spec).read_text())
         if not isinstance(spec, dict) or not spec.get("containers"):
             raise ValueError(f"{self.pod_spec}: a pod spec needs a `containers` list")
+        trainer = spec["containers"][0]
+        trainer["command"] = self.command(self.python, root=None)
+        if self.image:
+            trainer["image"] = self.image
         return spec
 
     def pod_body(self, pod_name: str = "stepcode-training", env: dict | None = None):
         """The pod as PipesK8sClient will create it (a ``kubernetes.client.V1Pod``), for checking."""
         from dagster_k8s.pipes import build_pod_body
 
-        return build_pod_body(pod_name=pod_name, image=self.image or None, command=self.command(self.python, root=None),
-                              env_vars=env or {}, base_pod_meta={"labels": {"app": "stepcode-training"}},
+        return build_pod_body(pod_name=pod_name, image=None, command=None, env_vars=env or {},
+                              base_pod_meta={"labels": {"app": "stepcode-training"}},
                               base_pod_spec=self.base_pod_spec())
 
     def launch(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation:
@@ -156,9 +163,12 @@ class KubernetesTrainingLauncher(TrainingLauncher):
             raise dg.Failure("KubernetesTrainingLauncher needs an image: build it with `scripts/project_image.sh cuda` "
                              "(tagged stepcode:cuda), push it to a registry the cluster pulls from, set `image`")
         client = PipesK8sClient(load_incluster_config=self.load_incluster_config, kubeconfig_file=self.kubeconfig_file)
-        return client.run(context=context, extras=extras, image=self.image, command=self.command(self.python, root=None),
-                          namespace=self.namespace, base_pod_meta={"labels": {"app": "stepcode-training"}},
-                          base_pod_spec=self.base_pod_spec())
+        spec = self.base_pod_spec()
+        # Wait for the trainer alone: the sandbox's daemon (a sidecar) is stopped by the kubelet after it,
+        # with a non-zero status of its own.
+        sidecars = {c["name"] for c in spec.get("initContainers", []) if c.get("restartPolicy") == "Always"}
+        return client.run(context=context, extras=extras, namespace=self.namespace, ignore_containers=sidecars,
+                          base_pod_meta={"labels": {"app": "stepcode-training"}}, base_pod_spec=spec)
 
 
 def failure_from(exc: Exception, errors_dir: Path) -> dg.Failure:

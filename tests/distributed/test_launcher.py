@@ -234,6 +234,14 @@ def test_the_kubernetes_pod_is_valid_and_runs_the_child():
     assert {"name": "DAGSTER_PIPES_CONTEXT", "value": "x"} in container["env"]
     assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in body["spec"]["volumes"])  # /dev/shm for NCCL
     assert body["spec"]["restartPolicy"] == "Never"
+    # The rewards' Docker sandbox: a daemon as a native sidecar (the pod ends with training), privileged
+    # alone; the trainer reaches it on the pod's loopback without privilege.
+    (dockerd,) = body["spec"]["initContainers"]
+    assert dockerd["restartPolicy"] == "Always" and dockerd["securityContext"]["privileged"] is True
+    assert "--host=tcp://127.0.0.1:2375" in dockerd["args"] and dockerd["startupProbe"]["exec"]["command"]
+    assert {"name": "DOCKER_HOST", "value": "tcp://127.0.0.1:2375"} in container["env"]
+    assert not container.get("securityContext", {}).get("privileged")
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
     # The accelerate config the pod uses is the checkout's, for 8 processes.
     import yaml
 
