@@ -1,7 +1,8 @@
 """The project image (deploy/Dockerfile, built by scripts/project_image.sh, CPU torch): its CLI runs,
 it serves the code location to a health check and a gRPC client from outside the container, and it
 runs the training child exactly as KubernetesTrainingLauncher's pod would (image, command, working
-dir, environment), started by a real Pipes client for a real sft_checkpoint materialization."""
+dir, environment), started by a real Pipes client for real sft_checkpoint and grpo_checkpoint materializations (GRPO
+verifying its rewards in the Docker sandbox through the daemon address the pod gives it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -114,6 +116,7 @@ class ContainerTrainingLauncher(TrainingLauncher):
     image: str
     shared: str
     label: str
+    docker_host: str = ""  # where the sidecar daemon is reached from the container (the pod: its loopback)
 
     def launch(self, context: dg.AssetExecutionContext, extras: dict) -> dg.PipesClientCompletedInvocation:
         from dagster_docker import PipesDockerClient
@@ -122,6 +125,9 @@ class ContainerTrainingLauncher(TrainingLauncher):
                                          accelerate_config=self.accelerate_config).pod_body()
         (container,) = pod.spec.containers
         env = {var.name: var.value for var in container.env or []}
+        assert env["DOCKER_HOST"] == "tcp://127.0.0.1:2375"  # the sidecar, on the pod's loopback
+        if self.docker_host:
+            env["DOCKER_HOST"] = self.docker_host
         return PipesDockerClient().run(
             context=context, extras=extras, image=container.image, command=container.command,
             env={**env, "OMP_NUM_THREADS": "1"},  # two ranks on this machine's two cores
@@ -160,3 +166,90 @@ def test_a_checkpoint_trains_in_the_image_through_pipes(project_image, label, tm
     assert meta["weights_hash"].value != "" and meta["curves"].value.startswith("![")
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any(m.startswith("sft step 1/1: ") and "loss" in m for m in messages), messages[-20:]
+
+
+class DaemonOverTcp:
+    """The pod's Docker sidecar, stood in for by this machine's daemon: a TCP listener on the Docker
+    bridge's gateway that relays each connection to the daemon's unix socket, recording the first
+    line of each request (so the test can see the sandbox's containers being made through it)."""
+
+    def __init__(self, socket_path: str = "/var/run/docker.sock"):
+        import docker
+
+        gateway = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        self.socket_path, self.requests = socket_path, []
+        self.server = socket.create_server((gateway, 0))
+        self.address = f"tcp://{gateway}:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            daemon = socket.socket(socket.AF_UNIX)
+            daemon.connect(self.socket_path)
+            threading.Thread(target=self._pipe, args=(client, daemon, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(daemon, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, record: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if record and data[:4] in (b"GET ", b"POST", b"DELE"):
+                    self.requests.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_grpo_step_in_the_image_verifies_its_rewards_in_the_docker_sandbox(project_image, label, tmp_path,
+                                                                             tiny_trace_dataset, tiny_checkpoint):
+    """grpo_checkpoint in the image as the pod runs it: the rewards' sandbox is Docker (production's
+    only backend), reached over TCP as the pod reaches its sidecar daemon, with no privilege in the
+    trainer's container."""
+    import docker
+
+    from sandbox.docker_backend import ensure_image
+
+    sandbox_image = ensure_image(docker.from_env())
+    tiny_checkpoint(tmp_path / "sft" / "model", seed=0)
+
+    @dg.asset(name="sft_checkpoint", group_name="training")
+    def sft_checkpoint() -> dg.Output:  # grpo_checkpoint reads <path>/model
+        return dg.Output(ArtifactRef("sft_checkpoint", "tiny", str(tmp_path / "sft"), "tiny"),
+                         data_version=dg.DataVersion("tiny"))
+
+    daemon = DaemonOverTcp()
+    try:
+        instance = dg.DagsterInstance.ephemeral()
+        result = dg.materialize(
+            [sft_checkpoint, tiny_trace_dataset, training.grpo_checkpoint], instance=instance,
+            resources={"store": ArtifactStore(root=str(tmp_path / "store")),
+                       "sandbox": SandboxResource(backend="docker", docker_image=sandbox_image),
+                       "training_launcher": ContainerTrainingLauncher(image=project_image, shared=str(tmp_path),
+                                                                      label=label, num_processes=1,
+                                                                      docker_host=daemon.address),
+                       "mlflow_tracking": MlflowTracking()},
+            run_config={"ops": {"grpo_checkpoint": {"config": {
+                "preset": "cpu-smoke", "steps": 1, "eval_tasks": 0, "max_response_tokens": 24}}}},
+        )
+    finally:
+        daemon.close()
+    assert result.success
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "grpo_checkpoint"]
+    meta = event.step_materialization_data.materialization.metadata
+    assert (Path(meta["model_dir"].value) / "model.safetensors").is_file()
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("grpo step 1/1: ") and "reward" in m for m in messages), messages[-20:]
+    created = [line for line in daemon.requests if "/containers/create" in line]
+    assert created, daemon.requests[:20]  # the sandbox's workers were made through the pod's daemon address
