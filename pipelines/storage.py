@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -84,8 +85,9 @@ class ArtifactStore(dg.ConfigurableResource):
     """Where artifacts live. ``root`` defaults to $STEPCODE_HOME/artifacts; ``models`` (where the
     embedded base model is converted once) to $STEPCODE_HOME/models."""
 
-    root: str = ""
-    models: str = ""
+    root: str = Field(default="", description="the artifacts' folder; empty: $STEPCODE_HOME/artifacts")
+    models: str = Field(default="", description="where the embedded base model is converted once; empty: "
+                        "$STEPCODE_HOME/models")
 
     def root_path(self) -> Path:
         return Path(self.root) if self.root else stepcode_home() / "artifacts"

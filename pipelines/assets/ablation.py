@@ -49,7 +49,7 @@ ABLATION_PARTITIONS = dg.MultiPartitionsDefinition({
 class AblationTasksConfig(dg.Config):
     train_tasks: int = Field(default=512, description="training tasks of the tiny trace task")
     held_out_tasks: int = Field(default=64, description="held-out tasks every run is scored on")
-    seed: int = 1
+    seed: int = Field(default=1, description="seed of the tasks' programs")
 
 
 class AblationBaseConfig(dg.Config):

@@ -59,9 +59,9 @@ class TraceConfig(dg.Config):
                             "cached and stored on its own, and is the unit a Ray worker traces")
     timeout_s: float = Field(default=3.0, description="wall-time limit of one program's run in the sandbox")
     memory_mb: int = Field(default=512, description="memory limit of one program's run")
-    # A second run under another hash seed (catches set/dict-order dependence); off: the second run
-    # happens in the same interpreter, which is faster but blind to hash order.
-    cross_check: bool = True
+    cross_check: bool = Field(default=True, description="the second run in another interpreter under another hash "
+                              "seed (catches set and dict order); off: twice in one interpreter, faster but blind "
+                              "to hash order")
     check_original: bool = Field(default=True, description="run P beside P' in each program's process and drop "
                                  "programs whose result, error or printed output the anchors changed")
 

