@@ -273,10 +273,13 @@ def schema_page() -> str:
              "every Parquet artifact is written with, so pandas, DuckDB and `datasets.load_dataset(\"parquet\", ...)` "
              "read them without this package. Where each lands: "
              "`$STEPCODE_HOME/artifacts/<asset>/<cache key>/`.", ""]
+    known: dict[str, str] = {}  # a column's first comment, for schemas that reuse it (`*RAW_PROGRAMS`)
     for name, value in vars(schemas).items():
         if not name.isupper() or not isinstance(value, (pa.Schema, pa.StructType)):
             continue
-        comments = _field_comments(source, name)
+        own = _field_comments(source, name)
+        comments = {**known, **own}
+        known = {**own, **known}
         kind = "schema" if isinstance(value, pa.Schema) else "struct"
         lines += [f"## `{name}` ({kind})", "", "| column | type | nullable | meaning |", "|---|---|---|---|"]
         fields = list(value) if isinstance(value, pa.Schema) else [value.field(i) for i in range(value.num_fields)]
