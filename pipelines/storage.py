@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from stepcode_core.paths import stepcode_home
+from stepcode_core.training.tracking import TENSORBOARD_DIR
 
 # Output(data_version=...) is marked beta; it is the documented way to record content versions.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -65,8 +66,8 @@ def cache_key(asset: str, code_version: str, config: dict, inputs: list[Artifact
 
 
 # Top-level folders that log how an artifact was made rather than hold its content: TensorBoard's
-# event files (stepcode_core.training.tracking.TENSORBOARD_DIR), nondeterministic by nature.
-UNHASHED_DIRS = ("tensorboard",)
+# event files, nondeterministic by nature.
+UNHASHED_DIRS = (TENSORBOARD_DIR,)
 
 
 def hash_files(folder: Path) -> str:

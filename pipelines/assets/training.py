@@ -120,7 +120,8 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
     version by the weights. A dataset that failed a blocking data check is refused."""
     require_checked_dataset(context, trace_dataset)
     asset = context.asset_key.to_user_string()
-    key = cache_key(asset, code_version, settings.to_dict(), [start, trace_dataset])  # the key cached_output uses
+    config, inputs = settings.to_dict(), [start, trace_dataset]
+    key = cache_key(asset, code_version, config, inputs)  # the key cached_output computes from the same arguments
     tags = {"stepcode.asset": asset, "stepcode.artifact_key": key, "stepcode.phase": phase,
             "stepcode.preset": settings.name, "stepcode.code_version": code_version}
     tracked = mlflow_tracking.child_options(tags, run_name=f"{asset}-{key[:8]}") if mlflow_tracking else None
@@ -170,7 +171,7 @@ def _train(context: dg.AssetExecutionContext, store: ArtifactStore, sandbox: San
                 shown["mlflow_run_url"] = dg.MetadataValue.url(run["url"])
         return shown
 
-    output = cached_output(context, store, code_version, settings.to_dict(), [start, trace_dataset], write, to_metadata)
+    output = cached_output(context, store, code_version, config, inputs, write, to_metadata)
     # The checkpoint's version is its weights, as for base_model: evaluation keys partitions by it.
     digest = output.metadata["weights_hash"]
     digest = getattr(digest, "value", digest)  # a TextMetadataValue once cached_output has wrapped it
