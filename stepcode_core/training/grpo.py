@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sandbox import open_sandbox
 from stepcode_core.training.curves import CurvesCallback
+from stepcode_core.training.fast_path import compact_lm_head_on_cpu
 from stepcode_core.training.modeling import (
     device_dtype,
     load_model,
@@ -81,7 +82,8 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
         use_cpu=not cuda,
     )
     curves = CurvesCallback("grpo", {"reward": "reward", "step_accuracy": "step_accuracy", "final_accuracy": "final_accuracy",
-                              "kl": "kl", "completions/mean_length": "response_length", "loss": "loss",
+                              "kl": "kl", "completions/mean_length": "response_length",
+                              "completions/max_length": "response_max_length", "prompt_length": "prompt_length", "loss": "loss",
                               "step_time": "step_time_s", "time/rollout_s": "rollout_s", "time/reward_s": "reward_s",
                               "time/advantages_s": "advantages_s", "learning_rate": "learning_rate"}, progress)
     with contextlib.ExitStack() as stack:
@@ -93,7 +95,9 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
             peft_config=lora_config(settings), callbacks=[curves], reward=reward, mode=settings.grpo_mode,
             lam=settings.grpo_lambda, reproducible_rollouts=settings.grpo_reproducible_rollouts and not vllm,
             record_to=output_dir / "rollouts" if settings.grpo_record_rollouts else None,
+            shared_prefill=settings.shared_prefill,
         )
+        stack.enter_context(compact_lm_head_on_cpu(settings.compact_lm_head))
         folder, metrics = train_and_save(trainer, tokenizer, scratch, output_dir, settings.lora, len(chosen))
     metrics.update(rollout="vllm" if vllm else "transformers", mode=settings.grpo_mode)
     if curves.rows:

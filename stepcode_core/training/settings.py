@@ -71,6 +71,9 @@ class TrainSettings:
     eval_num_samples: int = 1  # responses per held-out prompt
     eval_temperature: float = 0.0  # 0: greedy; the ablation samples at the training temperature
     torch_threads: int = 0  # > 0: torch threads of each training process (a tiny model runs fastest on one)
+    # The fast path (stepcode_core.training.fast_path); off only to measure what each change wins
+    compact_lm_head: bool = True  # the LM head projects only the scored positions on a CPU too
+    shared_prefill: bool = True  # GRPO rollouts prefill each prompt once for its G samples (transformers)
 
     def replace(self, **overrides) -> TrainSettings:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from stepcode_core.training.curves import CurvesCallback
+from stepcode_core.training.fast_path import compact_lm_head_on_cpu
 from stepcode_core.training.modeling import (
     device_dtype,
     load_model,
@@ -58,7 +59,8 @@ def run_sft(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, se
                      progress)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config(settings), callbacks=[curves])
-    folder, metrics = train_and_save(trainer, tokenizer, scratch, output_dir, settings.lora, len(chosen))
+    with compact_lm_head_on_cpu(settings.compact_lm_head):
+        folder, metrics = train_and_save(trainer, tokenizer, scratch, output_dir, settings.lora, len(chosen))
     if curves.rows:
         metrics["final_loss"] = curves.rows[-1].get("loss")
     return TrainingResult(folder, curves.rows, metrics)

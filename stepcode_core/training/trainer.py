@@ -35,6 +35,7 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from stepcode_core.rewards.responses import parse_response
+from stepcode_core.training.fast_path import sharing_prefill
 from stepcode_core.rewards.verify import TaskSpec, Verdict, step_accuracy, verify
 from stepcode_core.training.advantages import (
     group_matrix,
@@ -99,17 +100,24 @@ class BiLevelGRPOTrainer(GRPOTrainer):
     ``mode``: ``terminal`` | ``step`` | ``bilevel``; ``lam``: weight of the intra-trajectory term."""
 
     def __init__(self, *args, reward: SandboxReward, mode: str = "bilevel", lam: float = 0.3,
-                 reproducible_rollouts: bool = False, record_to: Path | None = None, **kwargs):
+                 reproducible_rollouts: bool = False, record_to: Path | None = None, shared_prefill: bool = True,
+                 **kwargs):
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.step_reward = reward
         self.advantage_mode = mode
         self.lam = lam
         self.reproducible_rollouts = reproducible_rollouts
         self.record_to = Path(record_to) if record_to else None
+        self.shared_prefill = shared_prefill
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        if not self.reproducible_rollouts or self.use_vllm or images is not None:
+        if self.use_vllm or images is not None:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if not self.reproducible_rollouts:
+            if not self.shared_prefill:
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+            with sharing_prefill(self.accelerator.unwrap_model(self.model_wrapped), num_generations):
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         first = self.accelerator.process_index * len(prompt_ids)  # this rank's rows in the global batch
         completions, logprobs = [], []
         for index, ids in enumerate(prompt_ids):
@@ -153,6 +161,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         if pooled is not None:
             metrics["step_accuracy"].append(pooled)
         metrics["final_accuracy"].append(float(np.mean([v.final_reward for v in everyone])))
+        metrics["prompt_length"].append(float(output["prompt_mask"].sum(dim=1).float().mean().item()))
         metrics["time/reward_s"].append(self.step_reward.seconds)
         metrics["time/advantages_s"].append(time.perf_counter() - started)
         return output

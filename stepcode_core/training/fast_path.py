@@ -1,0 +1,86 @@
+"""Two changes that make a CPU training step cost what its arithmetic costs, each a switch of
+:class:`~stepcode_core.training.settings.TrainSettings` so that ``benchmarks/`` can time them one at a
+time against the plain path.
+
+``compact_lm_head`` — TRL's fused LM head (``trl.trainer.utils.add_fused_lm_head``, used by both
+``SFTTrainer`` and ``GRPOTrainer``) projects only the positions that carry a label when the device
+runs Triton, and *every* position elsewhere, so that a compiling backend (Neuron) sees one tile shape.
+A CPU compiles nothing, and there the rule costs the most: the prompt and the padding go through the
+49,152-wide projection, forward and backward, although only the response is scored (more than half
+of an SFT step on SmolLM2-135M). :func:`compact_lm_head_on_cpu` makes TRL take its own compact branch
+on the CPU too, for the block it wraps. Same kernel, same numbers at the scored positions (``tests/core/test_fast_path.py``).
+It rebinds one module-level name of TRL, which TRL reads only for that choice; the test fails first
+if a TRL upgrade moves it.
+
+``shared_prefill`` — GRPO samples G completions of each prompt, and transformers' ``generate``
+prefills the prompt G times. :func:`sharing_prefill` runs the prompt once, repeats its KV cache G
+times and lets ``generate`` continue from it (the cache reuse transformers documents), so prefill
+costs 1/G. No library does this for ``generate``: vLLM shares prefixes by itself, and TRL's
+transformers path has no such option.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+
+
+@contextlib.contextmanager
+def compact_lm_head_on_cpu(enabled: bool = True):
+    """Within the block, TRL's fused LM head projects only the labelled positions on every device."""
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    if enabled:
+        trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
+def _grouped(input_ids: torch.Tensor, attention_mask: torch.Tensor, group: int) -> bool:
+    """Whether the rows come in runs of ``group`` identical prompts (TRL's sampler repeats each
+    prompt G times in a row)."""
+    rows = input_ids.size(0)
+    if group < 2 or rows % group:
+        return False
+    ids = input_ids.view(rows // group, group, -1)
+    mask = attention_mask.view(rows // group, group, -1)
+    return bool((ids == ids[:, :1]).all() and (mask == mask[:, :1]).all())
+
+
+def generate_sharing_prefill(model, generate, group: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                             **kwargs):
+    """``generate(input_ids, attention_mask, **kwargs)`` where each run of ``group`` identical rows is
+    prefilled once: the prompts but their last token go through the model once, the cache is
+    repeated ``group`` times, and ``generate`` carries on from it. Rows that are not grouped that way
+    go through ``generate`` unchanged."""
+    if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None or input_ids.size(1) < 2 or not _grouped(input_ids, attention_mask, group):
+        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    from transformers import DynamicCache
+
+    ids, mask = input_ids[::group, :-1], attention_mask[::group, :-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # generate's, for left padding
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+              logits_to_keep=1)
+    cache.batch_repeat_interleave(group)
+    return generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
+
+
+@contextlib.contextmanager
+def sharing_prefill(model, group: int):
+    """Within the block, ``model.generate`` prefills each run of ``group`` identical prompts once."""
+    own = model.__dict__.get("generate")  # an instance attribute set by someone else, kept
+    model.generate = functools.partial(generate_sharing_prefill, model, model.generate, group)
+    try:
+        yield model
+    finally:
+        if own is None:
+            del model.generate  # the class's method shows through again
+        else:
+            model.generate = own
