@@ -1,0 +1,118 @@
+"""The fast path changes the cost of a training step, not its numbers: the compact LM head gives the
+same log-probabilities and gradients as TRL's all-positions path, and a rollout that prefills each
+prompt once gives the same tokens as plain ``generate``, greedy and sampled (the real SmolLM2-135M)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from stepcode_core.models import materialize_embedded_model
+from stepcode_core.paths import stepcode_home
+from stepcode_core.training.fast_path import compact_lm_head_on_cpu, sharing_prefill
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = materialize_embedded_model(stepcode_home() / "models")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = "left"
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), tokenizer
+
+
+def test_trl_still_chooses_the_compact_branch_through_the_name_we_rebind():
+    import trl.trainer.utils as trl_utils
+
+    assert "compact = _use_triton(hidden_states.device)" in inspect.getsource(trl_utils.add_fused_lm_head)
+    original = trl_utils._use_triton
+    with compact_lm_head_on_cpu():
+        assert trl_utils._use_triton(torch.device("cpu")) is True
+    assert trl_utils._use_triton is original and original(torch.device("cpu")) is False
+    with compact_lm_head_on_cpu(enabled=False):
+        assert trl_utils._use_triton is original
+
+
+def test_compact_lm_head_gives_the_same_log_probs_and_gradients():
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=3000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    input_ids = torch.randint(0, 3000, (3, 40))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :7] = 0  # left padding
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels[:, :25] = -100  # only the "response" is scored, as SFT's completion-only loss and GRPO do
+
+    def run(compact: bool):
+        model.zero_grad(set_to_none=True)
+        with compact_lm_head_on_cpu(compact):
+            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return out, grads
+
+    slow, slow_grads = run(False)
+    fast, fast_grads = run(True)
+    scored = labels[:, 1:] != -100
+    assert scored.sum() == 3 * 15
+    for field in ("log_probs", "entropy"):
+        a, b = getattr(slow, field), getattr(fast, field)
+        assert torch.allclose(a[scored], b[scored], atol=1e-5), field
+        assert (b[~scored] == 0).all()  # unscored positions stay zero, as in TRL's branch
+    assert torch.equal(slow.is_top1[scored], fast.is_top1[scored])
+    assert torch.allclose(slow.loss, fast.loss, atol=1e-6)
+    assert len(slow_grads) == len(fast_grads) > 0
+    for a, b in zip(slow_grads, fast_grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
+def test_a_shared_prefill_rollout_gives_the_same_tokens(smollm, sampled):
+    from transformers import GenerationConfig
+
+    model, tokenizer = smollm
+    prompts = ["def f(x):\n    return x * 2\nWhat does f(3) return?",
+               "x = [1, 2, 3]\nfor i in x:\n    print(i * i)\nWhat does this print, line by line?"]
+    group = 3
+    inputs = tokenizer([p for p in prompts for _ in range(group)], return_tensors="pt", padding=True)
+    assert (inputs["attention_mask"] == 0).any()  # left padding is part of the case
+    config = GenerationConfig(max_new_tokens=24, do_sample=sampled, temperature=1.0 if sampled else None,
+                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(7)
+    plain = model.generate(**inputs, generation_config=config)
+    calls = []
+    forward = model.forward
+    model.forward = lambda *a, **k: calls.append(k["input_ids"].shape) or forward(*a, **k)
+    try:
+        torch.manual_seed(7)
+        with sharing_prefill(model, group):
+            shared = model.generate(**inputs, generation_config=config)
+    finally:
+        del model.forward
+    assert torch.equal(plain, shared)
+    assert calls[0] == (len(prompts), inputs["input_ids"].shape[1] - 1)  # each prompt prefilled once
+    assert "generate" not in model.__dict__  # the class's method is back
+
+
+def test_rows_that_are_not_grouped_go_through_plain_generate(smollm):
+    from transformers import GenerationConfig
+
+    model, tokenizer = smollm
+    inputs = tokenizer(["a = 1", "b = 2", "a = 1", "b = 2"], return_tensors="pt", padding=True)
+    config = GenerationConfig(max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    calls = []
+    forward = model.forward
+    model.forward = lambda *a, **k: calls.append(k["input_ids"].shape) or forward(*a, **k)
+    try:
+        with sharing_prefill(model, 2):
+            model.generate(**inputs, generation_config=config)
+    finally:
+        del model.forward
+    assert calls[0][0] == 4  # no shared prefill: the runs of 2 are not identical prompts
