@@ -39,6 +39,8 @@ bench: venv reference-data
 	.venv/bin/python benchmarks/bench_score.py --mode output --baseline-problems 100 $(BENCH_FLAGS)
 	.venv/bin/python benchmarks/bench_score.py --mode input --baseline-problems 100 $(BENCH_FLAGS)
 	.venv/bin/python benchmarks/bench_cpu_bf16.py $(BENCH_FLAGS)
+	.venv/bin/python benchmarks/bench_sft.py --fast-path $(BENCH_FLAGS)
+	.venv/bin/python benchmarks/bench_grpo.py --fast-path $(BENCH_FLAGS)
 	.venv/bin/python benchmarks/bench_ray.py $(BENCH_FLAGS)
 
 bench-sandbox: venv reference-data
