@@ -58,7 +58,8 @@ def generate_sharing_prefill(model, generate, group: int, input_ids: torch.Tenso
     prefilled once: the prompts but their last token go through the model once, the cache is
     repeated ``group`` times, and ``generate`` carries on from it. Rows that are not grouped that way
     go through ``generate`` unchanged."""
-    if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None or input_ids.size(1) < 2 or not _grouped(input_ids, attention_mask, group):
+    cached = kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
+    if cached or input_ids.size(1) < 2 or not _grouped(input_ids, attention_mask, group):
         return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     from transformers import DynamicCache
 
