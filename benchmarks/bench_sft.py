@@ -28,7 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox import open_sandbox  # noqa: E402
 from stepcode_core.training.modeling import mixed_precision_bf16, resolve_model  # noqa: E402
-from stepcode_core.training.roofline import ModelShape, measure_machine, ratio_table, update_bound  # noqa: E402
+from stepcode_core.training.roofline import (  # noqa: E402
+    ModelShape,
+    measure_machine,
+    ratio_table,
+    update_bound,
+)
 from stepcode_core.training.settings import preset  # noqa: E402
 from stepcode_core.training.sft import run_sft  # noqa: E402
 from stepcode_core.training.tasks import load_tasks, messages, select_tasks  # noqa: E402
@@ -85,11 +90,13 @@ def main() -> int:
     chosen = select_tasks(tasks, base.tasks, base.sft_max_tasks, base.seed)
     counts = token_counts(AutoTokenizer.from_pretrained(model_dir), chosen, base.sft_max_length)
     steps = len(chosen) // args.batch
+    if steps < 1:
+        parser.error(f"{len(chosen)} tasks make no step of {args.batch} sequences: lower --batch or give more tasks")
     real, scored = sum(c[0] for c in counts) / steps, sum(c[1] for c in counts) / steps
     trained_layers = base.train_top_layers or shape.layers
     trained_parameters = trained_layers * shape.layer_parameters if base.train_top_layers else shape.parameters
     dtype = "bfloat16" if mixed_precision_bf16(base) else "float32"
-    per_step = [c[0] for c in counts[: args.batch]]
+    example_lengths = [c[0] for c in counts[: args.batch]]
     bound = update_bound(shape, [round(real / args.batch)] * args.batch, round(scored), trained_layers, trained_parameters,
                          machine.gemm_gflops[dtype], machine.bandwidth_gbs, lm_head_trained=not base.train_top_layers)
 
@@ -115,7 +122,7 @@ def main() -> int:
         "quick": args.quick, "model": str(model_dir), "machine": machine.name, "device": device,
         "torch_threads": machine.threads, "gemm_gflops": {k: round(v, 1) for k, v in machine.gemm_gflops.items()},
         "bandwidth_gbs": round(machine.bandwidth_gbs, 1), "dtype": dtype, "batch": args.batch, "steps": steps,
-        "tokens_per_step": round(real), "scored_tokens_per_step": round(scored), "first_batch_lengths": per_step,
+        "tokens_per_step": round(real), "scored_tokens_per_step": round(scored), "example_lengths": example_lengths,
         "bound_s": round(bound.seconds, 3), "stages": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                                                         for r in results],
         "step_over_bound": round(results[-1]["step_s"] / bound.seconds, 2),

@@ -52,23 +52,43 @@ def _grouped(input_ids: torch.Tensor, attention_mask: torch.Tensor, group: int) 
     return bool((ids == ids[:, :1]).all() and (mask == mask[:, :1]).all())
 
 
+def _needs_plain_generate(model, kwargs: dict) -> bool:
+    """Whether ``generate`` must run as asked: a cache given or a cache implementation chosen (generate
+    refuses a cache beside it), beams or several sequences per row (the cache's batch would not
+    match), assisted decoding."""
+    if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+        return True
+    if kwargs.get("assistant_model") is not None or kwargs.get("prompt_lookup_num_tokens"):
+        return True
+    for config in (kwargs.get("generation_config"), getattr(model, "generation_config", None)):
+        if config is None:
+            continue
+        if getattr(config, "cache_implementation", None) or (getattr(config, "num_beams", 1) or 1) > 1 \
+                or (getattr(config, "num_return_sequences", 1) or 1) > 1:
+            return True
+    return bool(kwargs.get("cache_implementation")) or (kwargs.get("num_beams") or 1) > 1 \
+        or (kwargs.get("num_return_sequences") or 1) > 1
+
+
 def generate_sharing_prefill(model, generate, group: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                              **kwargs):
     """``generate(input_ids, attention_mask, **kwargs)`` where each run of ``group`` identical rows is
     prefilled once: the prompts but their last token go through the model once, the cache is
-    repeated ``group`` times, and ``generate`` carries on from it. Rows that are not grouped that way
-    go through ``generate`` unchanged."""
-    cached = kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
-    if cached or input_ids.size(1) < 2 or not _grouped(input_ids, attention_mask, group):
+    repeated ``group`` times, and ``generate`` carries on from it. Rows that are not grouped that way,
+    and generation that cannot start from a cache (:func:`_needs_plain_generate`), go through
+    ``generate`` unchanged."""
+    if _needs_plain_generate(model, kwargs) or input_ids.size(1) < 2 or not _grouped(input_ids, attention_mask, group):
         return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     from transformers import DynamicCache
 
+    # A PEFT model's generate runs its base model's forward: prefill with that same forward.
+    decoder = model.get_base_model() if hasattr(model, "get_base_model") else model
     ids, mask = input_ids[::group, :-1], attention_mask[::group, :-1]
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # generate's, for left padding
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache(config=decoder.config.get_text_config(decoder=True))
     with torch.no_grad():
-        model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-              logits_to_keep=1)
+        decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=1)
     cache.batch_repeat_interleave(group)
     return generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
 

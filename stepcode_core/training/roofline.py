@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stepcode_core.models import cpu_supports_bf16
+
 ADAMW_BYTES_PER_PARAMETER = 28  # fp32: parameter, gradient, two moments read; parameter, two moments written
 
 
@@ -67,8 +69,6 @@ def _best_seconds(run, repeats: int) -> float:
 def measure_machine(device: str = "cpu", gemm_size: int = 2048, copy_mb: int = 256, repeats: int = 3) -> Machine:
     """GEMM rates (float32, bfloat16) and memory bandwidth of ``device``, with the threads torch uses."""
     import torch
-
-    from stepcode_core.models import cpu_supports_bf16
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rates = {}
@@ -171,7 +171,9 @@ def rollout_bound(shape: ModelShape, prompt_lengths: list[int], response_lengths
                     for length in response_lengths)
     kv_reads = sum(shape.kv_bytes_per_token(bytes_per_value) * (mean_prompt + length / 2) * length
                    for length in response_lengths)
-    weight_reads = max(response_lengths, default=0) * shape.parameters * bytes_per_value
+    # Per decode step: every layer and the LM head (an untied input embedding is only gathered from)
+    weight_reads = max(response_lengths, default=0) * (shape.layers * shape.layer_parameters
+                                                       + shape.vocab * shape.hidden) * bytes_per_value
     flops = prefill + generated * per_token + attention
     bytes_ = weight_reads + kv_reads
     return Bound(flops, bytes_, _seconds(flops, bytes_, gflops, bandwidth_gbs))

@@ -35,7 +35,6 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from stepcode_core.rewards.responses import parse_response
-from stepcode_core.training.fast_path import sharing_prefill
 from stepcode_core.rewards.verify import TaskSpec, Verdict, step_accuracy, verify
 from stepcode_core.training.advantages import (
     group_matrix,
@@ -44,6 +43,7 @@ from stepcode_core.training.advantages import (
     token_advantages,
     token_segments,
 )
+from stepcode_core.training.fast_path import sharing_prefill
 
 
 def completion_text(completion) -> str:
@@ -161,7 +161,8 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         if pooled is not None:
             metrics["step_accuracy"].append(pooled)
         metrics["final_accuracy"].append(float(np.mean([v.final_reward for v in everyone])))
-        metrics["prompt_length"].append(float(output["prompt_mask"].sum(dim=1).float().mean().item()))
+        prompt_lengths = self.accelerator.gather(output["prompt_mask"].sum(dim=1))  # every rank's, as TRL's lengths
+        metrics["prompt_length"].append(float(prompt_lengths.float().mean().item()))
         metrics["time/reward_s"].append(self.step_reward.seconds)
         metrics["time/advantages_s"].append(time.perf_counter() - started)
         return output

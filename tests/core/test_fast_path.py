@@ -98,6 +98,7 @@ def test_a_shared_prefill_rollout_gives_the_same_tokens(smollm, sampled):
         del model.forward
     assert torch.equal(plain, shared)
     assert calls[0] == (len(prompts), inputs["input_ids"].shape[1] - 1)  # each prompt prefilled once
+    assert calls[1] == (len(prompts) * group, 1)  # then every row goes on from the cache, one token at a time
     assert "generate" not in model.__dict__  # the class's method is back
 
 
@@ -116,3 +117,48 @@ def test_rows_that_are_not_grouped_go_through_plain_generate(smollm):
     finally:
         del model.forward
     assert calls[0][0] == 4  # no shared prefill: the runs of 2 are not identical prompts
+
+
+def test_generation_that_cannot_start_from_a_cache_goes_through_plain_generate(smollm):
+    from transformers import GenerationConfig
+
+    model, tokenizer = smollm
+    inputs = tokenizer(["a = 1"] * 2, return_tensors="pt", padding=True)
+    for options in ({"cache_implementation": "static"}, {"num_return_sequences": 2, "do_sample": True}):
+        config = GenerationConfig(max_new_tokens=3, pad_token_id=tokenizer.pad_token_id, **options)
+        torch.manual_seed(1)
+        plain = model.generate(**inputs, generation_config=config)
+        torch.manual_seed(1)
+        with sharing_prefill(model, 2):
+            shared = model.generate(**inputs, generation_config=config)
+        assert torch.equal(plain, shared), options
+
+
+def test_the_trainer_rollout_prefills_each_prompt_once(smollm, tmp_path):
+    """Through BiLevelGRPOTrainer's own rollout (TRL's generate path), not the helper alone."""
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from stepcode_core.training.trainer import BiLevelGRPOTrainer, SandboxReward
+
+    from transformers import AutoModelForCausalLM
+
+    _, tokenizer = smollm
+    model = AutoModelForCausalLM.from_pretrained(tokenizer.name_or_path)  # the trainer patches its model: a copy of its own
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+                      max_completion_length=4, report_to="none", use_cpu=True, disable_tqdm=True)
+    prompts = [tokenizer("def f(x):\n    return x")["input_ids"], tokenizer("y = 2")["input_ids"]]
+    rows = [ids for ids in prompts for _ in range(2)]
+    for shared, first_call in ((True, (2, len(prompts[0]) - 1)), (False, (4, len(prompts[0])))):
+        trainer = BiLevelGRPOTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"prompt": "x"}] * 4),
+                                     processing_class=tokenizer, reward=SandboxReward(sandbox=None),
+                                     shared_prefill=shared)
+        calls = []
+        forward = model.forward  # TRL's fused-head forward, an instance attribute
+        model.forward = lambda *a, **k: calls.append(tuple(k["input_ids"].shape)) or forward(*a, **k)
+        try:
+            completions, _ = trainer._generate_single_turn(rows, None, {}, 2)
+        finally:
+            model.forward = forward
+        assert calls[0] == first_call, shared
+        assert len(completions) == 4 and all(len(c) >= 1 for c in completions)
