@@ -29,6 +29,10 @@ SETTINGS = preset(
     "cpu-smoke", seed=0, train_top_layers=0, sft_max_tasks=0, sft_epochs=17.0, sft_learning_rate=3e-3,
     sft_batch_size=32, grpo_max_tasks=0, grpo_prompts_per_step=4, grpo_num_generations=8, grpo_learning_rate=3e-4,
     grpo_max_response_tokens=64, grpo_temperature=1.0,
+    # The plain path, where the margin was calibrated: this 2-layer model's SFT is sensitive to the order
+    # of float sums, and the compact LM head (equal to 1e-5) moves seed 0's warm start from 0.443 to
+    # 0.598 and GRPO's gain from +0.235 to +0.002 (measured on a 2-core AMD EPYC, AVX2).
+    compact_lm_head=False, shared_prefill=False,
 )
 TRAIN, HELD_OUT = 512, 32
 BILEVEL_STEPS = 100
