@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,26 +28,17 @@ from stepcode_core.data.tasks import output_prompt  # noqa: E402
 from stepcode_core.models import SamplingConfig, TransformersEngine, cpu_supports_bf16  # noqa: E402
 from stepcode_core.tracing.anchors import instrument  # noqa: E402
 from stepcode_core.training.modeling import resolve_model  # noqa: E402
+from stepcode_core.training.roofline import best_seconds  # noqa: E402
 
 
 def prompts_for(count: int) -> list[str]:
     return [output_prompt(instrument(p.code).code, "f", p.input) for p in generate_programs(count, seed=11)]
 
 
-def best_of(repeats: int, run) -> float:
-    run()  # warm-up: first-call allocations and kernel selection
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
-
-
 def generation_seconds(engine: TransformersEngine, prompts: list[str], max_tokens: int, bf16: bool, repeats: int) -> float:
     engine.cpu_bf16 = bf16
     sampling = SamplingConfig(max_new_tokens=max_tokens, temperature=0.0, num_samples=1, batch_size=len(prompts))
-    return best_of(repeats, lambda: engine.generate(prompts, sampling))
+    return best_seconds(lambda: engine.generate(prompts, sampling), repeats)
 
 
 def training_step_seconds(engine: TransformersEngine, prompts: list[str], batch: int, bf16: bool, repeats: int) -> float:
@@ -65,7 +55,7 @@ def training_step_seconds(engine: TransformersEngine, prompts: list[str], batch:
         model.zero_grad(set_to_none=True)
 
     try:
-        return best_of(repeats, step)
+        return best_seconds(step, repeats)
     finally:
         model.eval()
 

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox import open_sandbox  # noqa: E402
+from stepcode_core.training.curves import mean_step_seconds  # noqa: E402
 from stepcode_core.training.grpo import run_grpo  # noqa: E402
 from stepcode_core.training.modeling import mixed_precision_bf16, resolve_model  # noqa: E402
 from stepcode_core.training.roofline import (  # noqa: E402
@@ -63,8 +64,7 @@ def step_figures(curves: list[dict]) -> dict:
     """Mean timings and token counts of the steps after the first (all of them when there is one)."""
     rows = curves[1:] or curves
     # The step from one log to the next: TRL's step_time leaves out the optimizer, which the bound counts.
-    gaps = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(curves, curves[1:])]
-    step = sum(gaps) / len(gaps) if gaps else _mean(rows, "step_time_s")
+    step = mean_step_seconds(curves) if len(curves) > 1 else _mean(rows, "step_time_s")
     rollout, reward = _mean(rows, "rollout_s"), _mean(rows, "reward_s")
     advantages = _mean(rows, "advantages_s")
     return {

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sandbox import open_sandbox  # noqa: E402
+from stepcode_core.training.curves import mean_step_seconds  # noqa: E402
 from stepcode_core.training.modeling import mixed_precision_bf16, resolve_model  # noqa: E402
 from stepcode_core.training.roofline import (  # noqa: E402
     ModelShape,
@@ -51,12 +52,6 @@ def token_counts(tokenizer, rows: list[dict], max_length: int) -> list[tuple[int
         total = min(whole, max_length)
         counts.append((total, max(total - prompt, 0)))
     return counts
-
-
-def step_seconds(curves: list[dict]) -> float:
-    ends = [row["elapsed_s"] for row in curves]
-    gaps = [b - a for a, b in zip(ends, ends[1:])] or ends[:1]
-    return sum(gaps) / len(gaps)
 
 
 def main() -> int:
@@ -107,7 +102,7 @@ def main() -> int:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
             result = run_sft(model_dir, chosen, Path(folder) / "model", base.replace(**overrides))
-        seconds = step_seconds(result.curves)
+        seconds = mean_step_seconds(result.curves)
         results.append({"stage": name, "step_s": seconds, "total_s": time.perf_counter() - started,
                         "losses": [row.get("loss") for row in result.curves]})
         print(f"\n{name}: {seconds:.2f} s a step ({args.batch} sequences, ~{real:.0f} real tokens of which "

@@ -38,6 +38,14 @@ class CurvesCallback:
         return Callback()
 
 
+def mean_step_seconds(curves: list[dict]) -> float:
+    """The mean time from one logged step to the next (the first step's one-off costs left out);
+    with a single row, its elapsed time."""
+    ends = [row["elapsed_s"] for row in curves]
+    gaps = [b - a for a, b in zip(ends, ends[1:])]
+    return sum(gaps) / len(gaps) if gaps else (ends[0] if ends else 0.0)
+
+
 def plot_curves(curves: list[dict], png_path: str | Path, title: str = "training") -> Path:
     """One panel per logged quantity against the optimizer step (matplotlib, Agg backend)."""
     import matplotlib

@@ -56,7 +56,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _best_seconds(run, repeats: int) -> float:
+def best_seconds(run, repeats: int) -> float:
+    """The best of ``repeats`` timings of ``run`` after one warm-up call."""
     run()  # warm-up: allocation and kernel selection
     best = float("inf")
     for _ in range(repeats):
@@ -84,7 +85,7 @@ def measure_machine(device: str = "cpu", gemm_size: int = 2048, copy_mb: int = 2
                 torch.mm(a, b)
                 sync()
 
-            seconds = _best_seconds(mm, repeats)
+            seconds = best_seconds(mm, repeats)
             if size >= gemm_size or seconds > 0.1:
                 break
             size *= 2
@@ -96,7 +97,7 @@ def measure_machine(device: str = "cpu", gemm_size: int = 2048, copy_mb: int = 2
         target.copy_(source)
         sync()
 
-    bandwidth = 2 * source.numel() * 4 / _best_seconds(copy, repeats + 2) / 1e9
+    bandwidth = 2 * source.numel() * 4 / best_seconds(copy, repeats + 2) / 1e9
     name = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
     return Machine(name=name, device=device, threads=torch.get_num_threads(), gemm_gflops=rates,
                    bandwidth_gbs=bandwidth, bf16_instructions=device == "cuda" or cpu_supports_bf16())

@@ -111,11 +111,9 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         self.shared_prefill = shared_prefill
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        if self.use_vllm or images is not None:
+        if self.use_vllm or images is not None or not (self.reproducible_rollouts or self.shared_prefill):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         if not self.reproducible_rollouts:
-            if not self.shared_prefill:
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
             with sharing_prefill(self.accelerator.unwrap_model(self.model_wrapped), num_generations):
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         first = self.accelerator.process_index * len(prompt_ids)  # this rank's rows in the global batch
