@@ -49,9 +49,10 @@ from stepcode_core.training.tasks import load_tasks  # noqa: E402
 from stepcode_core.training.tiny_task import tiny_task_rows  # noqa: E402
 
 FAST_PATH_STAGES = (
-    ("plain", {"compact_lm_head": False, "shared_prefill": False}),
-    ("+ compact LM head", {"compact_lm_head": True, "shared_prefill": False}),
-    ("+ shared prefill", {"compact_lm_head": True, "shared_prefill": True}),
+    ("plain", {"compact_lm_head": False, "shared_prefill": False, "bf16_rollout": False}),
+    ("+ compact LM head", {"compact_lm_head": True, "shared_prefill": False, "bf16_rollout": False}),
+    ("+ shared prefill", {"compact_lm_head": True, "shared_prefill": True, "bf16_rollout": False}),
+    ("+ bf16 rollout copy", {"compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True}),
 )
 
 

@@ -20,8 +20,10 @@ def build_full_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     ablation = commands.add_parser("ablation", help="the ablation job: GRPO's reward modes x seeds, then ablation_report")
     ablation.add_argument("--preset", default="", help="training preset of the warm start and the runs "
-                          "(default: the assets' own, tiny-ablation)")
-    ablation.add_argument("--model", default="", help="ablation_base's model: tiny (default), embedded or a folder")
+                          "(default: the assets' own, tiny-ablation; with --model smollm2, cpu-ablation)")
+    ablation.add_argument("--model", default="", help="smollm2: the real_ablation job, from the demo's SFT checkpoint "
+                          "on its held-out trace tasks; else the miniature's ablation_base model: tiny (default), "
+                          "embedded or a folder")
     ablation.set_defaults(func=_ablation)
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     ui.add_argument("--port", type=int, default=3000)

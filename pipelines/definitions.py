@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.assets import ablation, data, evaluation, training
+from pipelines.assets import ablation, data, evaluation, real_ablation, training
 from pipelines.checks import DATA_CHECKS
 from pipelines.console import compact_console
 from pipelines.deployments import resources_for
@@ -12,6 +12,7 @@ from pipelines.jobs import (
     data_refresh_job,
     eval_report_job,
     evaluation_job,
+    real_ablation_job,
     stepcode_all_job,
 )
 from pipelines.sensors import checkpoint_sensor, eval_report_automation
@@ -27,11 +28,12 @@ data_refresh_schedule = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, training, evaluation, ablation]),
+    assets=dg.load_assets_from_modules([data, training, evaluation, ablation, real_ablation]),
     asset_checks=DATA_CHECKS,
     # $STEPCODE_DEPLOYMENT: local (the default) or production (pipelines/deployments.py).
     resources=resources_for(),
-    jobs=[stepcode_all_job, data_refresh_job, evaluation_job, eval_report_job, ablation_job],
+    jobs=[stepcode_all_job, data_refresh_job, evaluation_job, eval_report_job, ablation_job,
+          real_ablation_job],
     schedules=[data_refresh_schedule],
     # Dagster's own console logger stays the default; the terminal commands choose the compact one.
     loggers={**dg.default_loggers(), "compact_console": compact_console},

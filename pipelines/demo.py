@@ -3,7 +3,8 @@
 The demo materializes the data and training assets on the embedded default, evaluates each
 checkpoint that is new to this instance (one partition each, as the checkpoint sensor would), builds
 ``eval_report`` and prints whether training helped, with 95% intervals. The ablation runs every
-partition (mode × seed) of the ``ablation`` job in turn, then prints ``ablation_report``. Both run in
+partition (mode × seed) of the ``ablation`` job (``--model smollm2``: ``real_ablation``) in turn,
+then prints its report. Both run in
 this process against the persistent instance, so the Dagster UI shows the runs afterwards; both
 print one line per step or per tenth of a stage, not the libraries' warnings and bars.
 """
@@ -110,28 +111,38 @@ def run_demo() -> int:
     return 0
 
 
+REAL_MODEL = "smollm2"  # `stepcode ablation --model smollm2`: the real_ablation job
+
+
 def run_ablation(preset: str = "", model: str = "") -> int:
-    """Every partition of the ``ablation`` job in turn (cached ones are reused), then its report."""
+    """Every partition (mode × seed) of the ``ablation`` job in turn (cached ones are reused), then
+    its report; with ``model="smollm2"``, of the ``real_ablation`` job (from the demo's SFT
+    checkpoint, on the held-out trace tasks)."""
     env = configure_environment()
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
+    real = model == REAL_MODEL
+    job, training_assets = (("real_ablation", ("real_ablation_checkpoint",)) if real
+                            else ("ablation", ("ablation_start", "ablation_checkpoint")))
     ops: dict = {}
     if preset:
-        ops.update({name: {"config": {"preset": preset}} for name in ("ablation_start", "ablation_checkpoint")})
-    if model:
+        ops.update({name: {"config": {"preset": preset}} for name in training_assets})
+    if model and not real:
         ops["ablation_base"] = {"config": {"model": model}}
     run_config = {**COMPACT_LOGGING, **({"ops": ops} if ops else {})}
     keys = ABLATION_PARTITIONS.get_partition_keys()
     result = None
     for index, key in enumerate(keys, 1):
-        print(f"\n[{index}/{len(keys)}] ablation run {key} ({_elapsed(started)} so far) ...", flush=True)
-        result = _run("ablation", instance, f"ablation run {key}", partition_key=key, run_config=run_config)
+        print(f"\n[{index}/{len(keys)}] {job} run {key} ({_elapsed(started)} so far) ...", flush=True)
+        result = _run(job, instance, f"{job} run {key}", partition_key=key, run_config=run_config)
         if result is None:
             return 1
-    (event,) = [e for e in result.get_asset_materialization_events()
-                if e.asset_key == dg.AssetKey("ablation_report")]
+    report = f"{job}_report"
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(report)]
     metadata = event.step_materialization_data.materialization.metadata
-    print(f"\nablation ({len(keys)} runs), held-out accuracy (mean ± std over seeds, percent):")
+    what = ("held-out trace tasks, from the demo's SFT checkpoint (mean ± std over seeds; changes in points, "
+            "paired 95% intervals)" if real else "held-out accuracy (mean ± std over seeds, percent)")
+    print(f"\n{job} ({len(keys)} runs), {what}:")
     print(metadata["summary"].value)
     print(f"\nablation.json: {metadata['ablation_json'].value} (ablation.png beside it)")
     print(f"the ablation took {_elapsed(started)}; artifacts under {env['STEPCODE_HOME']}")

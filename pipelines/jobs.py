@@ -1,4 +1,5 @@
-"""Asset jobs: the whole graph, the data refresh, one checkpoint's evaluation, and the report."""
+"""Asset jobs: the whole graph, the data refresh, one checkpoint's evaluation, the report, and the
+ablations (in miniature, and on the real model)."""
 
 import dagster as dg
 
@@ -23,4 +24,12 @@ ablation_job = dg.define_asset_job(
     "ablation", selection=dg.AssetSelection.groups("ablation"),
     description="GRPO's reward modes x seeds from one warm start (a partition: mode|seed; backfill them all), "
                 "then ablation_report. `stepcode ablation` runs every partition in turn.",
+)
+real_ablation_job = dg.define_asset_job(
+    "real_ablation",
+    # The demo's data and SFT checkpoint come along: reused when the demo built them, built when not.
+    selection=dg.AssetSelection.groups("real_ablation") | dg.AssetSelection.assets("sft_checkpoint").upstream(),
+    description="GRPO's reward modes x seeds from the demo's SFT checkpoint (a partition: mode|seed), each scored "
+                "on the held-out trace tasks, then real_ablation_report with paired intervals. "
+                "`stepcode ablation --model smollm2` runs every partition in turn.",
 )

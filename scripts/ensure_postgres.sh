@@ -79,6 +79,8 @@ password="$(tr -dc 'a-z0-9' </dev/urandom | head -c 24 || true)"
 (cd / && runuser -u postgres -- psql -X -q -p "$port" -v ON_ERROR_STOP=1 -v role="$ROLE" -v password="$password") <<'SQL' >/dev/null
 SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'role', :'password') \gexec
+-- DROP DATABASE ... WITH (FORCE) also ends an autovacuum worker on the database, which belongs to no role
+SELECT format('GRANT pg_signal_backend TO %I', :'role') \gexec
 SQL
 
 url="postgresql://$ROLE:$password@127.0.0.1:$port/postgres"

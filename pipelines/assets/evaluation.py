@@ -313,6 +313,36 @@ def eval_reval(context: dg.AssetExecutionContext, config: RevalConfig, store: Ar
                          [checkpoint, *(file_ref(p, f"data:{p.name}") for p in data_files)], write, _summary_metadata)
 
 
+def score_held_out(context: dg.AssetExecutionContext, config: TraceGapConfig, sandbox: SandboxResource,
+                   model_dir: str, trace_dataset: ArtifactRef) -> tuple[list[dict], list[str], list]:
+    """(rows, responses, verdicts) of a model on the held-out trace split: the first ``config.limit``
+    tasks of each kind, generated as ``config.generation`` says, verified in the sandbox. Shared by
+    ``eval_trace_gap`` and the real-model ablation, so both score the same tasks the same way."""
+    held_out = load_tasks(trace_dataset.path, "val")
+    rows = []
+    for kind in config.tasks:
+        of_kind = [row for row in held_out if row["task"] == kind]
+        rows += of_kind[: config.limit] if config.limit else of_kind
+    if not rows:
+        raise dg.Failure(f"the held-out split has no {config.tasks} tasks; raise trace_dataset's val_fraction")
+    engine = _engine(model_dir, config.generation)
+    responses = [texts[0] for texts in engine.generate([row["prompt"] for row in rows], config.generation.sampling(),
+                                                       progress=_progress(context, "trace gap"))]
+    with sandbox.open() as sb:
+        verdicts = verify([TaskSpec.from_row(row) for row in rows], responses, sb)
+    return rows, responses, verdicts
+
+
+def write_samples(folder: Path, rows: list[dict], responses: list[str], verdicts: list) -> list[dict]:
+    """``samples.jsonl``: one record per task (prompt, response, each state's mark), what the pages
+    render and what paired comparisons read."""
+    samples = [sample_record(row, text, verdict) for row, text, verdict in zip(rows, responses, verdicts)]
+    with (folder / "samples.jsonl").open("w") as out:
+        for sample in samples:
+            out.write(json.dumps(sample) + "\n")
+    return samples
+
+
 @dg.asset(group_name="evaluation", code_version=TRACE_GAP_VERSION, partitions_def=CHECKPOINT_PARTITIONS,
           pool="gpu")
 def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, store: ArtifactStore,
@@ -327,18 +357,7 @@ def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, st
     checkpoint, model_dir = _checkpoint_ref(context, checkpoint_registry)
 
     def write(folder: Path) -> dict:
-        held_out = load_tasks(trace_dataset.path, "val")
-        rows = []
-        for kind in config.tasks:
-            of_kind = [row for row in held_out if row["task"] == kind]
-            rows += of_kind[: config.limit] if config.limit else of_kind
-        if not rows:
-            raise dg.Failure(f"the held-out split has no {config.tasks} tasks; raise trace_dataset's val_fraction")
-        engine = _engine(model_dir, config.generation)
-        responses = [texts[0] for texts in engine.generate([row["prompt"] for row in rows], config.generation.sampling(),
-                                                           progress=_progress(context, "trace gap"))]
-        with sandbox.open() as sb:
-            verdicts = verify([TaskSpec.from_row(row) for row in rows], responses, sb)
+        rows, responses, verdicts = score_held_out(context, config, sandbox, model_dir, trace_dataset)
 
         def gap_of(selected) -> dict:
             return trace_gap([v for row, v in zip(rows, verdicts) if selected(row)])
@@ -347,10 +366,7 @@ def eval_trace_gap(context: dg.AssetExecutionContext, config: TraceGapConfig, st
         levels = sorted({row.get("level") for row in rows if row.get("level") is not None})
         by_level = {str(level): gap_of(lambda row, level=level: row.get("level") == level) for level in levels}
         gap = trace_gap(verdicts)
-        samples = [sample_record(row, text, verdict) for row, text, verdict in zip(rows, responses, verdicts)]
-        with (folder / "samples.jsonl").open("w") as out:
-            for sample in samples:
-                out.write(json.dumps(sample) + "\n")
+        samples = write_samples(folder, rows, responses, verdicts)
         label = checkpoint_label(context.partition_key)
         (folder / "samples.html").write_text(render_samples_page(label, _page_summary(gap), samples))
         table = ([{"tasks": kind, **_shown(numbers)} for kind, numbers in by_task.items()]

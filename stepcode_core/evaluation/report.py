@@ -79,7 +79,7 @@ def _reval_entry(summary: dict | None) -> dict | None:
     return entry
 
 
-def _task_marks(samples: list[dict]) -> dict[str, tuple[int, int, int]]:
+def task_marks(samples: list[dict]) -> dict[str, tuple[int, int, int]]:
     """{task_id: (right states, scored states, answer right)} from a trace-gap ``samples.jsonl``."""
     marks = {}
     for sample in samples:
@@ -92,7 +92,7 @@ def _task_marks(samples: list[dict]) -> dict[str, tuple[int, int, int]]:
 def compare(label_a: str, samples_a: list[dict], label_b: str, samples_b: list[dict]) -> dict:
     """The change from checkpoint A to B on the held-out tasks both were scored on: step and final
     accuracy differences (fractions) with paired-bootstrap 95% intervals."""
-    a, b = _task_marks(samples_a), _task_marks(samples_b)
+    a, b = task_marks(samples_a), task_marks(samples_b)
     shared = [task for task in a if task in b]
     columns = [[a[t][0] for t in shared], [a[t][1] for t in shared], [b[t][0] for t in shared], [b[t][1] for t in shared]]
     finals_a, finals_b = [a[t][2] for t in shared], [b[t][2] for t in shared]

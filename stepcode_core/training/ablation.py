@@ -1,7 +1,11 @@
-"""The ablation in miniature: GRPO's three reward modes (``terminal``, ``step``, ``bilevel``), each
-over several seeds, from the same warm start, scored on the same held-out tasks. This module turns
-the runs' held-out numbers into ``ablation.json`` and its plot; the runs themselves are the
-``ablation_checkpoint`` asset's partitions.
+"""The ablation: GRPO's three reward modes (``terminal``, ``step``, ``bilevel``), each over several
+seeds, from the same warm start, scored on the same held-out tasks. This module turns the runs'
+held-out numbers into ``ablation.json`` and its plot; the runs themselves are asset partitions.
+
+:func:`summarize` takes the miniature's aggregate numbers (``ablation_checkpoint``);
+:func:`compare_on_tasks` takes per-task samples (the real model's ``real_ablation_scores``), which
+pair every run with the warm start and every mode with every other on the same tasks, so each
+change comes with a paired-bootstrap 95% interval.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from stepcode_core.evaluation.intervals import paired_difference
+from stepcode_core.evaluation.report import task_marks
 from stepcode_core.training.advantages import MODES
 
 METRICS = ("step_accuracy", "final_accuracy", "gap")
@@ -39,6 +45,83 @@ def summarize(runs: list[dict], start: dict | None = None) -> dict:
         modes[mode] = {"seeds": [run["seed"] for run in chosen], **{k: _spread(v) for k, v in values.items()}}
     best = max(modes, key=lambda mode: modes[mode]["step_accuracy"]["mean"] or 0.0) if modes else None
     return {"modes": modes, "start": start, "best_step_accuracy": best}
+
+
+def _pooled(sample_lists: list[list[dict]], tasks: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Per task, summed over the runs (seeds): right states, scored states, right answers, answers."""
+    marks = [task_marks(samples) for samples in sample_lists]
+    missing = [task for task in tasks if any(task not in run for run in marks)]
+    if missing:
+        raise ValueError(f"every run must be scored on the same tasks; {len(missing)} missing, e.g. {missing[0]}")
+    return ([sum(run[t][0] for run in marks) for t in tasks], [sum(run[t][1] for run in marks) for t in tasks],
+            [sum(run[t][2] for run in marks) for t in tasks], [len(marks)] * len(tasks))
+
+
+def _change(a: tuple, b: tuple) -> dict:
+    """B minus A (fractions) on the same tasks: step and final accuracy with paired 95% intervals."""
+    def ratio(correct, totals):
+        return sum(correct) / sum(totals) if sum(totals) else None
+
+    def rounded(values):
+        return None if values is None else [round(v, 4) for v in values]
+
+    step_a, step_b = ratio(a[0], a[1]), ratio(b[0], b[1])
+    return {"step_accuracy_change": None if step_a is None or step_b is None else round(step_b - step_a, 4),
+            "step_accuracy_change_ci": rounded(paired_difference(a[0], a[1], b[0], b[1])),
+            "final_accuracy_change": round(ratio(b[2], b[3]) - ratio(a[2], a[3]), 4),
+            "final_accuracy_change_ci": rounded(paired_difference(a[2], a[3], b[2], b[3]))}
+
+
+def compare_on_tasks(start_samples: list[dict], runs: list[dict]) -> dict:
+    """``ablation.json`` from per-task samples (trace-gap ``samples.jsonl`` records): the warm
+    start's, and one ``{"mode", "seed", "samples"}`` per GRPO run, all on the same held-out tasks.
+
+    Per mode: step and final accuracy and their gap, mean and std over the seeds (as
+    :func:`summarize`), and ``vs_start``, the change from the warm start. ``pairs``: each mode
+    against each other. A change pools a mode's seeds per task (right states over scored states,
+    summed over the seeds) and resamples the tasks jointly, so its interval is the tasks' noise for
+    that many seeds, not the spread between seeds (shown beside it as the std)."""
+    tasks = [sample["task_id"] for sample in start_samples]
+    start = _pooled([start_samples], tasks)
+    summary = summarize([{"mode": run["mode"], "seed": run["seed"], **_accuracies(run["samples"])} for run in runs],
+                        _accuracies(start_samples))
+    pooled = {}
+    for mode, numbers in summary["modes"].items():
+        chosen = sorted((run for run in runs if run["mode"] == mode), key=lambda run: run["seed"])
+        pooled[mode] = _pooled([run["samples"] for run in chosen], tasks)
+        numbers["vs_start"] = _change(start, pooled[mode])
+    ordered = [mode for mode in MODES if mode in pooled]
+    summary["pairs"] = [{"from": a, "to": b, **_change(pooled[a], pooled[b])}
+                        for i, a in enumerate(ordered) for b in ordered[i + 1:]]
+    summary["tasks"] = len(tasks)
+    return summary
+
+
+def _accuracies(samples: list[dict]) -> dict:
+    """Step accuracy (right over scored states, pooled) and final accuracy of one run's samples."""
+    marks = task_marks(samples).values()
+    scored = sum(m[1] for m in marks)
+    return {"step_accuracy": sum(m[0] for m in marks) / scored if scored else None,
+            "final_accuracy": sum(m[2] for m in marks) / len(marks) if marks else None}
+
+
+def _signed(change: float, interval: list[float] | None) -> str:
+    shown = f"{'+' if change >= 0 else ''}{100 * change:.1f}"
+    return shown if interval is None else f"{shown} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def describe_changes(summary: dict) -> list[str]:
+    """The paired changes of :func:`compare_on_tasks`, in points with their 95% intervals."""
+    lines = []
+    for mode, numbers in summary["modes"].items():
+        change = numbers["vs_start"]
+        lines.append(f"{mode} - warm start: step accuracy {_signed(change['step_accuracy_change'], change['step_accuracy_change_ci'])}, "
+                     f"final accuracy {_signed(change['final_accuracy_change'], change['final_accuracy_change_ci'])}")
+    for pair in summary.get("pairs", []):
+        lines.append(f"{pair['to']} - {pair['from']}: step accuracy "
+                     f"{_signed(pair['step_accuracy_change'], pair['step_accuracy_change_ci'])}, final accuracy "
+                     f"{_signed(pair['final_accuracy_change'], pair['final_accuracy_change_ci'])}")
+    return lines
 
 
 def describe(summary: dict) -> list[str]:

@@ -2,6 +2,7 @@
 
 :data:`PRESETS` holds ``cpu-demo`` (the default: SmolLM2-135M learns the easy levels on a 2-core CPU
 in minutes), ``cpu-smoke`` (a few steps that prove the graph runs; the base of the tests' settings),
+``cpu-ablation`` (the demo's GRPO stage at half its steps, for the ablation on the real model),
 ``tiny-ablation`` (the ablation in miniature: a tiny Llama on the tiny trace task) and ``paper``
 (Qwen2.5-Coder-7B-Instruct, G = 5, lr 1e-6, responses up to 4096 tokens, λ = 0.3, bf16, vLLM
 rollouts): the paper's settings, with our choices where the paper is silent.
@@ -74,6 +75,7 @@ class TrainSettings:
     # The fast path (stepcode_core.training.fast_path); off only to measure what each change wins
     compact_lm_head: bool = True  # the LM head projects only the scored positions on a CPU too
     shared_prefill: bool = True  # GRPO rollouts prefill each prompt once for its G samples (transformers)
+    bf16_rollout: bool = True  # bf16 autocast over fp32 weights (a CPU): GRPO rolls out from a bf16 copy
 
     def replace(self, **overrides) -> TrainSettings:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -119,7 +121,8 @@ PRESETS: dict[str, TrainSettings] = {
         grpo_steps=100, grpo_prompts_per_step=4, grpo_num_generations=8, grpo_learning_rate=3e-4,
         grpo_max_response_tokens=64, grpo_temperature=1.0, grpo_max_tasks=0, tasks="output",
         eval_tasks=64, eval_max_tokens=64, eval_num_samples=4, eval_temperature=1.0,
-        compact_lm_head=False, shared_prefill=False,  # the path its documented numbers were measured on
+        # the path its documented numbers were measured on
+        compact_lm_head=False, shared_prefill=False, bf16_rollout=False,
     ),
     # The paper's settings (Qwen2.5-Coder-7B, SFT then GRPO, G = 5, lr 1e-6, responses up to 4096 tokens,
     # 2 epochs, on 8 GPUs with verl). The KL coefficient and batch shape are our choices where the
@@ -132,6 +135,11 @@ PRESETS: dict[str, TrainSettings] = {
         eval_tasks=256, eval_max_tokens=4096, vllm_gpu_memory_utilization=0.3,
     ),
 }
+
+# The ablation on the real model (`stepcode ablation --model smollm2`): the demo's GRPO stage at half
+# its steps (6 of 4 prompts x G=4), so that 3 modes x 3 seeds from the demo's SFT checkpoint, each
+# scored on the 96 held-out trace tasks, fit in about an hour on a CPU.
+PRESETS["cpu-ablation"] = PRESETS["cpu-demo"].replace(name="cpu-ablation", grpo_steps=6)
 
 
 def batch_shape(sequences: int, micro_batch: int, processes: int, name: str = "batch") -> tuple[int, int]:

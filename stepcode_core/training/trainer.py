@@ -25,6 +25,7 @@ together they let a test compare a distributed step with a single-process one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ from stepcode_core.training.advantages import (
     token_advantages,
     token_segments,
 )
-from stepcode_core.training.fast_path import sharing_prefill
+from stepcode_core.training.fast_path import BF16RolloutCopy, sharing_prefill, wants_bf16_rollout
 
 
 def completion_text(completion) -> str:
@@ -101,7 +102,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args, reward: SandboxReward, mode: str = "bilevel", lam: float = 0.3,
                  reproducible_rollouts: bool = False, record_to: Path | None = None, shared_prefill: bool = True,
-                 **kwargs):
+                 bf16_rollout: bool = True, **kwargs):
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.step_reward = reward
         self.advantage_mode = mode
@@ -109,13 +110,24 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         self.reproducible_rollouts = reproducible_rollouts
         self.record_to = Path(record_to) if record_to else None
         self.shared_prefill = shared_prefill
+        # fp32 weights under bf16 autocast (a CPU): roll out from a bf16 copy (fast_path.BF16RolloutCopy)
+        self.rollout_copy = BF16RolloutCopy() if bf16_rollout and wants_bf16_rollout(self.model, self.args.bf16) else None
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        if self.use_vllm or images is not None or not (self.reproducible_rollouts or self.shared_prefill):
+        if self.use_vllm or images is not None:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        if not self.reproducible_rollouts:
-            with sharing_prefill(self.accelerator.unwrap_model(self.model_wrapped), num_generations):
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        with contextlib.ExitStack() as stack:
+            generator = self.accelerator.unwrap_model(self.model_wrapped)
+            if self.rollout_copy is not None:
+                generator = stack.enter_context(self.rollout_copy.generating(generator))
+            if self.shared_prefill and not self.reproducible_rollouts:
+                stack.enter_context(sharing_prefill(generator, num_generations))
+            if not self.reproducible_rollouts:
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                     has_tool_images)
+            return self._generate_one_prompt_at_a_time(prompt_ids, multimodal_fields, num_generations)
+
+    def _generate_one_prompt_at_a_time(self, prompt_ids, multimodal_fields, num_generations):
         first = self.accelerator.process_index * len(prompt_ids)  # this rank's rows in the global batch
         completions, logprobs = [], []
         for index, ids in enumerate(prompt_ids):

@@ -1,6 +1,8 @@
 """The fast path changes the cost of a training step, not its numbers: the compact LM head gives the
-same log-probabilities and gradients as TRL's all-positions path, and a rollout that prefills each
-prompt once gives the same tokens as plain ``generate``, greedy and sampled (the real SmolLM2-135M)."""
+same log-probabilities and gradients as TRL's all-positions path, a rollout that prefills each
+prompt once gives the same tokens as plain ``generate``, greedy and sampled, and the bf16 rollout
+copy follows the trained weights and agrees with the autocast policy to bf16 rounding (the real
+SmolLM2-135M)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,12 @@ import torch
 
 from stepcode_core.models import materialize_embedded_model
 from stepcode_core.paths import stepcode_home
-from stepcode_core.training.fast_path import compact_lm_head_on_cpu, sharing_prefill
+from stepcode_core.training.fast_path import (
+    BF16RolloutCopy,
+    compact_lm_head_on_cpu,
+    sharing_prefill,
+    wants_bf16_rollout,
+)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +159,7 @@ def test_the_trainer_rollout_prefills_each_prompt_once(smollm, tmp_path):
     for shared, first_call in ((True, (2, len(prompts[0]) - 1)), (False, (4, len(prompts[0])))):
         trainer = BiLevelGRPOTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"prompt": "x"}] * 4),
                                      processing_class=tokenizer, reward=SandboxReward(sandbox=None),
-                                     shared_prefill=shared)
+                                     shared_prefill=shared, bf16_rollout=False)  # the policy's own forward
         calls = []
         forward = model.forward  # TRL's fused-head forward, an instance attribute
         model.forward = lambda *a, **k: calls.append(tuple(k["input_ids"].shape)) or forward(*a, **k)
@@ -162,3 +169,42 @@ def test_the_trainer_rollout_prefills_each_prompt_once(smollm, tmp_path):
             model.forward = forward
         assert calls[0] == first_call, shared
         assert len(completions) == 4 and all(len(c) >= 1 for c in completions)
+
+
+def test_the_bf16_rollout_copy_follows_the_policy_and_runs_its_own_weights(smollm):
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    _, tokenizer = smollm
+    policy = AutoModelForCausalLM.from_pretrained(tokenizer.name_or_path)  # fp32, as a CPU trains it
+    add_fused_lm_head(policy)  # TRL's instance-level forward, a closure over the policy's modules
+    assert wants_bf16_rollout(policy, bf16=True) and not wants_bf16_rollout(policy, bf16=False)
+    inputs = tokenizer(["def f(x):\n    y = x + 1\n    return y", "print(2 * 3)"], return_tensors="pt", padding=True)
+    rollout = BF16RolloutCopy()
+    rollout.refresh(policy)  # the copy first: a deep copy would take the hook below along
+    policy_layers_ran = []
+    policy.model.layers[0].register_forward_hook(lambda *_: policy_layers_ran.append(1))
+    with rollout.generating(policy) as copy:
+        assert {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+        assert copy.model.rotary_emb.inv_freq.dtype == torch.float32  # RoPE's frequencies stay fp32
+        generated = policy.generate(**inputs, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    assert generated.shape == (2, inputs["input_ids"].size(1) + 6)
+    assert not policy_layers_ran, "the rollout ran the policy's fp32 weights"
+    assert "generate" not in policy.__dict__  # the class's generate again
+
+    # The copy's next-token distribution is the autocast policy's up to bf16 rounding.
+    del policy.forward  # the plain forward, for logits
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = policy(**inputs).logits.float().log_softmax(-1)
+    with torch.no_grad():
+        mine = rollout.copy(**inputs).logits.float().log_softmax(-1)
+    real = inputs["attention_mask"].bool()
+    assert (reference.argmax(-1) == mine.argmax(-1))[real].float().mean() >= 0.9
+    assert (reference.exp() - mine.exp()).abs().sum(-1)[real].mean() < 0.1  # total variation x2
+
+    # A training step moves the policy; the next rollout's copy has the new weights.
+    with torch.no_grad():
+        policy.model.layers[-1].mlp.down_proj.weight.add_(0.01)
+    with rollout.generating(policy) as copy:
+        assert torch.equal(copy.model.layers[-1].mlp.down_proj.weight,
+                           policy.model.layers[-1].mlp.down_proj.weight.to(torch.bfloat16))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -108,6 +109,23 @@ def _instance_from_yaml(yaml_file: Path, home: Path, monkeypatch, **env: str) ->
     return dg.DagsterInstance.get()
 
 
+def _drop_database(admin, name: str, attempts: int = 10) -> None:
+    """FORCE ends a session a killed run process left behind. Ending an autovacuum worker on the
+    database needs pg_signal_backend (ensure_postgres.sh grants it); a server set up without that
+    grant refuses, so wait for the worker to finish instead."""
+    import psycopg2
+
+    for attempt in range(attempts):
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg2.errors.InsufficientPrivilege:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+
+
 @pytest.fixture
 def postgres_database():
     """A fresh, empty PostgreSQL database for one test (dropped afterwards), as the variables that
@@ -136,8 +154,7 @@ def postgres_database():
                "STEPCODE_POSTGRES_HOST": parts.hostname or "127.0.0.1",
                "STEPCODE_POSTGRES_PORT": str(parts.port or 5432),
                "STEPCODE_POSTGRES_DB": name}
-        with admin.cursor() as cursor:  # FORCE: a killed run process may leave a session behind
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(admin, name)
     finally:
         admin.close()
 

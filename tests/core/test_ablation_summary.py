@@ -1,0 +1,56 @@
+"""The real-model ablation's numbers from per-task samples: each mode's change from the warm start
+and each pair of modes, pooled over seeds, with paired intervals over the same tasks."""
+
+from __future__ import annotations
+
+import pytest
+
+from stepcode_core.training.ablation import compare_on_tasks, describe_changes
+
+
+def _sample(task: str, marks: str, answer_right: bool) -> dict:
+    """A trace-gap samples.jsonl record: one letter per state (r right, w wrong, m missing)."""
+    names = {"r": "right", "w": "wrong", "m": "missing"}
+    return {"task_id": task, "steps": [{"mark": names[m]} for m in marks], "answer_right": answer_right}
+
+
+START = [_sample("t0", "rw", False), _sample("t1", "ww", False), _sample("t2", "rrr", True), _sample("t3", "w", False)]
+
+
+def _run(mode: str, seed: int, marks: list[str], answers: list[bool]) -> dict:
+    return {"mode": mode, "seed": seed,
+            "samples": [_sample(f"t{i}", m, a) for i, (m, a) in enumerate(zip(marks, answers))]}
+
+
+def test_changes_pool_the_seeds_per_task_and_pair_the_modes():
+    runs = [
+        _run("terminal", 0, ["rw", "ww", "rrr", "w"], [False, False, True, False]),  # the warm start again
+        _run("terminal", 1, ["rw", "ww", "rrr", "w"], [False, False, True, False]),
+        _run("bilevel", 0, ["rr", "rw", "rrr", "r"], [True, False, True, True]),
+        _run("bilevel", 1, ["rr", "ww", "rrr", "w"], [True, False, True, False]),
+    ]
+    summary = compare_on_tasks(START, runs)
+    assert summary["tasks"] == 4 and set(summary["modes"]) == {"terminal", "bilevel"}
+    assert summary["start"]["step_accuracy"] == pytest.approx(4 / 8)
+    terminal, bilevel = summary["modes"]["terminal"], summary["modes"]["bilevel"]
+    assert terminal["vs_start"]["step_accuracy_change"] == 0.0
+    assert terminal["vs_start"]["step_accuracy_change_ci"] == [0.0, 0.0]
+    # Bilevel over both seeds: 7/8 and 5/8 right states, so 12/16 pooled, against the start's 3/8.
+    assert bilevel["step_accuracy"]["values"] == [0.875, 0.625]
+    assert bilevel["vs_start"]["step_accuracy_change"] == pytest.approx(12 / 16 - 4 / 8)
+    assert bilevel["vs_start"]["final_accuracy_change"] == pytest.approx(5 / 8 - 1 / 4)
+    low, high = bilevel["vs_start"]["step_accuracy_change_ci"]
+    assert low <= 12 / 16 - 4 / 8 <= high and high <= 1.0
+    (pair,) = summary["pairs"]
+    assert (pair["from"], pair["to"]) == ("terminal", "bilevel")
+    assert pair["step_accuracy_change"] == pytest.approx(bilevel["vs_start"]["step_accuracy_change"])
+    assert summary["best_step_accuracy"] == "bilevel"
+    lines = describe_changes(summary)
+    assert lines[0].startswith("terminal - warm start: step accuracy +0.0 [0.0, 0.0]")
+    assert lines[-1].startswith("bilevel - terminal: step accuracy +25.0 [")
+
+
+def test_a_run_scored_on_other_tasks_is_refused():
+    other = _run("step", 0, ["rr", "rr", "rr"], [True, True, True])  # t3 missing
+    with pytest.raises(ValueError, match="same tasks"):
+        compare_on_tasks(START, [other])
