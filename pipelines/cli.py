@@ -20,7 +20,7 @@ def build_full_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     ablation = commands.add_parser("ablation", help="the ablation job: GRPO's reward modes x seeds, then ablation_report")
     ablation.add_argument("--preset", default="", help="training preset of the warm start and the runs "
-                          "(default: the assets' own, tiny-ablation; with --model smollm2, cpu-ablation)")
+                          "(default: the assets' own, tiny-ablation; with --model smollm2, cpu-demo)")
     ablation.add_argument("--model", default="", help="smollm2: the real_ablation job, from the demo's SFT checkpoint "
                           "on its held-out trace tasks; else the miniature's ablation_base model: tiny (default), "
                           "embedded or a folder")

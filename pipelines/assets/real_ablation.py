@@ -3,8 +3,8 @@ modes over seeds from the demo's SFT checkpoint, every run scored on the demo's 
 
 ``sft_checkpoint`` and ``trace_dataset`` (the demo's assets) → ``real_ablation_start`` (the warm
 start scored on the held-out tasks, as ``eval_trace_gap`` scores a checkpoint) and
-``real_ablation_checkpoint`` (partitioned by mode × seed: one GRPO run each, preset
-``cpu-ablation``) → ``real_ablation_scores`` (each run scored the same way) →
+``real_ablation_checkpoint`` (partitioned by mode × seed: one GRPO run each, the demo's GRPO
+settings but for the mode and the seed) → ``real_ablation_scores`` (each run scored the same way) →
 ``real_ablation_report`` (``ablation.json`` with paired 95% intervals, and ``ablation.png``).
 ``stepcode ablation --model smollm2`` runs every partition in turn.
 """
@@ -33,8 +33,7 @@ REPORT_VERSION = code_version(__name__, "real_ablation_report")
 
 
 class RealAblationTrainingConfig(AblationTrainingConfig):
-    preset: str = Field(default="cpu-ablation", description="cpu-ablation (the demo's GRPO stage at half its "
-                        "steps), cpu-demo, or paper on GPUs")
+    preset: str = Field(default="cpu-demo", description="cpu-demo (the demo's own GRPO stage), or paper on GPUs")
 
 
 def _scored(context: dg.AssetExecutionContext, config: TraceGapConfig, store: ArtifactStore, sandbox: SandboxResource,

@@ -2,7 +2,6 @@
 
 :data:`PRESETS` holds ``cpu-demo`` (the default: SmolLM2-135M learns the easy levels on a 2-core CPU
 in minutes), ``cpu-smoke`` (a few steps that prove the graph runs; the base of the tests' settings),
-``cpu-ablation`` (the demo's GRPO stage at half its steps, for the ablation on the real model),
 ``tiny-ablation`` (the ablation in miniature: a tiny Llama on the tiny trace task) and ``paper``
 (Qwen2.5-Coder-7B-Instruct, G = 5, lr 1e-6, responses up to 4096 tokens, λ = 0.3, bf16, vLLM
 rollouts): the paper's settings, with our choices where the paper is silent.
@@ -136,10 +135,6 @@ PRESETS: dict[str, TrainSettings] = {
     ),
 }
 
-# The ablation on the real model (`stepcode ablation --model smollm2`): the demo's GRPO stage at half
-# its steps (6 of 4 prompts x G=4), so that 3 modes x 3 seeds from the demo's SFT checkpoint, each
-# scored on the 96 held-out trace tasks, fit in about an hour on a CPU.
-PRESETS["cpu-ablation"] = PRESETS["cpu-demo"].replace(name="cpu-ablation", grpo_steps=6)
 
 
 def batch_shape(sequences: int, micro_batch: int, processes: int, name: str = "batch") -> tuple[int, int]:
