@@ -136,7 +136,6 @@ PRESETS: dict[str, TrainSettings] = {
 }
 
 
-
 def batch_shape(sequences: int, micro_batch: int, processes: int, name: str = "batch") -> tuple[int, int]:
     """(per-process micro batch, gradient accumulation steps) for ``sequences`` per optimizer step
     split over ``processes``: the same global batch, hence the same update, on 1 GPU or 8."""
