@@ -16,7 +16,7 @@ import time
 
 import dagster as dg
 
-from pipelines.assets.ablation import ABLATION_PARTITIONS
+from pipelines.assets import ablation, real_ablation
 from pipelines.checkpoints import (
     CHECKPOINT_PARTITIONS,
     CheckpointRegistry,
@@ -130,7 +130,7 @@ def run_ablation(preset: str = "", model: str = "") -> int:
     if model and not real:
         ops["ablation_base"] = {"config": {"model": model}}
     run_config = {**COMPACT_LOGGING, **({"ops": ops} if ops else {})}
-    keys = ABLATION_PARTITIONS.get_partition_keys()
+    keys = (real_ablation if real else ablation).ABLATION_PARTITIONS.get_partition_keys()
     result = None
     for index, key in enumerate(keys, 1):
         print(f"\n[{index}/{len(keys)}] {job} run {key} ({_elapsed(started)} so far) ...", flush=True)

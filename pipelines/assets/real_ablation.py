@@ -16,7 +16,6 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pipelines.assets.ablation import ABLATION_PARTITIONS, AblationTrainingConfig, _settings
 from pipelines.assets.evaluation import TraceGapConfig, score_held_out, write_samples
 from pipelines.assets.training import _train
 from pipelines.launchers import TrainingLauncher
@@ -25,6 +24,8 @@ from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_mar
 from pipelines.versions import code_version
 from stepcode_core.evaluation.trace_gap import trace_gap
 from stepcode_core.training import ablation
+from stepcode_core.training.advantages import MODES
+from stepcode_core.training.settings import TrainSettings, preset
 
 START_VERSION = code_version(__name__, "real_ablation_start")
 RUN_VERSION = code_version(__name__, "real_ablation_checkpoint")
@@ -32,8 +33,25 @@ SCORES_VERSION = code_version(__name__, "real_ablation_scores")
 REPORT_VERSION = code_version(__name__, "real_ablation_report")
 
 
-class RealAblationTrainingConfig(AblationTrainingConfig):
+# Its own partitions (the miniature's, mode x seed): this module imports nothing of the miniature's,
+# so that editing one ablation's code recomputes nothing of the other.
+ABLATION_PARTITIONS = dg.MultiPartitionsDefinition({
+    "mode": dg.StaticPartitionsDefinition(list(MODES)),
+    "seed": dg.StaticPartitionsDefinition(["0", "1", "2"]),
+})
+
+
+class RealAblationTrainingConfig(dg.Config):
     preset: str = Field(default="cpu-demo", description="cpu-demo (the demo's own GRPO stage), or paper on GPUs")
+    overrides_json: str = Field(default="", description='TrainSettings fields as JSON, e.g. {"grpo_steps": 24}')
+
+
+def _settings(config: RealAblationTrainingConfig, **fixed) -> TrainSettings:
+    try:
+        overrides = json.loads(config.overrides_json) if config.overrides_json.strip() else {}
+        return preset(config.preset, **{**overrides, **fixed})
+    except (ValueError, TypeError) as exc:
+        raise dg.Failure(f"real ablation config: {exc}") from exc
 
 
 def _scored(context: dg.AssetExecutionContext, config: TraceGapConfig, store: ArtifactStore, sandbox: SandboxResource,

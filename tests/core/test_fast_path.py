@@ -144,11 +144,10 @@ def test_generation_that_cannot_start_from_a_cache_goes_through_plain_generate(s
 def test_the_trainer_rollout_prefills_each_prompt_once(smollm, tmp_path):
     """Through BiLevelGRPOTrainer's own rollout (TRL's generate path), not the helper alone."""
     from datasets import Dataset
+    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig
 
     from stepcode_core.training.trainer import BiLevelGRPOTrainer, SandboxReward
-
-    from transformers import AutoModelForCausalLM
 
     _, tokenizer = smollm
     model = AutoModelForCausalLM.from_pretrained(tokenizer.name_or_path)  # the trainer patches its model: a copy of its own

@@ -20,6 +20,8 @@ ASSET_MODULES = {
     "pipelines.assets.evaluation": ["eval_cruxeval", "eval_livecodebench", "eval_reval", "eval_trace_gap", "eval_report"],
     "pipelines.assets.ablation": ["ablation_tasks", "ablation_base", "ablation_start", "ablation_checkpoint",
                                   "ablation_report"],
+    "pipelines.assets.real_ablation": ["real_ablation_start", "real_ablation_checkpoint", "real_ablation_scores",
+                                       "real_ablation_report"],
 }
 NOOP = "\n_NOOP_FOR_A_TEST = None  # an edit that changes no behaviour\n"
 
@@ -78,11 +80,11 @@ def test_an_edit_recomputes_what_runs_the_edited_code_and_nothing_else(tmp_path,
     assert _edit_and_diff(root, "pipelines/assets/data.py", "\ndef _helper_nobody_calls():\n    return 1\n") == set()
     # a function-level import is a dependency too: the training child imports its trainer inside a
     # function; and the child, launched by module name, is code of both checkpoint assets
-    trained = {"sft_checkpoint", "grpo_checkpoint", "ablation_start", "ablation_checkpoint"}
+    trained = {"sft_checkpoint", "grpo_checkpoint", "ablation_start", "ablation_checkpoint", "real_ablation_checkpoint"}
     assert _edit_and_diff(root, "stepcode_core/training/trainer.py") == trained
     assert _edit_and_diff(root, "pipelines/training_child.py") == trained
-    # the ablation's summary is its report's code alone
-    assert _edit_and_diff(root, "stepcode_core/training/ablation.py") == {"ablation_report"}
+    # the ablation's summary is its reports' code alone: no run trains again
+    assert _edit_and_diff(root, "stepcode_core/training/ablation.py") == {"ablation_report", "real_ablation_report"}
 
     before = _versions(root)
     monkeypatch.setenv("STEPCODE_CODE_SALT", "a library upgrade")
