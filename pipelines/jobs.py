@@ -27,8 +27,8 @@ ablation_job = dg.define_asset_job(
 )
 real_ablation_job = dg.define_asset_job(
     "real_ablation",
-    # The demo's data and SFT checkpoint come along: reused when the demo built them, built when not.
-    selection=dg.AssetSelection.groups("real_ablation") | dg.AssetSelection.assets("sft_checkpoint").upstream(),
+    # What it reads (the demo's data and SFT checkpoint) comes along: reused when the demo built it.
+    selection=dg.AssetSelection.groups("real_ablation").upstream(),
     description="GRPO's reward modes x seeds from the demo's SFT checkpoint (a partition: mode|seed), each scored "
                 "on the held-out trace tasks, then real_ablation_report with paired intervals. "
                 "`stepcode ablation --model smollm2` runs every partition in turn.",

@@ -70,7 +70,10 @@ def test_an_edit_recomputes_what_runs_the_edited_code_and_nothing_else(tmp_path,
             "eval_cruxeval", "eval_trace_gap"} <= engine
     assert not engine & {"raw_programs", "base_model", "eval_report"}
 
-    assert _edit_and_diff(root, "stepcode_core/evaluation/reval_tracer.py") == {"eval_reval"}
+    # the real ablation scores through eval_trace_gap's module, and the unit there is the module: it
+    # scores again (its GRPO runs do not train again)
+    assert _edit_and_diff(root, "stepcode_core/evaluation/reval_tracer.py") == {
+        "eval_reval", "real_ablation_start", "real_ablation_scores"}
     # program text sent to the sandbox is code of the assets that send it
     assert _edit_and_diff(root, "stepcode_core/tracing/runtime.py") >= {"execution_traces", "sft_checkpoint"}
     assert "raw_programs" not in _edit_and_diff(root, "sandbox/worker.py")

@@ -2,8 +2,7 @@
 checkpoint, each scored task by task on the held-out trace split, and real_ablation_report's paired
 intervals; a run from an earlier SFT checkpoint is left out of the report, not mixed in."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the stand-in asset's config annotation.
 import json
 from pathlib import Path
 
