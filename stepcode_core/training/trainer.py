@@ -110,8 +110,11 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         self.reproducible_rollouts = reproducible_rollouts
         self.record_to = Path(record_to) if record_to else None
         self.shared_prefill = shared_prefill
-        # fp32 weights under bf16 autocast (a CPU): roll out from a bf16 copy (fast_path.BF16RolloutCopy)
-        self.rollout_copy = BF16RolloutCopy() if bf16_rollout and wants_bf16_rollout(self.model, self.args.bf16) else None
+        # fp32 weights under bf16 autocast (a CPU): roll out from a bf16 copy (fast_path.BF16RolloutCopy);
+        # not from sharded weights (FSDP, DeepSpeed), whose copy would hold only this rank's shard
+        sharded = getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False)
+        self.rollout_copy = (BF16RolloutCopy() if bf16_rollout and not sharded
+                             and wants_bf16_rollout(self.model, self.args.bf16) else None)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if self.use_vllm or images is not None:
