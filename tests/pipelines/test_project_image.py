@@ -6,6 +6,7 @@ verifying its rewards in the Docker sandbox through the daemon address the pod g
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -168,6 +169,25 @@ def test_a_checkpoint_trains_in_the_image_through_pipes(project_image, label, tm
     assert any(m.startswith("sft step 1/1: ") and "loss" in m for m in messages), messages[-20:]
 
 
+def bridge_gateway(network: dict) -> str:
+    """The Docker bridge's address on this machine. Some daemons leave ``Gateway`` out of the
+    network's IPAM config; the bridge interface (``docker0``) holds it then, the subnet's first host
+    by Docker's default."""
+    config = network["IPAM"]["Config"][0]
+    if config.get("Gateway"):
+        return config["Gateway"]
+    name = network.get("Options", {}).get("com.docker.network.bridge.name", "docker0")
+    try:
+        shown = subprocess.run(["ip", "-4", "-o", "addr", "show", name], capture_output=True, text=True,
+                               check=False).stdout
+    except FileNotFoundError:  # no iproute2
+        shown = ""
+    for word in shown.split():
+        if "/" in word and word.split("/")[0].count(".") == 3:
+            return word.split("/")[0]
+    return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
 class DaemonOverTcp:
     """The pod's Docker sidecar, stood in for by this machine's daemon: a TCP listener on the Docker
     bridge's gateway that relays each connection to the daemon's unix socket, recording the first
@@ -176,7 +196,7 @@ class DaemonOverTcp:
     def __init__(self, socket_path: str = "/var/run/docker.sock"):
         import docker
 
-        gateway = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        gateway = bridge_gateway(docker.from_env().networks.get("bridge").attrs)
         self.socket_path, self.requests = socket_path, []
         self.server = socket.create_server((gateway, 0))
         self.address = f"tcp://{gateway}:{self.server.getsockname()[1]}"
