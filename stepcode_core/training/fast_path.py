@@ -139,6 +139,7 @@ class BF16RolloutCopy:
                     module.__dict__.pop("forward", None)
                 for parameter in self.copy.parameters():  # buffers (RoPE's inv_freq) keep their fp32
                     parameter.data = parameter.data.to(torch.bfloat16)
+                    parameter.grad = None  # a gradient the policy held is no business of the copy's
                 return
             for mine, theirs in zip(self.copy.parameters(), policy.parameters(), strict=True):
                 mine.copy_(theirs)
