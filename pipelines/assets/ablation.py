@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pipelines.assets.training import _train
+from pipelines.assets.training import _settings, _train
 from pipelines.launchers import TrainingLauncher
 from pipelines.resources import SandboxResource
 from pipelines.storage import (
@@ -30,7 +30,6 @@ from pipelines.versions import code_version
 from stepcode_core.models import ModelError, materialize_embedded_model, weights_hash
 from stepcode_core.training import ablation
 from stepcode_core.training.advantages import MODES
-from stepcode_core.training.settings import TrainSettings, preset
 from stepcode_core.training.tiny_task import tiny_model, tiny_task_rows, write_task_dataset
 
 TASKS_VERSION = code_version(__name__, "ablation_tasks")
@@ -61,14 +60,6 @@ class AblationBaseConfig(dg.Config):
 class AblationTrainingConfig(dg.Config):
     preset: str = Field(default="tiny-ablation", description="tiny-ablation (CPU), or paper / cpu-demo with a real model")
     overrides_json: str = Field(default="", description='TrainSettings fields as JSON, e.g. {"grpo_steps": 50}')
-
-
-def _settings(config: AblationTrainingConfig, **fixed) -> TrainSettings:
-    try:
-        overrides = json.loads(config.overrides_json) if config.overrides_json.strip() else {}
-        return preset(config.preset, **{**overrides, **fixed})
-    except (ValueError, TypeError) as exc:
-        raise dg.Failure(f"ablation config: {exc}") from exc
 
 
 @dg.asset(group_name="ablation", code_version=TASKS_VERSION)
@@ -143,7 +134,7 @@ def ablation_start(context: dg.AssetExecutionContext, config: AblationTrainingCo
     """The warm start every GRPO run begins from: SFT on the tasks (``tiny-ablation``: stopped while
     copying values is half learned, so a group's samples disagree and GRPO has room), scored on the
     held-out tasks."""
-    settings = _settings(config)
+    settings = _settings(config, {})
     return _train(context, store, sandbox, training_launcher, START_VERSION, settings, ablation_base,
                   ablation_base.path, ablation_tasks, "sft")
 
@@ -155,7 +146,7 @@ def ablation_checkpoint(context: dg.AssetExecutionContext, config: AblationTrain
     """One GRPO run: the partition's reward mode and seed, from ``ablation_start``; a cached
     checkpoint with its held-out step and final accuracy."""
     keys = context.partition_key.keys_by_dimension
-    settings = _settings(config, grpo_mode=keys["mode"], seed=int(keys["seed"]))
+    settings = _settings(config, {}, grpo_mode=keys["mode"], seed=int(keys["seed"]))
     return _train(context, store, sandbox, training_launcher, RUN_VERSION, settings, ablation_start,
                   str(ablation_start.file("model")), ablation_tasks, "grpo")
 

@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.assets.evaluation import TraceGapConfig, score_held_out, write_samples
-from pipelines.assets.training import _train
+from pipelines.assets.training import _settings, _train
 from pipelines.launchers import TrainingLauncher
 from pipelines.resources import SandboxResource
 from pipelines.storage import ArtifactRef, ArtifactStore, cached_output, png_markdown, recorded_artifact
@@ -25,7 +25,6 @@ from pipelines.versions import code_version
 from stepcode_core.evaluation.trace_gap import trace_gap
 from stepcode_core.training import ablation
 from stepcode_core.training.advantages import MODES
-from stepcode_core.training.settings import TrainSettings, preset
 
 START_VERSION = code_version(__name__, "real_ablation_start")
 RUN_VERSION = code_version(__name__, "real_ablation_checkpoint")
@@ -44,14 +43,6 @@ ABLATION_PARTITIONS = dg.MultiPartitionsDefinition({
 class RealAblationTrainingConfig(dg.Config):
     preset: str = Field(default="cpu-demo", description="cpu-demo (the demo's own GRPO stage), or paper on GPUs")
     overrides_json: str = Field(default="", description='TrainSettings fields as JSON, e.g. {"grpo_steps": 24}')
-
-
-def _settings(config: RealAblationTrainingConfig, **fixed) -> TrainSettings:
-    try:
-        overrides = json.loads(config.overrides_json) if config.overrides_json.strip() else {}
-        return preset(config.preset, **{**overrides, **fixed})
-    except (ValueError, TypeError) as exc:
-        raise dg.Failure(f"real ablation config: {exc}") from exc
 
 
 def _scored(context: dg.AssetExecutionContext, config: TraceGapConfig, store: ArtifactStore, sandbox: SandboxResource,
@@ -87,7 +78,7 @@ def real_ablation_checkpoint(context: dg.AssetExecutionContext, config: RealAbla
                              sft_checkpoint: ArtifactRef, trace_dataset: ArtifactRef) -> dg.Output:
     """One GRPO run from the demo's SFT checkpoint: the partition's reward mode and seed."""
     keys = context.partition_key.keys_by_dimension
-    settings = _settings(config, grpo_mode=keys["mode"], seed=int(keys["seed"]))
+    settings = _settings(config, {}, grpo_mode=keys["mode"], seed=int(keys["seed"]))
     return _train(context, store, sandbox, training_launcher, RUN_VERSION, settings, sft_checkpoint,
                   str(sft_checkpoint.file("model")), trace_dataset, "grpo")
 

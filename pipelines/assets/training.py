@@ -101,12 +101,13 @@ _GRPO_FIELDS = {"mode": "grpo_mode", "steps": "grpo_steps", "learning_rate": "gr
                 "rollout": "rollout", "eval_tasks": "eval_tasks"}
 
 
-def _settings(config: dg.Config, fields: dict[str, str]) -> TrainSettings:
-    """The preset, then the typed overrides, then ``overrides_json``."""
+def _settings(config: dg.Config, fields: dict[str, str], **fixed) -> TrainSettings:
+    """The preset, then the typed overrides, then ``overrides_json``, then ``fixed`` (what an asset
+    sets itself, as an ablation partition's mode and seed)."""
     overrides = {target: getattr(config, name) for name, target in fields.items() if getattr(config, name) is not None}
     try:
         overrides.update(json.loads(config.overrides_json) if config.overrides_json.strip() else {})
-        return preset(config.preset, **overrides)
+        return preset(config.preset, **{**overrides, **fixed})
     except (ValueError, TypeError) as exc:
         raise dg.Failure(f"training config: {exc}") from exc
 

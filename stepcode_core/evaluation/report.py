@@ -89,30 +89,38 @@ def task_marks(samples: list[dict]) -> dict[str, tuple[int, int, int]]:
     return marks
 
 
+def paired_change(a: tuple, b: tuple) -> dict:
+    """B minus A (fractions) on the same tasks, from per-task columns ``(right states, scored states,
+    right answers, answers)``, index i the same task in both: step and final accuracy differences
+    with paired-bootstrap 95% intervals (None where there is nothing to compare)."""
+    def ratio(correct, totals):
+        return sum(correct) / sum(totals) if sum(totals) else None
+
+    def difference(before, after):
+        return None if before is None or after is None else round(after - before, 4)
+
+    def rounded(interval):
+        return None if interval is None else [round(x, 4) for x in interval]
+
+    return {
+        "step_accuracy_change": difference(ratio(a[0], a[1]), ratio(b[0], b[1])),
+        "step_accuracy_change_ci": rounded(paired_difference(a[0], a[1], b[0], b[1])),
+        "final_accuracy_change": difference(ratio(a[2], a[3]), ratio(b[2], b[3])),
+        "final_accuracy_change_ci": rounded(paired_difference(a[2], a[3], b[2], b[3])),
+    }
+
+
 def compare(label_a: str, samples_a: list[dict], label_b: str, samples_b: list[dict]) -> dict:
     """The change from checkpoint A to B on the held-out tasks both were scored on: step and final
     accuracy differences (fractions) with paired-bootstrap 95% intervals."""
     a, b = task_marks(samples_a), task_marks(samples_b)
     shared = [task for task in a if task in b]
-    columns = [[a[t][0] for t in shared], [a[t][1] for t in shared], [b[t][0] for t in shared], [b[t][1] for t in shared]]
-    finals_a, finals_b = [a[t][2] for t in shared], [b[t][2] for t in shared]
-    ones = [1] * len(shared)
 
-    def ratio(correct, totals):
-        return sum(correct) / sum(totals) if sum(totals) else None
+    def columns(marks):
+        return ([marks[t][0] for t in shared], [marks[t][1] for t in shared], [marks[t][2] for t in shared],
+                [1] * len(shared))
 
-    step_a, step_b = ratio(columns[0], columns[1]), ratio(columns[2], columns[3])
-    step_change = None if step_a is None or step_b is None else step_b - step_a
-    final_change = (sum(finals_b) - sum(finals_a)) / len(shared) if shared else None
-    step_ci = paired_difference(*columns) if shared else None
-    final_ci = paired_difference(finals_a, ones, finals_b, ones) if shared else None
-    return {
-        "from": label_a, "to": label_b, "tasks": len(shared),
-        "step_accuracy_change": None if step_change is None else round(step_change, 4),
-        "step_accuracy_change_ci": None if step_ci is None else [round(x, 4) for x in step_ci],
-        "final_accuracy_change": None if final_change is None else round(final_change, 4),
-        "final_accuracy_change_ci": None if final_ci is None else [round(x, 4) for x in final_ci],
-    }
+    return {"from": label_a, "to": label_b, "tasks": len(shared), **paired_change(columns(a), columns(b))}
 
 
 def verdict(change: dict) -> str:

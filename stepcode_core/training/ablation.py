@@ -13,8 +13,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from stepcode_core.evaluation.intervals import paired_difference
-from stepcode_core.evaluation.report import task_marks
+from stepcode_core.evaluation.report import paired_change, task_marks
 from stepcode_core.training.advantages import MODES
 
 METRICS = ("step_accuracy", "final_accuracy", "gap")
@@ -57,21 +56,6 @@ def _pooled(sample_lists: list[list[dict]], tasks: list[str]) -> tuple[list[int]
             [sum(run[t][2] for run in marks) for t in tasks], [len(marks)] * len(tasks))
 
 
-def _change(a: tuple, b: tuple) -> dict:
-    """B minus A (fractions) on the same tasks: step and final accuracy with paired 95% intervals."""
-    def ratio(correct, totals):
-        return sum(correct) / sum(totals) if sum(totals) else None
-
-    def rounded(values):
-        return None if values is None else [round(v, 4) for v in values]
-
-    step_a, step_b = ratio(a[0], a[1]), ratio(b[0], b[1])
-    return {"step_accuracy_change": None if step_a is None or step_b is None else round(step_b - step_a, 4),
-            "step_accuracy_change_ci": rounded(paired_difference(a[0], a[1], b[0], b[1])),
-            "final_accuracy_change": round(ratio(b[2], b[3]) - ratio(a[2], a[3]), 4),
-            "final_accuracy_change_ci": rounded(paired_difference(a[2], a[3], b[2], b[3]))}
-
-
 def compare_on_tasks(start_samples: list[dict], runs: list[dict]) -> dict:
     """``ablation.json`` from per-task samples (trace-gap ``samples.jsonl`` records): the warm
     start's, and one ``{"mode", "seed", "samples"}`` per GRPO run, all on the same held-out tasks.
@@ -89,9 +73,9 @@ def compare_on_tasks(start_samples: list[dict], runs: list[dict]) -> dict:
     for mode, numbers in summary["modes"].items():
         chosen = sorted((run for run in runs if run["mode"] == mode), key=lambda run: run["seed"])
         pooled[mode] = _pooled([run["samples"] for run in chosen], tasks)
-        numbers["vs_start"] = _change(start, pooled[mode])
+        numbers["vs_start"] = paired_change(start, pooled[mode])
     ordered = [mode for mode in MODES if mode in pooled]
-    summary["pairs"] = [{"from": a, "to": b, **_change(pooled[a], pooled[b])}
+    summary["pairs"] = [{"from": a, "to": b, **paired_change(pooled[a], pooled[b])}
                         for i, a in enumerate(ordered) for b in ordered[i + 1:]]
     summary["tasks"] = len(tasks)
     return summary
