@@ -65,10 +65,6 @@ def train(extras: dict, log=None) -> dict:
     started = time.perf_counter()
     rank = int(os.environ.get("RANK", "0"))
     settings = TrainSettings().replace(**extras["settings"])
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
     phase, out = extras["phase"], Path(extras["out"])
     tasks = load_tasks(extras["dataset"], "train")
     # rank 0 alone: the event files and the MLflow run are the run's, not each process's

@@ -1,6 +1,6 @@
 """95% intervals for every reported accuracy: Wilson for a proportion of independent yes/no verdicts,
 the bootstrap over tasks for pooled step accuracy and for paired differences of two checkpoints on
-the same tasks. Both come from SciPy (``binomtest(...).proportion_ci`` and ``stats.bootstrap``); this
+the same tasks, Welch's t for the difference between two sets of independent runs (seeds). All come from SciPy (``binomtest(...).proportion_ci``, ``stats.bootstrap``, ``ttest_ind``); this
 module only says which one each number gets.
 
 Intervals are ``[low, high]`` on the number's own scale (0-1 here; callers scale to percent).
@@ -68,6 +68,20 @@ def paired_difference(correct_a: Sequence[float], totals_a: Sequence[int], corre
         value = float(difference(*arrays))
         return [value, value]
     return _bootstrap(arrays, difference, confidence, seed, paired=True)
+
+
+def difference_of_means(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> list[float] | None:
+    """Interval of mean(b) - mean(a) for independent runs (a mode's seeds against another's):
+    Welch's t interval, which with a handful of runs is wider, and truer, than the bootstrap's
+    percentile interval. None with fewer than two runs on a side; one point when neither side varies."""
+    a_array, b_array = np.asarray(a, float), np.asarray(b, float)
+    if a_array.size < 2 or b_array.size < 2:
+        return None
+    if a_array.std() == 0 and b_array.std() == 0:
+        value = float(b_array.mean() - a_array.mean())
+        return [value, value]
+    ci = stats.ttest_ind(b_array, a_array, equal_var=False).confidence_interval(confidence)
+    return [float(ci.low), float(ci.high)]
 
 
 def proportion(values: Sequence[float], confidence: float = CONFIDENCE, seed: int = 0) -> list[float] | None:

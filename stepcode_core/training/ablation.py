@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from stepcode_core.evaluation.intervals import difference_of_means
 from stepcode_core.evaluation.report import paired_change, task_marks
 from stepcode_core.training.advantages import MODES
 
@@ -29,7 +30,9 @@ def summarize(runs: list[dict], start: dict | None = None) -> dict:
     """``ablation.json`` from one dict per run (``mode``, ``seed``, ``step_accuracy``,
     ``final_accuracy``: held-out fractions). ``gap`` is final minus step accuracy (the paper's "right
     answer, wrong logic" measure: smaller is better). ``start``: the warm start's held-out numbers,
-    the line every mode starts from."""
+    the line every mode starts from. ``pairs_over_seeds``: each mode against each other, the
+    difference of their means with a Welch 95% interval over the seeds (the ranking's uncertainty
+    when the seeds, not the tasks, are what varies most)."""
     modes = {}
     for mode in MODES:
         chosen = sorted((run for run in runs if run["mode"] == mode), key=lambda run: run["seed"])
@@ -43,7 +46,20 @@ def summarize(runs: list[dict], start: dict | None = None) -> dict:
         }
         modes[mode] = {"seeds": [run["seed"] for run in chosen], **{k: _spread(v) for k, v in values.items()}}
     best = max(modes, key=lambda mode: modes[mode]["step_accuracy"]["mean"] or 0.0) if modes else None
-    return {"modes": modes, "start": start, "best_step_accuracy": best}
+    ordered = list(modes)
+    pairs = [{"from": a, "to": b, **{f"{metric}_change{suffix}": value
+                                     for metric in METRICS[:2]
+                                     for suffix, value in _over_seeds(modes[a][metric]["values"],
+                                                                      modes[b][metric]["values"]).items()}}
+             for i, a in enumerate(ordered) for b in ordered[i + 1:]]
+    return {"modes": modes, "start": start, "best_step_accuracy": best, "pairs_over_seeds": pairs}
+
+
+def _over_seeds(a: list[float], b: list[float]) -> dict:
+    """B's mean minus A's over their seeds, with Welch's 95% interval (None below two seeds a side)."""
+    change = round(statistics.fmean(b) - statistics.fmean(a), 4) if a and b else None
+    interval = difference_of_means(a, b)
+    return {"": change, "_ci": None if interval is None else [round(x, 4) for x in interval]}
 
 
 def _pooled(sample_lists: list[list[dict]], tasks: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -119,6 +135,11 @@ def describe(summary: dict) -> list[str]:
         shown = ", ".join(f"{metric.replace('_', ' ')} {100 * numbers[metric]['mean']:.1f} ± {100 * numbers[metric]['std']:.1f}"
                           for metric in METRICS if numbers[metric]["mean"] is not None)
         lines.append(f"{mode:8s} ({len(numbers['seeds'])} seeds): {shown}")
+    for pair in summary.get("pairs_over_seeds", []):
+        if pair["step_accuracy_change"] is not None:
+            lines.append(f"{pair['to']} - {pair['from']} over seeds: step accuracy "
+                         f"{_signed(pair['step_accuracy_change'], pair['step_accuracy_change_ci'])}, final accuracy "
+                         f"{_signed(pair['final_accuracy_change'], pair['final_accuracy_change_ci'])}")
     if summary.get("best_step_accuracy"):
         lines.append(f"highest mean step accuracy: {summary['best_step_accuracy']}")
     return lines

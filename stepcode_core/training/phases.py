@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from stepcode_core.training.curves import plot_curves
+from stepcode_core.training.numerics import pin_portable_kernels
 from stepcode_core.training.settings import Progress, TrainingResult, TrainSettings
 from stepcode_core.training.sft import run_sft
 
@@ -16,7 +17,14 @@ PHASES = ("sft", "grpo")
 def run_phase(phase: str, model_dir: str | Path, tasks: list[dict], output_dir: str | Path, settings: TrainSettings,
               *, sandbox=None, progress: Progress | None = None) -> TrainingResult:
     """SFT or Bi-Level GRPO from ``model_dir``; GRPO verifies its rewards in ``sandbox`` (opened by
-    ``run_grpo`` when None), SFT needs none."""
+    ``run_grpo`` when None), SFT needs none. ``settings.portable_kernels`` pins the process's kernel
+    path first (so the held-out scoring after it runs on that path too)."""
+    if settings.portable_kernels:
+        pin_portable_kernels()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     if phase == "sft":
         return run_sft(model_dir, tasks, output_dir, settings, progress)
     if phase == "grpo":

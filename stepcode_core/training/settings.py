@@ -71,6 +71,9 @@ class TrainSettings:
     eval_num_samples: int = 1  # responses per held-out prompt
     eval_temperature: float = 0.0  # 0: greedy; the ablation samples at the training temperature
     torch_threads: int = 0  # > 0: torch threads of each training process (a tiny model runs fastest on one)
+    # PyTorch's and MKL's portable kernels (stepcode_core.training.numerics): the same weights on any
+    # x86 CPU, about 15% slower
+    portable_kernels: bool = False
     # The fast path (stepcode_core.training.fast_path); off only to measure what each change wins
     compact_lm_head: bool = True  # the LM head projects only the scored positions on a CPU too
     shared_prefill: bool = True  # GRPO rollouts prefill each prompt once for its G samples (transformers)
@@ -115,7 +118,7 @@ PRESETS: dict[str, TrainSettings] = {
     # the held-out reward sampled at the training temperature (what GRPO optimizes). The values of the
     # learning test (tests/core/test_learning.py), where they were measured.
     "tiny-ablation": TrainSettings(
-        name="tiny-ablation", model="tiny", train_top_layers=0, torch_threads=1,
+        name="tiny-ablation", model="tiny", train_top_layers=0, torch_threads=1, portable_kernels=True,
         sft_epochs=17.0, sft_learning_rate=3e-3, sft_batch_size=32, sft_max_tasks=0,
         grpo_steps=100, grpo_prompts_per_step=4, grpo_num_generations=8, grpo_learning_rate=3e-4,
         grpo_max_response_tokens=64, grpo_temperature=1.0, grpo_max_tasks=0, tasks="output",

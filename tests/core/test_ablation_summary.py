@@ -54,3 +54,32 @@ def test_a_run_scored_on_other_tasks_is_refused():
     other = _run("step", 0, ["rr", "rr", "rr"], [True, True, True])  # t3 missing
     with pytest.raises(ValueError, match="same tasks"):
         compare_on_tasks(START, [other])
+
+
+def test_the_miniatures_ranking_comes_with_welch_intervals_over_seeds():
+    """summarize (the miniature's aggregate numbers): each pair of modes differs by its means over the
+    seeds, with Welch's interval: it holds the difference, widens with the seeds' spread, and
+    excludes 0 only where the seeds agree."""
+    from scipy import stats
+
+    from stepcode_core.training.ablation import describe, summarize
+
+    terminal, step, bilevel = [0.40, 0.65, 0.55, 0.70, 0.42], [0.76, 0.75, 0.77, 0.78, 0.74], [0.79, 0.78, 0.80, 0.77, 0.79]
+    runs = [{"mode": mode, "seed": seed, "step_accuracy": value, "final_accuracy": 0.7}
+            for mode, values in (("terminal", terminal), ("step", step), ("bilevel", bilevel))
+            for seed, value in enumerate(values)]
+    summary = summarize(runs, {"step_accuracy": 0.6, "final_accuracy": 0.5})
+    pairs = {(pair["from"], pair["to"]): pair for pair in summary["pairs_over_seeds"]}
+    assert set(pairs) == {("terminal", "step"), ("terminal", "bilevel"), ("step", "bilevel")}
+    close = pairs[("step", "bilevel")]
+    assert close["step_accuracy_change"] == pytest.approx(0.786 - 0.76)
+    low, high = close["step_accuracy_change_ci"]
+    expected = stats.ttest_ind(bilevel, step, equal_var=False).confidence_interval(0.95)
+    assert (low, high) == (pytest.approx(expected.low, abs=1e-4), pytest.approx(expected.high, abs=1e-4))
+    assert 0 < low < close["step_accuracy_change"] < high  # five agreeing seeds: the lead is firm
+    wide = pairs[("terminal", "bilevel")]["step_accuracy_change_ci"]
+    assert wide[1] - wide[0] > 4 * (high - low)  # terminal's seeds scatter: its interval is wide
+    assert pairs[("terminal", "step")]["final_accuracy_change_ci"] == [0.0, 0.0]  # no spread, no width
+    assert any(line.startswith("bilevel - step over seeds: step accuracy +2.6 [") for line in describe(summary))
+    one_seed = summarize([run for run in runs if run["seed"] == 0])
+    assert all(pair["step_accuracy_change_ci"] is None for pair in one_seed["pairs_over_seeds"])

@@ -36,7 +36,7 @@ def test_ablation_runs_modes_and_seeds_and_reports(tmp_path):
     defs = dg.Definitions(assets=dg.load_assets_from_modules([ablation]), jobs=[ablation_job], resources=resources)
     job = defs.resolve_job_def("ablation")
     assert set(ablation.ABLATION_PARTITIONS.get_partition_keys()) == {
-        _key(mode, seed) for mode in ("terminal", "step", "bilevel") for seed in ("0", "1", "2")}
+        _key(mode, seed) for mode in ("terminal", "step", "bilevel") for seed in ("0", "1", "2", "3", "4")}
     (tmp_path / "instance").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as instance:
         def run(mode: str, seed: str) -> dict:
