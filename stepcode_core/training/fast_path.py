@@ -24,7 +24,10 @@ grad the rollout runs about 1.7x slower than from bf16 weights (SmolLM2-135M, 8 
 :class:`BF16RolloutCopy` keeps a bf16 copy of the policy, refreshed from the trained weights before
 each rollout (one cast per step instead of one per token), and generates from it: what a separate
 rollout engine (vLLM) does on a GPU. Log-probs agree with the autocast model's to bf16 rounding
-(test); the update still runs on the fp32 weights under autocast.
+(test); the update still runs on the fp32 weights under autocast. Where PyTorch has oneDNN, the
+copy's linear layers also keep their weights in oneDNN's packed layout, repacked at each refresh
+(:func:`packed_linear`): the bf16 matrix-vector products of a decode step read weights about 1.3x
+faster that way, with the same numbers.
 """
 
 from __future__ import annotations
@@ -122,12 +125,34 @@ def wants_bf16_rollout(model, bf16: bool) -> bool:
     return bf16 and parameter is not None and parameter.dtype == torch.float32 and parameter.device.type == "cpu"
 
 
+def _packed_forward(module, inputs: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(inputs, module.packed_weight, module.bias, "none", [None], "")
+
+
+def packed_linear(module: torch.nn.Linear, rows: int) -> bool:
+    """Give a bf16 CPU ``nn.Linear`` its weight in oneDNN's packed layout for ``rows`` input rows and
+    a forward that uses it (oneDNN's ``_linear_pointwise``, the kernel PyTorch's compiler emits for
+    frozen CPU linears; no public API packs a weight once for eager mode). Call again after the
+    weight changes. False, and the module untouched, where this PyTorch has no such kernel."""
+    weight = module.weight
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+    except (AttributeError, RuntimeError):  # a build without the op, or a CPU oneDNN refuses for bf16
+        return False
+    module.packed_weight = packed
+    module.forward = functools.partial(_packed_forward, module)
+    return True
+
+
 class BF16RolloutCopy:
     """A bf16 copy of a policy for its rollouts: :meth:`generating` refreshes the copy from the
     policy's current weights, then routes ``policy.generate`` to the copy within the block."""
 
-    def __init__(self):
+    def __init__(self, pack: bool = True, rows: int = 8):
         self.copy = None
+        self.pack, self.rows = pack, rows  # rows: the decode batch the packed layout is chosen for
 
     def refresh(self, policy) -> None:
         with torch.no_grad():
@@ -140,11 +165,15 @@ class BF16RolloutCopy:
                 for parameter in self.copy.parameters():  # buffers (RoPE's inv_freq) keep their fp32
                     parameter.data = parameter.data.to(torch.bfloat16)
                     parameter.grad = None  # a gradient the policy held is no business of the copy's
-                return
-            for mine, theirs in zip(self.copy.parameters(), policy.parameters(), strict=True):
-                mine.copy_(theirs)
-            for mine, theirs in zip(self.copy.buffers(), policy.buffers(), strict=True):
-                mine.copy_(theirs)
+            else:
+                for mine, theirs in zip(self.copy.parameters(), policy.parameters(), strict=True):
+                    mine.copy_(theirs)
+                for mine, theirs in zip(self.copy.buffers(), policy.buffers(), strict=True):
+                    mine.copy_(theirs)
+            if self.pack:
+                for module in self.copy.modules():
+                    if isinstance(module, torch.nn.Linear):
+                        packed_linear(module, self.rows)
 
     @contextlib.contextmanager
     def generating(self, policy):

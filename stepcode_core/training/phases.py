@@ -20,6 +20,8 @@ def run_phase(phase: str, model_dir: str | Path, tasks: list[dict], output_dir: 
     ``run_grpo`` when None), SFT needs none. ``settings.portable_kernels`` pins the process's kernel
     path first (so the held-out scoring after it runs on that path too)."""
     if settings.portable_kernels:
+        if settings.bf16:
+            raise ValueError("portable_kernels computes in fp32 (bf16 has no portable kernels): set bf16 to false")
         pin_portable_kernels()
     if settings.torch_threads:
         import torch

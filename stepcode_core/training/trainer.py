@@ -102,7 +102,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args, reward: SandboxReward, mode: str = "bilevel", lam: float = 0.3,
                  reproducible_rollouts: bool = False, record_to: Path | None = None, shared_prefill: bool = True,
-                 bf16_rollout: bool = True, **kwargs):
+                 bf16_rollout: bool = True, packed_rollout_weights: bool = True, **kwargs):
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.step_reward = reward
         self.advantage_mode = mode
@@ -113,7 +113,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         # fp32 weights under bf16 autocast (a CPU): roll out from a bf16 copy (fast_path.BF16RolloutCopy);
         # not from sharded weights (FSDP, DeepSpeed), whose copy would hold only this rank's shard
         sharded = getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False)
-        self.rollout_copy = (BF16RolloutCopy() if bf16_rollout and not sharded
+        self.rollout_copy = (BF16RolloutCopy(pack=packed_rollout_weights) if bf16_rollout and not sharded
                              and wants_bf16_rollout(self.model, self.args.bf16) else None)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):

@@ -207,3 +207,30 @@ def test_the_bf16_rollout_copy_follows_the_policy_and_runs_its_own_weights(smoll
     with rollout.generating(policy) as copy:
         assert torch.equal(copy.model.layers[-1].mlp.down_proj.weight,
                            policy.model.layers[-1].mlp.down_proj.weight.to(torch.bfloat16))
+
+
+def test_the_packed_rollout_copy_computes_what_the_plain_copy_does_after_every_refresh(smollm):
+    """oneDNN's packed linear layers (fast_path.packed_linear) change the weights' layout, not the
+    numbers; a refresh repacks, so a trained step reaches the packed layers too."""
+    from transformers import AutoModelForCausalLM
+
+    _, tokenizer = smollm
+    policy = AutoModelForCausalLM.from_pretrained(tokenizer.name_or_path)
+    inputs = tokenizer(["def f(x):\n    y = x + 1\n    return y", "print(2 * 3)"], return_tensors="pt", padding=True)
+    packed, plain = BF16RolloutCopy(), BF16RolloutCopy(pack=False)
+
+    def logits(rollout):
+        rollout.refresh(policy)
+        with torch.no_grad():
+            return rollout.copy(**inputs).logits
+
+    before = logits(packed)
+    if not hasattr(packed.copy.model.layers[0].mlp.down_proj, "packed_weight"):
+        pytest.skip("this PyTorch has no oneDNN bf16 linear to pack for")
+    assert torch.allclose(before, logits(plain), rtol=0, atol=1e-2)
+    assert "forward" not in plain.copy.model.layers[0].mlp.down_proj.__dict__
+    with torch.no_grad():
+        policy.model.layers[-1].mlp.down_proj.weight.mul_(1.5)
+    after = logits(packed)
+    assert not torch.allclose(after, before, atol=1e-2)  # the repacked weights, not the first ones
+    assert torch.allclose(after, logits(plain), rtol=0, atol=1e-2)
