@@ -4,6 +4,7 @@ Dagster demo and UI."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -24,6 +25,11 @@ def build_full_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--model", default="", help="smollm2: the real_ablation job, from the demo's SFT checkpoint "
                           "on its held-out trace tasks; else the miniature's ablation_base model: tiny (default), "
                           "embedded or a folder")
+    ablation.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="a TrainSettings field of the GRPO runs (JSON values: 5e-5, 8, true), e.g. "
+                          "grpo_lambda=0.7; the warm start keeps its own")
+    ablation.add_argument("--runs", default="", help="only these runs, comma-separated mode|seed keys "
+                          "(e.g. 'bilevel|0'); default: every mode and seed")
     ablation.set_defaults(func=_ablation)
     ui = commands.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     ui.add_argument("--port", type=int, default=3000)
@@ -48,7 +54,17 @@ def _ablation(args: argparse.Namespace) -> int:
     quiet_libraries()
     from pipelines.demo import run_ablation
 
-    return run_ablation(preset=args.preset, model=args.model)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    runs = [key.strip() for key in args.runs.split(",") if key.strip()]
+    return run_ablation(preset=args.preset, model=args.model, overrides=overrides, runs=runs)
 
 
 def _ui(args: argparse.Namespace) -> int:

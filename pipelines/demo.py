@@ -11,6 +11,7 @@ print one line per step or per tenth of a stage, not the libraries' warnings and
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -27,6 +28,7 @@ from pipelines.definitions import defs
 from pipelines.instance import configure_environment
 from pipelines.jobs import EVAL_ASSET_KEYS
 from stepcode_core.data.reference import missing_benchmarks, reference_data_dir
+from stepcode_core.training.settings import preset as settings_preset
 
 
 def _elapsed(started: float) -> str:
@@ -114,13 +116,11 @@ def run_demo() -> int:
 REAL_MODEL = "smollm2"  # `stepcode ablation --model smollm2`: the real_ablation job
 
 
-def run_ablation(preset: str = "", model: str = "") -> int:
+def run_ablation(preset: str = "", model: str = "", overrides: dict | None = None, runs: list[str] | None = None) -> int:
     """Every partition (mode × seed) of the ``ablation`` job in turn (cached ones are reused), then
     its report; with ``model="smollm2"``, of the ``real_ablation`` job (from the demo's SFT
-    checkpoint, on the held-out trace tasks)."""
-    env = configure_environment()
-    instance = dg.DagsterInstance.get()
-    started = time.perf_counter()
+    checkpoint, on the held-out trace tasks). ``overrides``: TrainSettings fields of the GRPO runs
+    (not of the warm start); ``runs``: only these ``mode|seed`` partitions."""
     real = model == REAL_MODEL
     job, training_assets = (("real_ablation", ("real_ablation_checkpoint",)) if real
                             else ("ablation", ("ablation_start", "ablation_checkpoint")))
@@ -129,8 +129,26 @@ def run_ablation(preset: str = "", model: str = "") -> int:
         ops.update({name: {"config": {"preset": preset}} for name in training_assets})
     if model and not real:
         ops["ablation_base"] = {"config": {"model": model}}
+    if overrides:
+        try:
+            settings_preset(preset or ("cpu-demo" if real else "tiny-ablation"), **overrides)
+        except (ValueError, TypeError) as exc:
+            print(f"--set: {exc}", file=sys.stderr)
+            return 2
+        runs_asset = training_assets[-1]
+        ops.setdefault(runs_asset, {"config": {}})["config"]["overrides_json"] = json.dumps(overrides)
     run_config = {**COMPACT_LOGGING, **({"ops": ops} if ops else {})}
     keys = (real_ablation if real else ablation).ABLATION_PARTITIONS.get_partition_keys()
+    if runs:
+        unknown = sorted(set(runs) - {str(key) for key in keys})
+        if unknown:
+            print(f"--runs: no run {', '.join(unknown)}; the runs are {', '.join(str(key) for key in keys)}",
+                  file=sys.stderr)
+            return 2
+        keys = [key for key in keys if str(key) in runs]
+    env = configure_environment()
+    instance = dg.DagsterInstance.get()
+    started = time.perf_counter()
     result = None
     for index, key in enumerate(keys, 1):
         print(f"\n[{index}/{len(keys)}] {job} run {key} ({_elapsed(started)} so far) ...", flush=True)

@@ -172,6 +172,7 @@ def ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> 
         found = _held_out(records[0]) if records else None
         if found and found.get("step_accuracy") is not None:
             runs.append({"mode": key.keys_by_dimension["mode"], "seed": int(key.keys_by_dimension["seed"]), **found})
+    runs, other_settings = ablation.with_common_settings(runs)
     if not runs:
         raise dg.Failure("no ablation_checkpoint partition has been materialized yet")
     start_records = instance.fetch_materializations(dg.AssetKey("ablation_start"), limit=1).records
@@ -181,7 +182,8 @@ def ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> 
     settings = runs[0]["settings"]
     summary.update({"preset": settings["name"], "grpo_steps": settings["grpo_steps"],
                     "held_out_tasks": settings["eval_tasks"], "samples_per_task": settings["eval_num_samples"],
-                    "runs": len(runs), "weights": {f"{r['mode']}|{r['seed']}": r["weights_hash"] for r in runs}})
+                    "runs": len(runs), "left_out_other_settings": other_settings,
+                    "weights": {f"{r['mode']}|{r['seed']}": r["weights_hash"] for r in runs}})
     # The runs' numbers are the inputs: the same set of runs reuses the report.
     digest = hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:20]
     inputs = [ArtifactRef("ablation_runs", digest, "", digest)]
@@ -190,7 +192,10 @@ def ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> 
         (folder / "ablation.json").write_text(json.dumps(summary, indent=1))
         ablation.plot(summary, folder / "ablation.png", f"GRPO reward modes, {settings['name']} "
                       f"({settings['grpo_steps']} steps; mean ± std over seeds)")
-        return {"lines": ablation.describe(summary), "runs": len(runs)}
+        lines = ablation.describe(summary)
+        if other_settings:
+            lines.append(f"left out: {other_settings} run(s) trained with other settings than the rest")
+        return {"lines": lines, "runs": len(runs)}
 
     return cached_output(context, store, REPORT_VERSION, {}, inputs, write, lambda ref, meta, reused: {
         "runs": meta["runs"], "summary": dg.MetadataValue.md("\n".join(f"- {line}" for line in meta["lines"])),

@@ -121,8 +121,10 @@ def real_ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore
         if meta["start_weights_hash"] != start_meta["weights_hash"]:
             stale += 1  # trained from an earlier SFT checkpoint
             continue
-        runs.append({"mode": key.keys_by_dimension["mode"], "seed": int(key.keys_by_dimension["seed"]),
-                     "samples": _samples(folder), "weights_hash": meta["weights_hash"]})
+        run = {"mode": key.keys_by_dimension["mode"], "seed": int(key.keys_by_dimension["seed"]),
+               "samples": _samples(folder), "weights_hash": meta["weights_hash"]}
+        runs.append({**run, "settings": recorded_settings(context.instance, run)})
+    runs, other_settings = ablation.with_common_settings(runs)
     if not runs:
         raise dg.Failure("no real_ablation_scores partition from the current SFT checkpoint has been materialized yet"
                          + (f" ({stale} from an earlier one)" if stale else ""))
@@ -130,13 +132,16 @@ def real_ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore
         summary = ablation.compare_on_tasks(_samples(start_folder), runs)
     except ValueError as exc:
         raise dg.Failure(f"real_ablation_report: {exc}") from exc
-    settings = recorded_settings(context.instance, runs[0])
+    settings = runs[0]["settings"]
     summary.update({"preset": settings.get("name"), "grpo_steps": settings.get("grpo_steps"), "runs": len(runs),
-                    "left_out_stale_runs": stale, "start_weights_hash": start_meta["weights_hash"],
+                    "left_out_stale_runs": stale, "left_out_other_settings": other_settings,
+                    "start_weights_hash": start_meta["weights_hash"],
                     "weights": {f"{r['mode']}|{r['seed']}": r["weights_hash"] for r in runs}})
     digest = hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:20]
     inputs = [ArtifactRef("real_ablation_runs", digest, "", digest)]  # the same runs reuse the report
     lines = ablation.describe(summary) + ablation.describe_changes(summary)
+    if other_settings:
+        lines.append(f"left out: {other_settings} run(s) trained with other settings than the rest")
 
     def write(folder: Path) -> dict:
         (folder / "ablation.json").write_text(json.dumps(summary, indent=1))

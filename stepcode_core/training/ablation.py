@@ -10,7 +10,9 @@ change comes with a paired-bootstrap 95% interval.
 
 from __future__ import annotations
 
+import json
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from stepcode_core.evaluation.intervals import difference_of_means
@@ -60,6 +62,22 @@ def _over_seeds(a: list[float], b: list[float]) -> dict:
     change = round(statistics.fmean(b) - statistics.fmean(a), 4) if a and b else None
     interval = difference_of_means(a, b)
     return {"": change, "_ci": None if interval is None else [round(x, 4) for x in interval]}
+
+
+def with_common_settings(runs: list[dict]) -> tuple[list[dict], int]:
+    """The runs whose training settings (``run["settings"]``, mode and seed aside) are the most
+    common ones, and how many were left out: a report never pools runs trained differently (a
+    variant tried on a few runs with ``stepcode ablation --set``)."""
+    def recipe(run: dict) -> str:
+        return json.dumps({k: v for k, v in (run.get("settings") or {}).items() if k not in ("grpo_mode", "seed")},
+                          sort_keys=True)
+
+    counts = Counter(recipe(run) for run in runs)
+    if not counts:
+        return [], 0
+    common = counts.most_common(1)[0][0]
+    kept = [run for run in runs if recipe(run) == common]
+    return kept, len(runs) - len(kept)
 
 
 def _pooled(sample_lists: list[list[dict]], tasks: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:

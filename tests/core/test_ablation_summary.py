@@ -83,3 +83,17 @@ def test_the_miniatures_ranking_comes_with_welch_intervals_over_seeds():
     assert any(line.startswith("bilevel - step over seeds: step accuracy +2.6 [") for line in describe(summary))
     one_seed = summarize([run for run in runs if run["seed"] == 0])
     assert all(pair["step_accuracy_change_ci"] is None for pair in one_seed["pairs_over_seeds"])
+
+
+def test_a_report_pools_only_runs_trained_alike():
+    """A variant tried on one run (``stepcode ablation --set ... --runs ...``) is left out of the
+    report of the others, whatever its mode and seed."""
+    from stepcode_core.training.ablation import with_common_settings
+
+    usual = {"name": "cpu-demo", "grpo_lambda": 0.3, "grpo_steps": 12}
+    runs = [{"mode": mode, "seed": seed, "settings": {**usual, "grpo_mode": mode, "seed": seed}}
+            for mode in ("terminal", "bilevel") for seed in (0, 1)]
+    variant = {"mode": "bilevel", "seed": 0, "settings": {**usual, "grpo_lambda": 0.7, "grpo_mode": "bilevel", "seed": 0}}
+    kept, left_out = with_common_settings(runs[:3] + [variant])
+    assert kept == runs[:3] and left_out == 1
+    assert with_common_settings(runs) == (runs, 0) and with_common_settings([]) == ([], 0)
