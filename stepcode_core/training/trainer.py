@@ -44,7 +44,12 @@ from stepcode_core.training.advantages import (
     token_advantages,
     token_segments,
 )
-from stepcode_core.training.fast_path import BF16RolloutCopy, sharing_prefill, wants_bf16_rollout
+from stepcode_core.training.fast_path import (
+    BF16RolloutCopy,
+    inverse_cdf_sampling,
+    sharing_prefill,
+    wants_bf16_rollout,
+)
 
 
 def completion_text(completion) -> str:
@@ -102,7 +107,8 @@ class BiLevelGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args, reward: SandboxReward, mode: str = "bilevel", lam: float = 0.3,
                  reproducible_rollouts: bool = False, record_to: Path | None = None, shared_prefill: bool = True,
-                 bf16_rollout: bool = True, packed_rollout_weights: bool = True, **kwargs):
+                 bf16_rollout: bool = True, packed_rollout_weights: bool = True,
+                 inverse_cdf_sampling: bool = True, **kwargs):
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.step_reward = reward
         self.advantage_mode = mode
@@ -110,6 +116,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         self.reproducible_rollouts = reproducible_rollouts
         self.record_to = Path(record_to) if record_to else None
         self.shared_prefill = shared_prefill
+        self.inverse_cdf_sampling = inverse_cdf_sampling
         # fp32 weights under bf16 autocast (a CPU): roll out from a bf16 copy (fast_path.BF16RolloutCopy);
         # not from sharded weights (FSDP, DeepSpeed), whose copy would hold only this rank's shard
         sharded = getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False)
@@ -125,6 +132,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
                 generator = stack.enter_context(self.rollout_copy.generating(generator))
             if self.shared_prefill and not self.reproducible_rollouts:
                 stack.enter_context(sharing_prefill(generator, num_generations))
+            stack.enter_context(inverse_cdf_sampling(self.inverse_cdf_sampling))
             if not self.reproducible_rollouts:
                 return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                      has_tool_images)

@@ -16,6 +16,7 @@ from stepcode_core.paths import stepcode_home
 from stepcode_core.training.fast_path import (
     BF16RolloutCopy,
     compact_lm_head_on_cpu,
+    inverse_cdf_sampling,
     sharing_prefill,
     wants_bf16_rollout,
 )
@@ -234,3 +235,43 @@ def test_the_packed_rollout_copy_computes_what_the_plain_copy_does_after_every_r
     after = logits(packed)
     assert not torch.allclose(after, before, atol=1e-2)  # the repacked weights, not the first ones
     assert torch.allclose(after, logits(plain), rtol=0, atol=1e-2)
+
+
+def test_inverse_cdf_sampling_draws_from_the_same_distribution():
+    """One uniform a row instead of an exponential per entry: the frequencies match the probabilities
+    (rows of different shapes, a token of probability 0 never drawn); other calls and the end of the
+    block leave torch.multinomial as it was."""
+    original = torch.multinomial
+    probs = torch.tensor([[0.5, 0.0, 0.2, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0], [0.1, 0.1, 0.1, 0.1, 0.6]])
+    torch.manual_seed(0)
+    with inverse_cdf_sampling():
+        assert torch.multinomial is not original
+        draws = torch.cat([torch.multinomial(probs, num_samples=1) for _ in range(20_000)], dim=1)
+        several = torch.multinomial(probs[0], num_samples=2)  # not one draw a row: torch's own
+    assert torch.multinomial is original
+    assert draws.shape == (3, 20_000) and draws.dtype == torch.int64
+    for row, expected in zip(draws, probs):
+        frequencies = torch.bincount(row, minlength=5).float() / row.numel()
+        assert torch.allclose(frequencies, expected, atol=0.012), (frequencies, expected)
+        assert frequencies[expected == 0].sum() == 0
+    assert several.shape == (2,) and set(several.tolist()) <= {0, 2, 3}
+    with inverse_cdf_sampling(enabled=False):
+        assert torch.multinomial is original
+
+
+def test_generate_samples_through_the_inverse_cdf(smollm):
+    """transformers' generate, sampling, under the block: tokens drawn by the inverse CDF (a different
+    random stream than torch's, hence other tokens from the same seed), valid and reproducible."""
+    model, tokenizer = smollm
+    inputs = tokenizer(["def f(x):\n    return x"], return_tensors="pt")
+
+    def sample(cheap: bool):
+        torch.manual_seed(0)
+        with inverse_cdf_sampling(cheap), torch.no_grad():
+            return model.generate(**inputs, max_new_tokens=12, do_sample=True, top_k=0, top_p=1.0,
+                                  pad_token_id=tokenizer.eos_token_id)
+
+    cheap = sample(True)
+    assert torch.equal(cheap, sample(True))
+    assert not torch.equal(cheap, sample(False))
+    assert int(cheap.max()) < model.config.vocab_size
