@@ -171,7 +171,8 @@ def ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> 
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("ablation_checkpoint"), asset_partitions=[key]), limit=1).records
         found = _held_out(records[0]) if records else None
         if found and found.get("step_accuracy") is not None:
-            runs.append({"mode": key.keys_by_dimension["mode"], "seed": int(key.keys_by_dimension["seed"]), **found})
+            runs.append({"mode": key.keys_by_dimension["mode"], "seed": int(key.keys_by_dimension["seed"]),
+                         "at": records[0].timestamp, **found})
     runs, other_settings = ablation.with_common_settings(runs)
     if not runs:
         raise dg.Failure("no ablation_checkpoint partition has been materialized yet")

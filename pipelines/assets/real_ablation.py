@@ -96,7 +96,8 @@ def _latest(instance: dg.DagsterInstance, asset: str, partition: str | None = No
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
         limit=1).records
-    return recorded_artifact(records[0]) if records else None
+    found = recorded_artifact(records[0]) if records else None
+    return None if found is None else (found[0], {**found[1], "materialized_at": records[0].timestamp})
 
 
 def _samples(folder: Path) -> list[dict]:
@@ -122,7 +123,7 @@ def real_ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore
             stale += 1  # trained from an earlier SFT checkpoint
             continue
         run = {"mode": key.keys_by_dimension["mode"], "seed": int(key.keys_by_dimension["seed"]),
-               "samples": _samples(folder), "weights_hash": meta["weights_hash"]}
+               "samples": _samples(folder), "weights_hash": meta["weights_hash"], "at": meta["materialized_at"]}
         runs.append({**run, "settings": recorded_settings(context.instance, run)})
     runs, other_settings = ablation.with_common_settings(runs)
     if not runs:

@@ -67,7 +67,8 @@ def _over_seeds(a: list[float], b: list[float]) -> dict:
 def with_common_settings(runs: list[dict]) -> tuple[list[dict], int]:
     """The runs whose training settings (``run["settings"]``, mode and seed aside) are the most
     common ones, and how many were left out: a report never pools runs trained differently (a
-    variant tried on a few runs with ``stepcode ablation --set``)."""
+    variant tried on a few runs with ``stepcode ablation --set``). Between equally common settings,
+    those of the latest run (``run["at"]``, a timestamp): the variant just tried."""
     def recipe(run: dict) -> str:
         return json.dumps({k: v for k, v in (run.get("settings") or {}).items() if k not in ("grpo_mode", "seed")},
                           sort_keys=True)
@@ -75,7 +76,9 @@ def with_common_settings(runs: list[dict]) -> tuple[list[dict], int]:
     counts = Counter(recipe(run) for run in runs)
     if not counts:
         return [], 0
-    common = counts.most_common(1)[0][0]
+    most = max(counts.values())
+    tied = [run for run in runs if counts[recipe(run)] == most]
+    common = recipe(max(tied, key=lambda run: run.get("at") or 0.0))
     kept = [run for run in runs if recipe(run) == common]
     return kept, len(runs) - len(kept)
 

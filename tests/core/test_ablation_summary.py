@@ -97,3 +97,7 @@ def test_a_report_pools_only_runs_trained_alike():
     kept, left_out = with_common_settings(runs[:3] + [variant])
     assert kept == runs[:3] and left_out == 1
     assert with_common_settings(runs) == (runs, 0) and with_common_settings([]) == ([], 0)
+    # one run each way: the latest is the one just tried, whatever the order of the partitions
+    other = {**variant, "mode": "terminal", "settings": {**variant["settings"], "grpo_lambda": 1.0}}
+    assert with_common_settings([{**variant, "at": 2.0}, {**other, "at": 1.0}]) == ([{**variant, "at": 2.0}], 1)
+    assert with_common_settings([{**variant, "at": 1.0}, {**other, "at": 2.0}]) == ([{**other, "at": 2.0}], 1)
