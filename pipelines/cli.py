@@ -4,7 +4,6 @@ Dagster demo and UI."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -53,16 +52,12 @@ def _demo(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     quiet_libraries()
     from pipelines.demo import run_ablation
+    from stepcode_core.training.settings import parse_overrides
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     runs = [key.strip() for key in args.runs.split(",") if key.strip()]
     return run_ablation(preset=args.preset, model=args.model, overrides=overrides, runs=runs)
 

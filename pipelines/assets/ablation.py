@@ -193,10 +193,7 @@ def ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore) -> 
         (folder / "ablation.json").write_text(json.dumps(summary, indent=1))
         ablation.plot(summary, folder / "ablation.png", f"GRPO reward modes, {settings['name']} "
                       f"({settings['grpo_steps']} steps; mean ± std over seeds)")
-        lines = ablation.describe(summary)
-        if other_settings:
-            lines.append(f"left out: {other_settings} run(s) trained with other settings than the rest")
-        return {"lines": lines, "runs": len(runs)}
+        return {"lines": ablation.describe(summary), "runs": len(runs)}
 
     return cached_output(context, store, REPORT_VERSION, {}, inputs, write, lambda ref, meta, reused: {
         "runs": meta["runs"], "summary": dg.MetadataValue.md("\n".join(f"- {line}" for line in meta["lines"])),

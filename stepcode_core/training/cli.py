@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stepcode_core.training.modeling import resolve_model
 from stepcode_core.training.phases import PHASES, run_phase, write_curves
-from stepcode_core.training.settings import PRESETS, preset
+from stepcode_core.training.settings import PRESETS, parse_overrides, preset
 from stepcode_core.training.tasks import load_tasks
 from stepcode_core.training.tracking import TENSORBOARD_DIR, Tracking
 
@@ -32,14 +32,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    settings = preset(args.preset, **overrides)
+    settings = preset(args.preset, **parse_overrides(args.set))
     dataset = Path(args.dataset)
     if not (dataset / "tasks" / "train.parquet").is_file():
         raise FileNotFoundError(f"{dataset} is not a trace_dataset artifact (no tasks/train.parquet)")

@@ -10,6 +10,7 @@ rollouts): the paper's settings, with our choices where the paper is silent.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,21 @@ def batch_shape(sequences: int, micro_batch: int, processes: int, name: str = "b
     if share % micro:
         raise ValueError(f"{name}: the micro batch ({micro}) must divide each process's {share} sequences per step")
     return micro, share // micro
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """TrainSettings fields from ``KEY=VALUE`` strings (a command line's ``--set``): a value is JSON
+    when it parses (1e-6, true, 8), else the string itself."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 def preset(name: str, **overrides) -> TrainSettings:

@@ -81,6 +81,9 @@ def test_the_miniatures_ranking_comes_with_welch_intervals_over_seeds():
     assert wide[1] - wide[0] > 4 * (high - low)  # terminal's seeds scatter: its interval is wide
     assert pairs[("terminal", "step")]["final_accuracy_change_ci"] == [0.0, 0.0]  # no spread, no width
     assert any(line.startswith("bilevel - step over seeds: step accuracy +2.6 [") for line in describe(summary))
+    assert not any(line.startswith("left out") for line in describe(summary))
+    summary["left_out_other_settings"] = 2
+    assert describe(summary)[-1] == "left out: 2 run(s) trained with other settings than the rest"
     one_seed = summarize([run for run in runs if run["seed"] == 0])
     assert all(pair["step_accuracy_change_ci"] is None for pair in one_seed["pairs_over_seeds"])
 

@@ -109,3 +109,14 @@ def test_plot_curves(tmp_path):
     png = plot_curves(curves, tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_curves([], tmp_path / "empty.png").is_file()
+
+
+def test_set_overrides_parse_json_values_and_refuse_a_missing_value():
+    """``stepcode train --set`` and ``stepcode ablation --set`` share one parser."""
+    from stepcode_core.training.settings import parse_overrides
+
+    assert parse_overrides(["grpo_learning_rate=5e-5", "bf16=true", "rollout=vllm", "tasks=\"output\""]) == {
+        "grpo_learning_rate": 5e-5, "bf16": True, "rollout": "vllm", "tasks": "output"}
+    for bad in ("grpo_lambda", "=0.7"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_overrides([bad])
