@@ -11,6 +11,7 @@ from pipelines.instance import dagster_environment
 from pipelines.quiet import quiet_libraries  # before stepcode_core.cli, which loads tqdm
 from pipelines.ui import dagster_dev_command, run_supervised
 from stepcode_core.cli import build_parser, run
+from stepcode_core.training.settings import parse_overrides
 
 
 def build_full_parser() -> argparse.ArgumentParser:
@@ -52,7 +53,6 @@ def _demo(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     quiet_libraries()
     from pipelines.demo import run_ablation
-    from stepcode_core.training.settings import parse_overrides
 
     try:
         overrides = parse_overrides(args.set)
