@@ -11,9 +11,9 @@ the time from one logged step to the next.
 In the same run it measures the machine (:func:`stepcode_core.training.roofline.measure_machine`:
 GEMM rate per dtype, memory bandwidth) and prints measured ÷ bound for the rollout, the update and the
 whole step (:mod:`stepcode_core.training.roofline` says what each bound counts). ``--fast-path``
-runs the step six times, adding one change of :mod:`stepcode_core.training.fast_path` at a time
+runs the step seven times, adding one change of :mod:`stepcode_core.training.fast_path` at a time
 (plain, + compact LM head, + shared prefill, + bf16 rollout copy, + its weights packed, + inverse-CDF
-sampling), prints each one's speed-up over the plain path, and
+sampling, + the lean decode loop), prints each one's speed-up over the plain path, and
 checks that the rollouts stayed the same (same seed: the first step's response lengths and rewards
 must match; later steps follow updates equal to float rounding).
 
@@ -50,7 +50,7 @@ from stepcode_core.training.tasks import load_tasks  # noqa: E402
 from stepcode_core.training.tiny_task import tiny_task_rows  # noqa: E402
 
 PLAIN = {"compact_lm_head": False, "shared_prefill": False, "bf16_rollout": False, "packed_rollout_weights": False,
-         "inverse_cdf_sampling": False}
+         "inverse_cdf_sampling": False, "lean_decode": False}
 FAST_PATH_STAGES = (
     ("plain", PLAIN),
     ("+ compact LM head", {**PLAIN, "compact_lm_head": True}),
@@ -58,7 +58,9 @@ FAST_PATH_STAGES = (
     ("+ bf16 rollout copy", {**PLAIN, "compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True}),
     ("+ packed weights", {**PLAIN, "compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True,
                           "packed_rollout_weights": True}),
-    ("+ inverse-CDF sampling", {}),  # the defaults: every change on
+    ("+ inverse-CDF sampling", {**PLAIN, "compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True,
+                                "packed_rollout_weights": True, "inverse_cdf_sampling": True}),
+    ("+ lean decode loop", {}),  # the defaults: every change on
 )
 
 

@@ -183,9 +183,14 @@ class BF16RolloutCopy:
 
     def __init__(self, pack: bool = True, rows: int = 8):
         self.copy = None
+        self.versions: list[int] = []  # the policy's parameters' version counters at the last refresh
         self.pack, self.rows = pack, rows  # rows: the decode batch the packed layout is chosen for
 
     def refresh(self, policy) -> None:
+        """Bring the copy to the policy's weights. After the first call only the parameters that can
+        have changed are copied (and their linears repacked): those the optimizer trains (it updates
+        only parameters that require grad) and any other modified in place since the last refresh
+        (its version counter moved); with the lower layers frozen that is a fraction of the model."""
         with torch.no_grad():
             if self.copy is None:
                 self.copy = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -196,14 +201,19 @@ class BF16RolloutCopy:
                 for parameter in self.copy.parameters():  # buffers (RoPE's inv_freq) keep their fp32
                     parameter.data = parameter.data.to(torch.bfloat16)
                     parameter.grad = None  # a gradient the policy held is no business of the copy's
+                changed = {id(parameter) for parameter in self.copy.parameters()}
             else:
-                for mine, theirs in zip(self.copy.parameters(), policy.parameters(), strict=True):
-                    mine.copy_(theirs)
+                changed = set()
+                for mine, theirs, seen in zip(self.copy.parameters(), policy.parameters(), self.versions, strict=True):
+                    if theirs.requires_grad or theirs._version != seen:
+                        mine.copy_(theirs)
+                        changed.add(id(mine))
                 for mine, theirs in zip(self.copy.buffers(), policy.buffers(), strict=True):
                     mine.copy_(theirs)
+            self.versions = [parameter._version for parameter in policy.parameters()]
             if self.pack:
                 for module in self.copy.modules():
-                    if isinstance(module, torch.nn.Linear):
+                    if isinstance(module, torch.nn.Linear) and id(module.weight) in changed:
                         packed_linear(module, self.rows)
 
     @contextlib.contextmanager

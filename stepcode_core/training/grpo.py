@@ -97,6 +97,7 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
             record_to=output_dir / "rollouts" if settings.grpo_record_rollouts else None,
             shared_prefill=settings.shared_prefill, bf16_rollout=settings.bf16_rollout,
             packed_rollout_weights=settings.packed_rollout_weights, inverse_cdf_sampling=settings.inverse_cdf_sampling,
+            lean_decode=settings.lean_decode,
         )
         stack.enter_context(compact_lm_head_on_cpu(settings.compact_lm_head))
         folder, metrics = train_and_save(trainer, tokenizer, scratch, output_dir, settings.lora, len(chosen))

@@ -81,6 +81,7 @@ class TrainSettings:
     bf16_rollout: bool = True  # bf16 autocast over fp32 weights (a CPU): GRPO rolls out from a bf16 copy
     packed_rollout_weights: bool = True  # the bf16 copy's linear layers in oneDNN's packed layout
     inverse_cdf_sampling: bool = True  # rollouts draw each token by inverse CDF (one uniform a row, on a CPU)
+    lean_decode: bool = True  # the bf16 copy of a Llama-style policy decodes by lean_decode's loop, not generate's
 
     def replace(self, **overrides) -> TrainSettings:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -129,7 +130,7 @@ PRESETS: dict[str, TrainSettings] = {
         eval_tasks=64, eval_max_tokens=64, eval_num_samples=4, eval_temperature=1.0,
         # the path its documented numbers were measured on
         compact_lm_head=False, shared_prefill=False, bf16_rollout=False, packed_rollout_weights=False,
-        inverse_cdf_sampling=False,
+        inverse_cdf_sampling=False, lean_decode=False,
     ),
     # The paper's settings (Qwen2.5-Coder-7B, SFT then GRPO, G = 5, lr 1e-6, responses up to 4096 tokens,
     # 2 epochs, on 8 GPUs with verl). The KL coefficient and batch shape are our choices where the

@@ -50,6 +50,7 @@ from stepcode_core.training.fast_path import (
     sharing_prefill,
     wants_bf16_rollout,
 )
+from stepcode_core.training.lean_decode import lean_decoding
 
 
 def completion_text(completion) -> str:
@@ -108,7 +109,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, reward: SandboxReward, mode: str = "bilevel", lam: float = 0.3,
                  reproducible_rollouts: bool = False, record_to: Path | None = None, shared_prefill: bool = True,
                  bf16_rollout: bool = True, packed_rollout_weights: bool = True,
-                 inverse_cdf_sampling: bool = True, **kwargs):
+                 inverse_cdf_sampling: bool = True, lean_decode: bool = True, **kwargs):
         super().__init__(*args, reward_funcs=[reward], **kwargs)
         self.step_reward = reward
         self.advantage_mode = mode
@@ -117,6 +118,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         self.record_to = Path(record_to) if record_to else None
         self.shared_prefill = shared_prefill
         self.inverse_cdf_sampling = inverse_cdf_sampling
+        self.lean_decode = lean_decode
         # fp32 weights under bf16 autocast (a CPU): roll out from a bf16 copy (fast_path.BF16RolloutCopy);
         # not from sharded weights (FSDP, DeepSpeed), whose copy would hold only this rank's shard
         sharded = getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False)
@@ -130,6 +132,8 @@ class BiLevelGRPOTrainer(GRPOTrainer):
             generator = self.accelerator.unwrap_model(self.model_wrapped)
             if self.rollout_copy is not None:
                 generator = stack.enter_context(self.rollout_copy.generating(generator))
+                # inside sharing_prefill's wrapper: the lean loop continues from the shared prefill
+                stack.enter_context(lean_decoding(generator, self.lean_decode))
             if self.shared_prefill and not self.reproducible_rollouts:
                 stack.enter_context(sharing_prefill(generator, num_generations))
             stack.enter_context(inverse_cdf_sampling(self.inverse_cdf_sampling))

@@ -237,6 +237,39 @@ def test_the_packed_rollout_copy_computes_what_the_plain_copy_does_after_every_r
     assert torch.allclose(after, logits(plain), rtol=0, atol=1e-2)
 
 
+def test_a_refresh_copies_the_trained_and_the_modified_parameters_only(smollm):
+    """After the first refresh, the copy takes the parameters that require grad (what the optimizer
+    updates, whichever way it writes them) and any other modified in place; a frozen linear nobody
+    touched keeps its packed weight."""
+    from transformers import AutoModelForCausalLM
+
+    from stepcode_core.training.modeling import freeze_lower_layers
+
+    _, tokenizer = smollm
+    policy = AutoModelForCausalLM.from_pretrained(tokenizer.name_or_path)
+    freeze_lower_layers(policy, 1)
+    rollout = BF16RolloutCopy()
+    rollout.refresh(policy)
+    frozen, other_frozen = policy.model.layers[0].mlp.up_proj, policy.model.layers[1].mlp.up_proj
+    trained = policy.model.layers[-1].mlp.up_proj
+    untouched = getattr(rollout.copy.model.layers[1].mlp.up_proj, "packed_weight", None)
+    with torch.no_grad():
+        trained.weight.data.mul_(1.5)  # through .data, as some optimizers write: no version bump
+        frozen.weight.mul_(1.5)  # in place on a frozen parameter: the version counter moves
+    rollout.refresh(policy)
+    mine = rollout.copy.model.layers
+    assert torch.equal(mine[-1].mlp.up_proj.weight, trained.weight.to(torch.bfloat16))
+    assert torch.equal(mine[0].mlp.up_proj.weight, frozen.weight.to(torch.bfloat16))
+    assert torch.equal(mine[1].mlp.up_proj.weight, other_frozen.weight.to(torch.bfloat16))
+    if untouched is not None:
+        assert mine[1].mlp.up_proj.packed_weight is untouched  # not repacked
+        assert mine[0].mlp.up_proj.packed_weight is not None
+        with torch.no_grad():
+            x = torch.randn(8, frozen.in_features, dtype=torch.bfloat16)
+            assert torch.allclose(mine[0].mlp.up_proj(x), torch.nn.functional.linear(x, mine[0].mlp.up_proj.weight),
+                                  rtol=0, atol=1e-2)
+
+
 def test_inverse_cdf_sampling_draws_from_the_same_distribution():
     """One uniform a row instead of an exponential per entry: the frequencies match the probabilities
     (rows of different shapes, a token of probability 0 never drawn); other calls and the end of the
