@@ -33,6 +33,10 @@ from stepcode_core.training.fast_path import packed_linear
 _SAMPLING_KEYS = {"do_sample", "temperature", "top_k", "top_p", "min_p", "max_new_tokens", "pad_token_id",
                   "eos_token_id", "bos_token_id", "disable_compile", "cache_implementation", "max_length",
                   "transformers_version", "_from_model_config"}
+# Settings whose value here changes nothing (TRL sets repetition_penalty=1.0 where the default is None).
+_NEUTRAL = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+            "eta_cutoff": 0.0, "num_beams": 1, "num_beam_groups": 1, "num_return_sequences": 1, "min_new_tokens": 0,
+            "min_length": 0, "no_repeat_ngram_size": 0, "use_cache": True}
 
 
 def _architecture_covered(model) -> bool:
@@ -54,8 +58,9 @@ def covers(model, generation_config, kwargs: dict) -> bool:
         return False
     default = type(generation_config)()
     for key, value in generation_config.to_dict().items():
-        if key not in _SAMPLING_KEYS and value != getattr(default, key, value):
-            return False  # beams, penalties, suppressed tokens, scores asked back, ...
+        if key in _SAMPLING_KEYS or value == getattr(default, key, value) or value == _NEUTRAL.get(key, ...):
+            continue
+        return False  # beams, penalties, suppressed tokens, scores asked back, ...
     return generation_config.cache_implementation in (None, "dynamic")
 
 

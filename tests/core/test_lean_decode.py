@@ -124,3 +124,21 @@ def test_what_it_does_not_cover_goes_to_generate(rollout):
                                           attention_bias=True)).eval()
     with lean_decoding(biased):
         assert "generate" not in biased.__dict__  # an architecture the loop does not implement
+
+
+def test_the_generation_trl_asks_for_is_covered(rollout, tmp_path):
+    """What the GRPO trainer passes to ``generate`` (TRL's generation config, a neutral repetition
+    penalty included) goes through the lean loop, not around it."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig
+
+    from stepcode_core.training.trainer import BiLevelGRPOTrainer, SandboxReward
+
+    model, tokenizer, inputs = rollout
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_completion_length=8,
+                      temperature=1.0, top_p=1.0, report_to="none", use_cpu=True, disable_tqdm=True)
+    trainer = BiLevelGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tokenizer.name_or_path), args=args,
+                                 train_dataset=Dataset.from_list([{"prompt": "x"}] * 4), processing_class=tokenizer,
+                                 reward=SandboxReward(sandbox=None))
+    assert covers(model, trainer.generation_config, {**inputs, "cache": None})
