@@ -10,8 +10,9 @@ the time from one logged step to the next.
 
 In the same run it measures the machine (:func:`stepcode_core.training.roofline.measure_machine`:
 GEMM rate per dtype, memory bandwidth) and prints measured ÷ bound for the rollout, the update and the
-whole step (:mod:`stepcode_core.training.roofline` says what each bound counts). ``--fast-path``
-runs the step seven times, adding one change of :mod:`stepcode_core.training.fast_path` at a time
+whole step (:mod:`stepcode_core.training.roofline` says what each bound counts), with every change of
+the fast path on (:mod:`stepcode_core.training.fast_path` and :mod:`stepcode_core.training.lean_decode`,
+whatever the preset says). ``--fast-path`` runs the step seven times, adding one change at a time
 (plain, + compact LM head, + shared prefill, + bf16 rollout copy, + its weights packed, + inverse-CDF
 sampling, + the lean decode loop), prints each one's speed-up over the plain path, and
 checks that the rollouts stayed the same (same seed: the first step's response lengths and rewards
@@ -49,19 +50,14 @@ from stepcode_core.training.settings import preset  # noqa: E402
 from stepcode_core.training.tasks import load_tasks  # noqa: E402
 from stepcode_core.training.tiny_task import tiny_task_rows  # noqa: E402
 
-PLAIN = {"compact_lm_head": False, "shared_prefill": False, "bf16_rollout": False, "packed_rollout_weights": False,
-         "inverse_cdf_sampling": False, "lean_decode": False}
-FAST_PATH_STAGES = (
-    ("plain", PLAIN),
-    ("+ compact LM head", {**PLAIN, "compact_lm_head": True}),
-    ("+ shared prefill", {**PLAIN, "compact_lm_head": True, "shared_prefill": True}),
-    ("+ bf16 rollout copy", {**PLAIN, "compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True}),
-    ("+ packed weights", {**PLAIN, "compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True,
-                          "packed_rollout_weights": True}),
-    ("+ inverse-CDF sampling", {**PLAIN, "compact_lm_head": True, "shared_prefill": True, "bf16_rollout": True,
-                                "packed_rollout_weights": True, "inverse_cdf_sampling": True}),
-    ("+ lean decode loop", {}),  # the defaults: every change on
-)
+CHANGES = (("+ compact LM head", "compact_lm_head"), ("+ shared prefill", "shared_prefill"),
+           ("+ bf16 rollout copy", "bf16_rollout"), ("+ packed weights", "packed_rollout_weights"),
+           ("+ inverse-CDF sampling", "inverse_cdf_sampling"), ("+ lean decode loop", "lean_decode"))
+PLAIN = {setting: False for _, setting in CHANGES}
+FAST = {setting: True for _, setting in CHANGES}
+# Each stage adds one change to the one before it.
+FAST_PATH_STAGES = (("plain", PLAIN),) + tuple(
+    (name, {**PLAIN, **{setting: True for _, setting in CHANGES[: index + 1]}}) for index, (name, _) in enumerate(CHANGES))
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -141,7 +137,7 @@ def main() -> int:
     base = preset(args.preset, grpo_steps=args.steps, grpo_prompts_per_step=args.prompts,
                   grpo_num_generations=args.generations, grpo_max_response_tokens=args.max_tokens,
                   grpo_mode=args.mode, rollout=args.rollout, grpo_max_tasks=0)
-    stages = FAST_PATH_STAGES if args.fast_path else (("default", {}),)
+    stages = FAST_PATH_STAGES if args.fast_path else (("fast path", FAST),)
     results = []
     with open_sandbox(backend="auto") as sandbox:
         tasks = tiny_task_rows(8 if args.quick else 32, 0, sandbox) if args.tasks == "tiny" else load_tasks(args.tasks, "train")

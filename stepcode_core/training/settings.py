@@ -109,6 +109,9 @@ PRESETS: dict[str, TrainSettings] = {
         sft_epochs=1.0, sft_learning_rate=4e-4, sft_batch_size=8, sft_max_length=512, sft_max_tasks=512,
         grpo_steps=12, grpo_prompts_per_step=4, grpo_num_generations=4, grpo_learning_rate=5e-5,
         grpo_max_response_tokens=96, grpo_max_tasks=48, eval_tasks=0, eval_max_tokens=96,
+        # The README's demo and real-model ablation were measured before the lean decode loop: it samples
+        # the same distributions along other rounding, so turning it on here would change their figures.
+        lean_decode=False,
     ),
     # Runs end to end on 2 CPU cores in a few minutes: a handful of SFT and GRPO steps that prove the
     # graph works, not a model worth evaluating. Training only the top layers cuts the backward pass.
