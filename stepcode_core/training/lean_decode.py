@@ -17,8 +17,8 @@ place.
 
 :func:`lean_decoding` installs it as ``model.generate`` for a block; generation it does not cover
 (:func:`covers`: another architecture, beams, penalties, a processor it does not apply, scores asked
-back) goes to transformers' ``generate`` unchanged. ``tests/core/test_lean_decode.py`` checks the
-logits against the model's own forward and the greedy tokens against ``generate``'s.
+back) goes to transformers' ``generate`` unchanged. ``tests/core/test_lean_decode.py`` checks each
+sampled token's distribution against the model's own forward and the greedy tokens against ``generate``'s.
 """
 
 from __future__ import annotations
@@ -40,11 +40,20 @@ _NEUTRAL = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "typic
 
 
 def _architecture_covered(model) -> bool:
+    """A transformers Llama (not wrapped, as PEFT wraps it) with plain linear projections, in eval mode,
+    on the CPU."""
+    from transformers import LlamaForCausalLM
+
+    if not isinstance(model, LlamaForCausalLM) or model.training or next(model.parameters()).device.type != "cpu":
+        return False
     config = model.config
-    return (getattr(config, "model_type", None) == "llama" and not getattr(config, "attention_bias", False)
-            and not getattr(config, "mlp_bias", False) and getattr(config, "hidden_act", None) == "silu"
-            and getattr(config, "pretraining_tp", 1) == 1 and not getattr(model, "training", False)
-            and next(model.parameters()).device.type == "cpu")
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False) \
+            or getattr(config, "hidden_act", None) != "silu" or getattr(config, "pretraining_tp", 1) != 1:
+        return False
+    projections = [module for layer in model.model.layers for module in (
+        layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
+        layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
+    return all(type(module) is torch.nn.Linear for module in projections + [model.lm_head])
 
 
 def covers(model, generation_config, kwargs: dict) -> bool:

@@ -124,6 +124,15 @@ def test_what_it_does_not_cover_goes_to_generate(rollout):
                                           attention_bias=True)).eval()
     with lean_decoding(biased):
         assert "generate" not in biased.__dict__  # an architecture the loop does not implement
+    from peft import LoraConfig, get_peft_model
+
+    plain = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=100)).eval()
+    adapted = get_peft_model(plain, LoraConfig(r=2, target_modules=["q_proj"])).eval()
+    with lean_decoding(adapted):
+        assert "generate" not in adapted.__dict__  # wrapped projections: generate as it is
+    with lean_decoding(plain):
+        assert "generate" not in plain.__dict__  # the Llama under the adapter: its q_proj is LoRA's now
 
 
 def test_the_generation_trl_asks_for_is_covered(rollout, tmp_path):
