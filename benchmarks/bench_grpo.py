@@ -65,6 +65,17 @@ def _mean(rows: list[dict], key: str) -> float:
     return sum(values) / max(len(values), 1)
 
 
+def rollout_engine(metrics: dict) -> str:
+    """What decoded the rollouts: vLLM, transformers' ``generate``, or the lean loop (with how many
+    of the step's generations fell back to ``generate``)."""
+    if metrics.get("rollout") != "transformers":
+        return str(metrics.get("rollout"))
+    lean, fallback = metrics.get("rollout_lean_decodes", 0), metrics.get("rollout_generate_decodes", 0)
+    if not lean:
+        return "transformers generate"
+    return "lean decode loop" + (f" ({fallback} of {lean + fallback} generations by generate)" if fallback else "")
+
+
 def step_figures(curves: list[dict]) -> dict:
     """Mean timings and token counts of the steps after the first (all of them when there is one)."""
     rows = curves[1:] or curves
@@ -148,7 +159,7 @@ def main() -> int:
                 result = run_grpo(model_dir, tasks, Path(folder) / "model", settings, sandbox=sandbox)
             figures = step_figures(result.curves)
             figures.update(bounds(shape, machine, settings, figures, args.prompts, args.generations))
-            figures.update(stage=name, total_s=time.perf_counter() - started, rollout_engine=result.metrics.get("rollout"),
+            figures.update(stage=name, total_s=time.perf_counter() - started, rollout_engine=rollout_engine(result.metrics),
                            rewards=[row.get("reward") for row in result.curves],
                            response_lengths=[row.get("response_length") for row in result.curves])
             results.append(figures)

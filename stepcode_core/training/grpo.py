@@ -101,7 +101,9 @@ def run_grpo(model_dir: str | Path, tasks: list[dict], output_dir: str | Path, s
         )
         stack.enter_context(compact_lm_head_on_cpu(settings.compact_lm_head))
         folder, metrics = train_and_save(trainer, tokenizer, scratch, output_dir, settings.lora, len(chosen))
-    metrics.update(rollout="vllm" if vllm else "transformers", mode=settings.grpo_mode)
+    metrics.update(rollout="vllm" if vllm else "transformers", mode=settings.grpo_mode,
+                   rollout_lean_decodes=trainer.decode_loops["lean"],
+                   rollout_generate_decodes=trainer.decode_loops["generate"])
     if curves.rows:
         metrics.update({f"last_{k}": v for k, v in curves.rows[-1].items() if k not in ("step", "elapsed_s")})
     return TrainingResult(folder, curves.rows, metrics)

@@ -22,6 +22,7 @@ sampled token's distribution against the model's own forward and the greedy toke
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 
@@ -136,14 +137,19 @@ def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
 
 
 @torch.no_grad()
-def lean_generate(model, fallback, input_ids=None, attention_mask=None, generation_config=None, cache=None, **kwargs):
+def lean_generate(model, fallback, input_ids=None, attention_mask=None, generation_config=None, cache=None,
+                  counts: collections.Counter | None = None, **kwargs):
     """``model.generate(input_ids, attention_mask, generation_config=..., cache=...)`` by the lean loop
     where :func:`covers` says it computes the same, by ``fallback`` (transformers' ``generate``)
     otherwise. ``cache``: the prompts but their last token already prefilled (as
-    :func:`~stepcode_core.training.fast_path.sharing_prefill` passes it)."""
+    :func:`~stepcode_core.training.fast_path.sharing_prefill` passes it). ``counts``: adds one to
+    ``"lean"`` or ``"generate"``, whichever decoded."""
     config = generation_config if generation_config is not None else model.generation_config
     arguments = {"input_ids": input_ids, "attention_mask": attention_mask, "cache": cache, **kwargs}
-    if not covers(model, config, arguments) or input_ids.size(1) < 2 or not bool(attention_mask[:, -1].all()):
+    lean = covers(model, config, arguments) and input_ids.size(1) >= 2 and bool(attention_mask[:, -1].all())
+    if counts is not None:
+        counts["lean" if lean else "generate"] += 1
+    if not lean:
         if cache is not None:
             kwargs["cache"] = cache
         return fallback(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config, **kwargs)
@@ -216,14 +222,14 @@ def _attention(attention, fused: _FusedQKV, normed, cos, sin, keys, values, visi
 
 
 @contextlib.contextmanager
-def lean_decoding(model, enabled: bool = True):
+def lean_decoding(model, enabled: bool = True, counts: collections.Counter | None = None):
     """Within the block, ``model.generate`` decodes with :func:`lean_generate` (transformers'
-    ``generate`` for what it does not cover)."""
+    ``generate`` for what it does not cover); ``counts`` tallies which of the two decoded each call."""
     if not enabled or not _architecture_covered(model):
         yield model
         return
     own = model.__dict__.get("generate")
-    model.generate = functools.partial(lean_generate, model, model.generate)
+    model.generate = functools.partial(lean_generate, model, model.generate, counts=counts)
     try:
         yield model
     finally:

@@ -25,6 +25,7 @@ together they let a test compare a distributed step with a single-process one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import time
@@ -119,6 +120,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
         self.shared_prefill = shared_prefill
         self.inverse_cdf_sampling = inverse_cdf_sampling
         self.lean_decode = lean_decode
+        self.decode_loops = collections.Counter()  # which loop decoded each rollout: lean or generate
         # fp32 weights under bf16 autocast (a CPU): roll out from a bf16 copy (fast_path.BF16RolloutCopy);
         # not from sharded weights (FSDP, DeepSpeed), whose copy would hold only this rank's shard
         sharded = getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False)
@@ -133,7 +135,7 @@ class BiLevelGRPOTrainer(GRPOTrainer):
             if self.rollout_copy is not None:
                 generator = stack.enter_context(self.rollout_copy.generating(generator))
                 # inside sharing_prefill's wrapper: the lean loop continues from the shared prefill
-                stack.enter_context(lean_decoding(generator, self.lean_decode))
+                stack.enter_context(lean_decoding(generator, self.lean_decode, self.decode_loops))
             if self.shared_prefill and not self.reproducible_rollouts:
                 stack.enter_context(sharing_prefill(generator, num_generations))
             stack.enter_context(inverse_cdf_sampling(self.inverse_cdf_sampling))
