@@ -60,7 +60,7 @@ def covers(model, generation_config, kwargs: dict) -> bool:
     """Whether the lean loop computes what ``model.generate(**kwargs)`` would: a Llama-style model on
     the CPU, plain sampling or greedy (temperature, top-k, top-p, min-p), ``max_new_tokens`` set, and
     nothing else asked of the generation."""
-    if not _architecture_covered(model) or generation_config is None or generation_config.max_new_tokens is None:
+    if not _architecture_covered(model) or generation_config is None or not generation_config.max_new_tokens:
         return False
     extra = set(kwargs) - {"input_ids", "attention_mask", "cache"}
     if extra or kwargs.get("input_ids") is None or kwargs.get("attention_mask") is None:
