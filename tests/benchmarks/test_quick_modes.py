@@ -34,6 +34,8 @@ def test_quick_mode_completes_and_prints_its_json_line(script, request):
     assert isinstance(figures, dict) and figures.get("quick") is True, last
     numbers = [value for value in figures.values() if isinstance(value, (int, float)) and not isinstance(value, bool)]
     assert numbers and all(value == value for value in numbers), f"{script.name}: no figures, or NaN, in {last}"
+    if script.name == "bench_grpo.py" and figures["device"] == "cpu" and figures["stages"][-1]["dtype"] == "bfloat16":
+        assert figures["rollout_engine"] == "lean decode loop", last  # every change on: the trainer decoded with it
 
 
 def test_make_bench_runs_only_scripts_that_exist():
