@@ -460,9 +460,19 @@ VARIANTS = {
     "daemon_via_exec": ("import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True,\n"
                         "                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\nprint('left')", {"ok"}),
     "symlink_escape": ("import os\nos.symlink('/etc/passwd', 'p')\nopen('p', 'a').write('pwned')", {"error"}),
+    # Threads that spin in bytecode without allocating: the run ends with its main thread.
     "spinning_daemon_threads": ("import threading\nfor _ in range(8):\n"
-                                "    threading.Thread(target=lambda: [None for _ in iter(int, 1)], daemon=True).start()\n"
+                                "    threading.Thread(target=lambda: [None for _ in iter(int, 1) if False], daemon=True).start()\n"
                                 "print('main done')", {"ok"}),
+    # A thread spinning in C (any() over an endless iterator) never gives the GIL back: the main
+    # thread never runs again, and the time limit ends the run.
+    "gil_holding_daemon_thread": ("import threading\nthreading.Thread(target=lambda: any(iter(int, 1)), daemon=True).start()\n"
+                                  "print('main done')", {"timeout"}),
+    # Threads that also fill memory: the main thread ends first (ok) or the address-space limit stops
+    # a thread's start (error); either way the run ends in time and nothing outside it changes.
+    "allocating_daemon_threads": ("import threading\nfor _ in range(8):\n"
+                                  "    threading.Thread(target=lambda: [None for _ in iter(int, 1)], daemon=True).start()\n"
+                                  "print('main done')", {"ok", "error"}),
     "exit_from_thread_then_hang": ("import threading, os, time\nthreading.Thread(target=lambda: os._exit(3)).start()\n"
                                    "time.sleep(100)", {"error"}),
 }
